@@ -1103,3 +1103,604 @@ fn edit_distance(a: &str, b: &str) -> usize {
     }
     previous[b.len()]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GUIDE_BCAST: &str = include_str!("../../tests/fixtures/config/guide-bcast/ha.cf");
+    const GUIDE_SERIAL: &str = include_str!("../../tests/fixtures/config/guide-serial/ha.cf");
+    /// The smallest valid file: two nodes, one medium.
+    const MINIMAL: &str = "node debian1 debian2\nbcast eth1\n";
+
+    #[track_caller]
+    fn ok(text: &str) -> (HaCf, Vec<ConfigWarning>) {
+        let mut warnings = Vec::new();
+        match parse(text, &mut warnings) {
+            Ok(ha) => (ha, warnings),
+            Err(e) => panic!("unexpected error: {e}\n--- text:\n{text}"),
+        }
+    }
+
+    #[track_caller]
+    fn err(text: &str) -> ConfigError {
+        let mut warnings = Vec::new();
+        match parse(text, &mut warnings) {
+            Ok(ha) => panic!("unexpected success: {ha:?}\n--- text:\n{text}"),
+            Err(e) => {
+                assert_eq!(e.file, FileKind::HaCf);
+                e
+            }
+        }
+    }
+
+    /// MINIMAL plus `extra` lines (which start on line 3).
+    fn with(extra: &str) -> String {
+        format!("{MINIMAL}{extra}")
+    }
+
+    #[track_caller]
+    fn assert_err(text: &str, line: usize, needle: &str) {
+        let e = err(text);
+        assert_eq!(e.line, line, "{e}");
+        assert!(
+            e.message.contains(needle),
+            "`{}` lacks `{needle}`",
+            e.message
+        );
+    }
+
+    fn ms(d: Duration) -> u64 {
+        d.millis()
+    }
+
+    // ==== Tests for the guide's files ====
+
+    #[test]
+    fn guide_bcast_file_parses_verbatim() {
+        let (ha, warnings) = ok(GUIDE_BCAST);
+        assert_eq!(ha.nodes, ["debian1", "debian2"]);
+        assert_eq!(ha.logfile.as_deref(), Some("/var/log/ha.log"));
+        assert_eq!(ha.debugfile, None);
+        assert_eq!(ha.logfacility, LogFacility::Facility(16));
+        assert_eq!(ha.auto_failback, AutoFailback::Off);
+        assert_eq!(
+            (
+                ms(ha.keepalive),
+                ms(ha.warntime),
+                ms(ha.deadtime),
+                ms(ha.initdead)
+            ),
+            (2_000, 10_000, 60_000, 80_000)
+        );
+        assert_eq!(ha.udpport, 694);
+        assert_eq!(ha.baud, BAUD_DEFAULT);
+        assert!(ha.realtime);
+        assert_eq!(
+            ha.media,
+            [Medium::Bcast {
+                iface: "eth1".into(),
+                line: 13
+            }]
+        );
+        assert_eq!(ha.media[0].link_name(), "eth1");
+        assert_eq!(ha.digest_lines, [1, 5, 7, 8, 9, 10, 12]);
+        // initdead 80 < 2 x deadtime 60: the one warning, on the initdead line.
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(warnings[0].line, 10);
+        assert!(warnings[0].message.contains("2 x deadtime"));
+    }
+
+    #[test]
+    fn guide_serial_file_parses_verbatim() {
+        let (ha, warnings) = ok(GUIDE_SERIAL);
+        assert_eq!(ha.nodes, ["debian1", "debian2"]);
+        assert_eq!(ha.baud, 9600);
+        assert_eq!(ha.udpport, UDPPORT_DEFAULT);
+        assert_eq!(
+            ha.media,
+            [
+                Medium::Bcast {
+                    iface: "eth0".into(),
+                    line: 13
+                },
+                Medium::Serial {
+                    device: "/dev/ttyS0".into(),
+                    line: 14
+                },
+            ]
+        );
+        let names: Vec<String> = ha.media.iter().map(Medium::link_name).collect();
+        assert_eq!(names, ["eth0", "ttyS0"]);
+        assert_eq!(ha.digest_lines, [1, 5, 7, 8, 9, 10, 12]);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+    }
+
+    // ==== Tests for defaults ====
+
+    #[test]
+    fn minimal_file_gets_heartbeat_defaults() {
+        let (ha, warnings) = ok(MINIMAL);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(ms(ha.keepalive), KEEPALIVE_DEFAULT_MS);
+        assert_eq!(ms(ha.deadtime), DEADTIME_DEFAULT_MS);
+        assert_eq!(ms(ha.warntime), DEADTIME_DEFAULT_MS / 2);
+        assert_eq!(ms(ha.initdead), DEADTIME_DEFAULT_MS);
+        assert_eq!(ha.udpport, UDPPORT_DEFAULT);
+        assert_eq!(ha.baud, BAUD_DEFAULT);
+        assert_eq!(ha.auto_failback, AutoFailback::Legacy);
+        assert_eq!(ha.logfacility, LogFacility::None);
+        assert_eq!((ha.logfile.clone(), ha.debugfile.clone()), (None, None));
+        assert!(ha.realtime);
+        assert_eq!(ha.digest_lines, [1]);
+    }
+
+    #[test]
+    fn initdead_default_follows_heartbeat_rule() {
+        // (deadtime, expected initdead): > 10 s -> deadtime; < 6 s -> 12 s; else 2 x.
+        for (deadtime, initdead) in [
+            (5, 12_000),
+            (6, 12_000),
+            (8, 16_000),
+            (10, 20_000),
+            (11, 11_000),
+            (60, 60_000),
+        ] {
+            let (ha, _) = ok(&with(&format!("keepalive 1\ndeadtime {deadtime}\n")));
+            assert_eq!(ms(ha.initdead), initdead, "deadtime {deadtime}");
+        }
+    }
+
+    #[test]
+    fn warntime_default_is_half_deadtime() {
+        let (ha, _) = ok(&with("deadtime 60\n"));
+        assert_eq!(ms(ha.warntime), 30_000);
+    }
+
+    // ==== Tests for node ====
+
+    #[test]
+    fn node_names_on_several_lines_and_commas_are_collected() {
+        let (ha, _) = ok("node debian1\nnode DEBIAN2\nbcast eth1\n");
+        assert_eq!(ha.nodes, ["debian1", "debian2"]);
+        assert_eq!(ha.digest_lines, [1, 2]);
+        let (ha, _) = ok("node debian1, debian2\nbcast eth1\n");
+        assert_eq!(ha.nodes, ["debian1", "debian2"]);
+    }
+
+    #[test]
+    fn node_errors_name_the_line() {
+        assert_err("bcast eth1\n", 0, "no `node` line");
+        assert_err("bcast eth1\nnode debian1\n", 2, "only one node");
+        assert_err("node a b\nbcast eth1\nnode c\n", 3, "third node `c`");
+        assert_err("node a b c\nbcast eth1\n", 1, "exactly two nodes");
+        assert_err(
+            "node a\nbcast eth1\nnode A\n",
+            3,
+            "listed twice (first on line 1)",
+        );
+        assert_err("node\nbcast eth1\n", 1, "needs the node names");
+        assert_err("node a b=c\nbcast eth1\n", 1, "not a host name");
+    }
+
+    // ==== Tests for logging directives ====
+
+    #[test]
+    fn logfile_and_debugfile_take_one_path() {
+        let (ha, _) = ok(&with(
+            "logfile /var/log/ha.log\ndebugfile /var/log/ha-debug\n",
+        ));
+        assert_eq!(ha.logfile.as_deref(), Some("/var/log/ha.log"));
+        assert_eq!(ha.debugfile.as_deref(), Some("/var/log/ha-debug"));
+        assert_err(&with("logfile a b\n"), 3, "takes one value, got 2");
+        assert_err(&with("debugfile\n"), 3, "needs a value");
+    }
+
+    #[test]
+    fn logfacility_accepts_every_syslog_name_and_none() {
+        for (name, code) in FACILITIES {
+            let (ha, _) = ok(&with(&format!("logfacility {name}\n")));
+            assert_eq!(ha.logfacility, LogFacility::Facility(code));
+            assert_eq!(ha.logfacility.name(), name);
+        }
+        let (ha, _) = ok(&with("logfacility none\n"));
+        assert_eq!(ha.logfacility, LogFacility::None);
+        assert_err(
+            &with("logfacility local8\n"),
+            3,
+            "unknown syslog facility `local8`",
+        );
+    }
+
+    // ==== Tests for auto_failback and realtime ====
+
+    #[test]
+    fn auto_failback_takes_heartbeat_words() {
+        let cases = [
+            ("on", AutoFailback::On),
+            ("yes", AutoFailback::On),
+            ("TRUE", AutoFailback::On),
+            ("1", AutoFailback::On),
+            ("off", AutoFailback::Off),
+            ("No", AutoFailback::Off),
+            ("false", AutoFailback::Off),
+            ("legacy", AutoFailback::Legacy),
+            ("LEGACY", AutoFailback::Legacy),
+        ];
+        for (word, expected) in cases {
+            let (ha, _) = ok(&with(&format!("auto_failback {word}\n")));
+            assert_eq!(ha.auto_failback, expected, "{word}");
+        }
+        assert_err(&with("auto_failback maybe\n"), 3, "use on, off or legacy");
+    }
+
+    #[test]
+    fn realtime_takes_boolean_words() {
+        for (word, expected) in [
+            ("on", true),
+            ("off", false),
+            ("yes", true),
+            ("no", false),
+            ("1", true),
+            ("0", false),
+        ] {
+            let (ha, _) = ok(&with(&format!("realtime {word}\n")));
+            assert_eq!(ha.realtime, expected, "{word}");
+        }
+        assert_err(&with("realtime fast\n"), 3, "use on or off");
+    }
+
+    // ==== Tests for timers ====
+
+    #[test]
+    fn time_words_convert_like_get_msec() {
+        let cases = [
+            ("2", 2_000),
+            ("0.5", 500),
+            (".5", 500),
+            ("2.", 2_000),
+            ("500ms", 500),
+            ("500MS", 500),
+            ("500msec", 500),
+            ("1.5ms", 2),
+            ("1500000us", 1_500),
+            ("499us", 0),
+            ("501usec", 1),
+            ("0.001", 1),
+            ("86400", TIME_MAX_MS),
+        ];
+        for (word, expected) in cases {
+            assert_eq!(parse_time_ms(word), Ok(expected), "{word}");
+        }
+        for word in [
+            "-1",
+            "abc",
+            "",
+            ".",
+            "1.2.3",
+            "1e3",
+            "2x",
+            "0x10",
+            "1234567890123",
+            "86401",
+        ] {
+            assert!(parse_time_ms(word).is_err(), "{word} accepted");
+        }
+        assert!(parse_time_ms("2s")
+            .unwrap_err()
+            .contains("bare numbers are already seconds"));
+    }
+
+    #[test]
+    fn timers_are_set_from_the_file() {
+        let (ha, warnings) = ok(&with(
+            "keepalive 500ms\nwarntime 1.5\ndeadtime 5\ninitdead 10\n",
+        ));
+        assert_eq!(
+            (
+                ms(ha.keepalive),
+                ms(ha.warntime),
+                ms(ha.deadtime),
+                ms(ha.initdead)
+            ),
+            (500, 1_500, 5_000, 10_000)
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(ha.digest_lines, [1, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn timer_errors_name_the_line() {
+        assert_err(&with("keepalive -1\n"), 3, "keepalive: `-1` is not a time");
+        assert_err(
+            &with("deadtime thirty\n"),
+            3,
+            "deadtime: `thirty` is not a time",
+        );
+        assert_err(&with("keepalive 0\n"), 3, "keepalive must be more than 0");
+        assert_err(
+            &with("keepalive 100us\n"),
+            3,
+            "keepalive must be more than 0",
+        );
+        assert_err(&with("warntime 0\n"), 3, "warntime must be more than 0");
+        assert_err(&with("initdead 2 ms\n"), 3, "takes one value");
+        assert_err(
+            &with("keepalive 2\ndeadtime 2\n"),
+            4,
+            "must be longer than keepalive",
+        );
+        assert_err(
+            &with("keepalive 5\ndeadtime 1\n"),
+            4,
+            "must be longer than keepalive",
+        );
+        assert_err(
+            &with("deadtime 30\ninitdead 20\n"),
+            4,
+            "initdead (20000 ms) is shorter than deadtime",
+        );
+    }
+
+    #[test]
+    fn risky_timers_warn_like_heartbeat() {
+        let (_, warnings) = ok(&with("keepalive 2\ndeadtime 4\ninitdead 12\n"));
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.line == 4 && w.message.contains("at most 2 x keepalive")),
+            "{warnings:?}"
+        );
+        let (_, warnings) = ok(&with("deadtime 30\ninitdead 40\n"));
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.line == 4 && w.message.contains("less than 2 x deadtime")),
+            "{warnings:?}"
+        );
+        let (_, warnings) = ok(&with("deadtime 10\nwarntime 10\ninitdead 20\n"));
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.line == 4 && w.message.contains("not shorter than deadtime")),
+            "{warnings:?}"
+        );
+        let (_, warnings) = ok(&with("keepalive 2\nwarntime 2\n"));
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.line == 4 && w.message.contains("reported late")),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn repeated_timer_warns_and_last_wins() {
+        let (ha, warnings) = ok(&with("keepalive 1\nkeepalive 2\n"));
+        assert_eq!(ms(ha.keepalive), 2_000);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(warnings[0].line, 4);
+        assert!(warnings[0].message.contains("also set on line 3"));
+    }
+
+    // ==== Tests for udpport and baud ====
+
+    #[test]
+    fn udpport_applies_in_any_order() {
+        let (ha, _) = ok("node a b\nbcast eth1\nudpport 1001\n");
+        assert_eq!(ha.udpport, 1001);
+        assert_eq!(ha.digest_lines, [1, 3]);
+        assert_err(&with("udpport 0\n"), 3, "not a UDP port");
+        assert_err(&with("udpport 65536\n"), 3, "not a UDP port");
+        assert_err(&with("udpport ha\n"), 3, "not a UDP port");
+    }
+
+    #[test]
+    fn baud_takes_standard_rates_once() {
+        for rate in BAUD_RATES {
+            let (ha, _) = ok(&with(&format!("baud {rate}\n")));
+            assert_eq!(ha.baud, rate);
+        }
+        assert_err(&with("baud 9601\n"), 3, "not a serial speed");
+        assert_err(
+            &with("baud 9600\nbaud 19200\n"),
+            4,
+            "given twice (first on line 3)",
+        );
+    }
+
+    // ==== Tests for media ====
+
+    #[test]
+    fn bcast_and_serial_take_several_names() {
+        let (ha, _) = ok("node a b\nbcast eth0 eth1\nserial /dev/ttyS0, /dev/ttyUSB0\n");
+        let names: Vec<String> = ha.media.iter().map(Medium::link_name).collect();
+        assert_eq!(names, ["eth0", "eth1", "ttyS0", "ttyUSB0"]);
+        assert!(ha.media.iter().all(|m| m.line() == 2 || m.line() == 3));
+    }
+
+    #[test]
+    fn media_errors_name_the_line() {
+        assert_err("node a b\n", 0, "no heartbeat medium");
+        assert_err("node a b\nbcast\n", 2, "needs at least one name");
+        assert_err("node a b\nserial\n", 2, "needs at least one name");
+        assert_err(
+            "node a b\nbcast eth1\nbcast eth1\n",
+            3,
+            "repeats the link `eth1` of line 2",
+        );
+        assert_err(
+            "node a b\nbcast averyveryverylongname\n",
+            2,
+            "not an interface name",
+        );
+        assert_err("node a b\nbcast eth1/2\n", 2, "not an interface name");
+        assert_err("node a b\nserial ttyS0\n", 2, "absolute path");
+        assert_err(
+            "node a b\nserial /dev/ttyS0 /dev/ttyS0\n",
+            2,
+            "repeats the link `ttyS0`",
+        );
+        let nine = "bcast e1 e2 e3 e4 e5 e6 e7 e8 e9\n";
+        assert_err(&format!("node a b\n{nine}"), 2, "at most 8 links");
+    }
+
+    #[test]
+    fn udp_alias_means_bcast_with_warning() {
+        let (ha, warnings) = ok("node a b\nudp eth1\n");
+        assert_eq!(
+            ha.media,
+            [Medium::Bcast {
+                iface: "eth1".into(),
+                line: 2
+            }]
+        );
+        assert_eq!(warnings[0].line, 2);
+        assert!(warnings[0].message.contains("write `bcast`"));
+    }
+
+    #[test]
+    fn mcast_parses_and_validates_its_five_values() {
+        let (ha, _) = ok("node a b\nmcast eth1 225.0.0.1 694 1 0\n");
+        let expected = Medium::Mcast {
+            iface: "eth1".into(),
+            group: Ipv4Addr::new(225, 0, 0, 1),
+            port: 694,
+            ttl: 1,
+            loopback: false,
+            line: 2,
+        };
+        assert_eq!(ha.media, [expected]);
+        assert_eq!(ha.media[0].link_name(), "eth1-mcast");
+        let (ha, _) = ok("node a b\nmcast eth1 239.1.2.3 700 255 1\n");
+        assert!(matches!(
+            ha.media[0],
+            Medium::Mcast {
+                ttl: 255,
+                loopback: true,
+                port: 700,
+                ..
+            }
+        ));
+        assert_err(
+            "node a b\nmcast eth1 225.0.0.1 694 1\n",
+            2,
+            "takes 5 values",
+        );
+        assert_err(
+            "node a b\nmcast eth1 10.0.0.1 694 1 0\n",
+            2,
+            "not a multicast address",
+        );
+        assert_err("node a b\nmcast eth1 225.0.0.1 0 1 0\n", 2, "mcast port");
+        assert_err("node a b\nmcast eth1 225.0.0.1 694 0 0\n", 2, "ttl `0`");
+        assert_err("node a b\nmcast eth1 225.0.0.1 694 256 0\n", 2, "ttl `256`");
+        assert_err(
+            "node a b\nmcast eth1 225.0.0.1 694 1 2\n",
+            2,
+            "loop `2` must be 0 or 1",
+        );
+    }
+
+    #[test]
+    fn ucast_parses_one_file_for_both_nodes() {
+        let (ha, _) = ok("node a b\nucast eth1 10.0.0.1\nucast eth1 10.0.0.2\n");
+        assert_eq!(
+            ha.media,
+            [
+                Medium::Ucast {
+                    iface: "eth1".into(),
+                    addr: Ipv4Addr::new(10, 0, 0, 1),
+                    line: 2
+                },
+                Medium::Ucast {
+                    iface: "eth1".into(),
+                    addr: Ipv4Addr::new(10, 0, 0, 2),
+                    line: 3
+                },
+            ]
+        );
+        assert_eq!(ha.media[0].link_name(), "eth1-ucast");
+        assert_err(
+            "node a b\nucast eth1 10.0.0.2\nucast eth1 10.0.0.2\n",
+            3,
+            "repeats the link",
+        );
+        assert_err(
+            "node a b\nucast eth1 debian2\n",
+            2,
+            "not a unicast IPv4 address",
+        );
+        assert_err(
+            "node a b\nucast eth1 224.0.0.1\n",
+            2,
+            "not a unicast IPv4 address",
+        );
+        assert_err("node a b\nucast eth1\n", 2, "takes 2 values");
+    }
+
+    // ==== Tests for unknown and unimplemented directives ====
+
+    #[test]
+    fn unimplemented_directives_give_one_warning_naming_all() {
+        let (_, warnings) = ok(&with("apiauth ipfail uid=hacluster\nrespawn hacluster /usr/lib/heartbeat/ipfail\nstonith_host * null a b\n"));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        let message = &warnings[0].message;
+        for needle in [
+            "`apiauth` (line 3)",
+            "`respawn` (line 4)",
+            "`stonith_host` (line 5)",
+        ] {
+            assert!(message.contains(needle), "`{message}` lacks {needle}");
+        }
+    }
+
+    #[test]
+    fn every_unimplemented_directive_is_accepted() {
+        for directive in UNIMPLEMENTED {
+            let (_, warnings) = ok(&with(&format!("{directive} x\n")));
+            assert!(warnings
+                .iter()
+                .any(|w| w.message.contains(&format!("`{directive}` (line 3)"))));
+            assert!(!IMPLEMENTED.contains(&directive));
+        }
+    }
+
+    #[test]
+    fn unknown_directive_is_an_error_with_a_suggestion() {
+        assert_err(
+            &with("keepalve 2\n"),
+            3,
+            "unknown directive `keepalve`; did you mean `keepalive`?",
+        );
+        assert_err(&with("Keepalive 2\n"), 3, "did you mean `keepalive`?");
+        let e = err(&with("frobnicate 2\n"));
+        assert_eq!(e.message, "unknown directive `frobnicate`");
+        assert_eq!(e.to_string(), "ha.cf:3: unknown directive `frobnicate`");
+    }
+
+    // ==== Tests for syntax ====
+
+    #[test]
+    fn comments_blank_lines_and_crlf_are_ignored() {
+        let text = "# a comment\r\n  node debian1 debian2 # trailing\r\n\r\n\tbcast\teth1\r\nkeepalive 2#x\r\n";
+        let (ha, _) = ok(text);
+        assert_eq!(ha.nodes, ["debian1", "debian2"]);
+        assert_eq!(
+            ha.media,
+            [Medium::Bcast {
+                iface: "eth1".into(),
+                line: 4
+            }]
+        );
+        assert_eq!(ms(ha.keepalive), 2_000);
+    }
+
+    #[test]
+    fn edit_distance_counts_edits() {
+        assert_eq!(edit_distance("keepalive", "keepalive"), 0);
+        assert_eq!(edit_distance("keepalve", "keepalive"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+}
