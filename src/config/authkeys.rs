@@ -9,8 +9,12 @@
 //! `N METHOD [SECRET]` lists a key. The secret is the rest of the line after the
 //! method, with surrounding blanks trimmed and taken *literally*: the guide's
 //! `1 md5 "Icimonsupermotdepasse"` has a 23-byte secret that includes both quotes,
-//! exactly as Heartbeat reads it, so a migrated pair keeps interoperating. A `#`
-//! inside a secret is part of the secret.
+//! exactly as Heartbeat reads it. A `#` inside a secret is part of the secret.
+//! Heartbeat (`sscanf("%d%s%s")`) kept only the first word of the secret; bascule
+//! keeps the whole rest of the line and warns when it holds blanks, so a phrase
+//! is not silently cut short. Differences from Heartbeat, on purpose: key
+//! numbers are 1..=255 (a frame carries a u8; Heartbeat allowed 0..=15), and the
+//! mode check refuses any group or other bit, not only the read bits.
 //!
 //! Invariants of an `Ok(AuthKeys)`: the active key is listed; ids are distinct
 //! and in 1..=255; sha256/sha1/md5 keys have 1..=[`KEY_LEN_MAX`] bytes of secret;
@@ -275,9 +279,10 @@ fn parse_key_line(
     })?;
     if method == AuthMethod::Crc {
         if !secret.is_empty() {
-            warnings.push(warning(
+            // Heartbeat refuses this too ("Auth method [crc] doesn't use a key").
+            return Err(error(
                 line,
-                format!("key {id}: crc takes no secret; the text after `crc` is ignored"),
+                format!("key {id}: crc takes no secret; remove the text after `crc`"),
             ));
         }
         return Ok(AuthKey {
@@ -285,6 +290,13 @@ fn parse_key_line(
             method,
             secret: Vec::new(),
         });
+    }
+    if secret.contains(char::is_whitespace) {
+        let message = format!(
+            "key {id}: the secret contains blanks; bascule uses the whole rest of the line \
+             (Heartbeat used only its first word)"
+        );
+        warnings.push(warning(line, message));
     }
     if secret.is_empty() {
         return Err(error(
@@ -310,4 +322,188 @@ fn parse_key_line(
         method,
         secret: secret.as_bytes().to_vec(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GUIDE: &str = include_str!("../../tests/fixtures/config/guide-bcast/authkeys");
+
+    #[track_caller]
+    fn ok(text: &str) -> (AuthKeys, Vec<ConfigWarning>) {
+        let mut warnings = Vec::new();
+        match parse(text, &mut warnings) {
+            Ok(auth) => (auth, warnings),
+            Err(e) => panic!("unexpected error: {e}\n--- text:\n{text}"),
+        }
+    }
+
+    #[track_caller]
+    fn assert_err(text: &str, line: usize, needle: &str) {
+        let mut warnings = Vec::new();
+        let e = parse(text, &mut warnings).expect_err(text);
+        assert_eq!(e.file, FileKind::AuthKeys);
+        assert_eq!(e.line, line, "{e}");
+        assert!(
+            e.message.contains(needle),
+            "`{}` lacks `{needle}`",
+            e.message
+        );
+    }
+
+    // ==== Tests for the guide's file ====
+
+    #[test]
+    fn guide_file_keeps_quotes_in_the_secret() {
+        let (auth, warnings) = ok(GUIDE);
+        assert_eq!(auth.active, 1);
+        let key = auth.active_key();
+        assert_eq!((key.id, key.method), (1, AuthMethod::Md5));
+        // Heartbeat reads the rest of the line literally: the quotes are part of the key.
+        assert_eq!(key.secret, b"\"Icimonsupermotdepasse\"");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0]
+            .message
+            .contains("md5 is kept for Heartbeat compatibility"));
+    }
+
+    #[test]
+    fn debug_never_prints_the_secret() {
+        let (auth, _) = ok(GUIDE);
+        let shown = format!("{auth:?}");
+        assert!(!shown.contains("Icimonsupermotdepasse"), "{shown}");
+        assert!(shown.contains("<23 bytes>"), "{shown}");
+    }
+
+    // ==== Tests for methods and keys ====
+
+    #[test]
+    fn every_method_parses_and_all_keys_are_kept() {
+        let text = "# keys\n\nauth 2\n1 sha256 s3cret with spaces  \n2 SHA1 abc#def\n3 md5 x\n4 crc\n255 sha256 last\n";
+        let (auth, warnings) = ok(text);
+        assert_eq!(auth.active, 2);
+        let ids: Vec<u8> = auth.keys.iter().map(|k| k.id).collect();
+        assert_eq!(ids, [1, 2, 3, 4, 255]);
+        assert_eq!(auth.key(1).unwrap().secret, b"s3cret with spaces");
+        assert_eq!(auth.key(2).unwrap().method, AuthMethod::Sha1);
+        assert_eq!(auth.key(2).unwrap().secret, b"abc#def");
+        assert_eq!(auth.key(4).unwrap().secret, b"");
+        assert!(auth.key(5).is_none());
+        let weaker: Vec<_> = warnings
+            .iter()
+            .filter(|w| w.message.contains("sha1 is kept"))
+            .collect();
+        assert_eq!(weaker.len(), 1, "{warnings:?}");
+    }
+
+    #[test]
+    fn method_names_round_trip() {
+        for method in AuthMethod::ALL {
+            assert_eq!(AuthMethod::from_name(method.name()), Some(method));
+        }
+        assert_eq!(AuthMethod::from_name("sha512"), None);
+    }
+
+    #[test]
+    fn sha256_active_gives_no_warning() {
+        let (_, warnings) = ok("auth 1\n1 sha256 secret\n");
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
+
+    #[test]
+    fn crc_active_warns_loudly() {
+        let (auth, warnings) = ok("auth 1\n1 crc\n");
+        assert_eq!(auth.active_key().method, AuthMethod::Crc);
+        assert_eq!(warnings.len(), 1);
+        assert_eq!(
+            warnings[0].to_string(),
+            "authkeys: method crc authenticates nothing: anyone on the link can forge heartbeats; use sha256"
+        );
+    }
+
+    #[test]
+    fn crc_with_text_is_refused_like_heartbeat() {
+        assert_err("auth 1\n1 sha256 k\n2 crc junk\n", 3, "crc takes no secret");
+    }
+
+    #[test]
+    fn secret_with_blanks_is_kept_whole_with_a_warning() {
+        let (auth, warnings) = ok("auth 1\n1 sha256 two words\n");
+        assert_eq!(auth.active_key().secret, b"two words");
+        assert!(warnings
+            .iter()
+            .any(|w| w.line == 2 && w.message.contains("first word")));
+    }
+
+    #[test]
+    fn auth_line_may_carry_a_comment() {
+        let (auth, _) = ok("auth 1 # the sending key\n1 sha256 k\n");
+        assert_eq!(auth.active, 1);
+    }
+
+    // ==== Tests for errors ====
+
+    #[test]
+    fn errors_name_the_line() {
+        assert_err("1 sha256 k\n", 0, "no `auth N` line");
+        assert_err(
+            "auth 2\n1 sha256 k\n",
+            1,
+            "`auth 2` names a key that is not listed (listed: 1)",
+        );
+        assert_err("auth 1\n", 1, "listed: none");
+        assert_err(
+            "auth 1\nauth 1\n1 sha256 k\n",
+            2,
+            "`auth` is given twice (first on line 1)",
+        );
+        assert_err("auth\n1 sha256 k\n", 1, "needs the number");
+        assert_err("auth 1 2\n1 sha256 k\n", 1, "takes one key number");
+        assert_err(
+            "auth 1\n1 sha256 a\n1 md5 b\n",
+            3,
+            "key 1 is listed twice (first on line 2)",
+        );
+        assert_err("auth 1\n0 sha256 k\n", 2, "out of range: use 1 to 255");
+        assert_err("auth 1\n256 sha256 k\n", 2, "out of range");
+        assert_err("auth 1\n-1 sha256 k\n", 2, "not a key number");
+        assert_err("auth 0\n", 1, "out of range");
+        assert_err(
+            "auth 1\nkey sha256 k\n",
+            2,
+            "`key` is not a key number or `auth`",
+        );
+        assert_err(
+            "auth 1\n1 sha512 k\n",
+            2,
+            "unknown method `sha512` for key 1",
+        );
+        assert_err("auth 1\n1\n", 2, "key 1 has no method");
+        assert_err("auth 1\n1 md5\n", 2, "key 1 (md5) has no secret");
+        assert_err("auth 1\n1 md5    \n", 2, "has no secret");
+        let long = "x".repeat(KEY_LEN_MAX + 1);
+        assert_err(&format!("auth 1\n1 sha256 {long}\n"), 2, "longer than 256");
+        let (auth, _) = ok(&format!("auth 1\n1 sha256 {}\n", "x".repeat(KEY_LEN_MAX)));
+        assert_eq!(auth.active_key().secret.len(), KEY_LEN_MAX);
+    }
+
+    // ==== Tests for check_mode ====
+
+    #[test]
+    fn check_mode_refuses_group_or_other_bits() {
+        assert_eq!(check_mode(0o100600), Ok(()));
+        assert_eq!(check_mode(0o400), Ok(()));
+        assert_eq!(
+            check_mode(0o100644),
+            Err(
+                "mode 0644 lets group or others read the keys; run chmod 0600 authkeys".to_string()
+            )
+        );
+        assert!(check_mode(0o640).unwrap_err().contains("read"));
+        assert!(check_mode(0o620)
+            .unwrap_err()
+            .contains("mode 0620 lets group or others change"));
+        assert!(check_mode(0o601).is_err());
+    }
 }
