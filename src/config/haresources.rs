@@ -278,3 +278,213 @@ fn check_duplicates(earlier: &[Group], group: &Group) -> Result<(), ConfigError>
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GUIDE: &str = include_str!("../../tests/fixtures/config/guide-bcast/haresources");
+
+    fn nodes() -> Vec<String> {
+        vec!["debian1".to_string(), "debian2".to_string()]
+    }
+
+    #[track_caller]
+    fn ok(text: &str) -> Haresources {
+        let mut warnings = Vec::new();
+        match parse(text, &nodes(), &mut warnings) {
+            Ok(res) => res,
+            Err(e) => panic!("unexpected error: {e}\n--- text:\n{text}"),
+        }
+    }
+
+    #[track_caller]
+    fn assert_err(text: &str, line: usize, needle: &str) {
+        let mut warnings = Vec::new();
+        let e = parse(text, &nodes(), &mut warnings).expect_err(text);
+        assert_eq!(e.file, FileKind::Haresources);
+        assert_eq!(e.line, line, "{e}");
+        assert!(
+            e.message.contains(needle),
+            "`{}` lacks `{needle}`",
+            e.message
+        );
+    }
+
+    fn canonical(group: &Group) -> Vec<String> {
+        group
+            .resources
+            .iter()
+            .map(ResourceSpec::canonical)
+            .collect()
+    }
+
+    // ==== Tests for the guide's file ====
+
+    #[test]
+    fn guide_line_parses_in_order() {
+        let res = ok(GUIDE);
+        assert_eq!(res.groups.len(), 1);
+        let group = &res.groups[0];
+        assert_eq!((group.node.as_str(), group.line), ("debian1", 1));
+        assert_eq!(
+            canonical(group),
+            [
+                "IPaddr::192.168.69.16",
+                "IPaddr::192.168.69.100",
+                "drbddisk::repl",
+                "Filesystem::/dev/drbd0::/mnt/repl::ext3",
+                "apache",
+                "MailTo::admin@example.com",
+            ]
+        );
+        assert_eq!(group.resources[0].text, "192.168.69.16");
+        assert_eq!(group.resources[3].args, ["/dev/drbd0", "/mnt/repl", "ext3"]);
+        assert!(group.resources[4].args.is_empty());
+        assert_eq!(
+            group.resources[0].vip(),
+            Some(std::net::Ipv4Addr::new(192, 168, 69, 16))
+        );
+        assert_eq!(group.resources[2].vip(), None);
+    }
+
+    // ==== Tests for syntax ====
+
+    #[test]
+    fn comments_blanks_and_continuations_are_handled() {
+        let text = "# groups\n\ndebian1 192.168.69.16 \\\n   drbddisk::repl \\\n   apache # web\n  # indented comment\ndebian2 10.0.0.50/8/eth1 mysql\n";
+        let res = ok(text);
+        assert_eq!(res.groups.len(), 2);
+        assert_eq!(res.groups[0].line, 3);
+        assert_eq!(
+            canonical(&res.groups[0]),
+            ["IPaddr::192.168.69.16", "drbddisk::repl", "apache"]
+        );
+        assert_eq!(res.groups[1].line, 7);
+        assert_eq!(
+            canonical(&res.groups[1]),
+            ["IPaddr::10.0.0.50/8/eth1", "mysql"]
+        );
+    }
+
+    #[test]
+    fn continuation_at_end_of_file_ends_the_group() {
+        let res = ok("debian1 apache \\\n");
+        assert_eq!(canonical(&res.groups[0]), ["apache"]);
+        assert!(ok("").groups.is_empty());
+    }
+
+    #[test]
+    fn node_is_matched_case_insensitively() {
+        let res = ok("DEBIAN2 apache\n");
+        assert_eq!(res.groups[0].node, "debian2");
+    }
+
+    #[test]
+    fn addresses_take_bits_iface_and_broadcast() {
+        for word in [
+            "192.168.69.16",
+            "192.168.69.16/24",
+            "192.168.69.16/24/eth0",
+            "192.168.69.16/24/eth0/192.168.69.255",
+            "IPaddr::192.168.69.16/0",
+            "IPaddr2::192.168.69.16/32/eth0",
+        ] {
+            let res = ok(&format!("debian1 {word}\n"));
+            assert!(is_ipaddr(&res.groups[0].resources[0].name), "{word}");
+        }
+    }
+
+    #[test]
+    fn filesystem_options_may_hold_commas_and_equals() {
+        let res = ok("debian1 Filesystem::/dev/drbd0::/mnt/repl::ext3::rw,noatime,data=ordered\n");
+        assert_eq!(
+            res.groups[0].resources[0].args[3],
+            "rw,noatime,data=ordered"
+        );
+    }
+
+    // ==== Tests for errors ====
+
+    #[test]
+    fn errors_name_the_line() {
+        assert_err(
+            "debian3 apache\n",
+            1,
+            "node `debian3` is not a node of ha.cf (known nodes: debian1, debian2)",
+        );
+        assert_err("\ndebian1\n", 2, "has no resources");
+        assert_err("debian1 \\\n\n", 1, "has no resources");
+        assert_err("debian1 apa/che\n", 1, "resource name `apa/che`");
+        assert_err("debian1 ::x\n", 1, "resource name ``");
+        assert_err(
+            "debian1 Filesystem::/dev/drbd0::::ext3\n",
+            1,
+            "empty argument",
+        );
+        assert_err("debian1 drbddisk::\n", 1, "empty argument");
+        assert_err(
+            "debian1 192.168.69.300\n",
+            1,
+            "`192.168.69.300` is not a valid IPv4 address",
+        );
+        assert_err("debian1 192.168.69.16/33\n", 1, "netmask bits `33`");
+        assert_err("debian1 192.168.69.16/x\n", 1, "netmask bits `x`");
+        assert_err("debian1 192.168.69.16/24//\n", 1, "not an interface name");
+        assert_err(
+            "debian1 192.168.69.16/24/eth0/300.0.0.1\n",
+            1,
+            "broadcast `300.0.0.1`",
+        );
+        assert_err(
+            "debian1 192.168.69.16/24/eth0/1.2.3.4/5\n",
+            1,
+            "too many parts",
+        );
+        assert_err("debian1 IPaddr\n", 1, "IPaddr takes one argument");
+        assert_err(
+            "debian1 IPaddr2::1.2.3.4::x\n",
+            1,
+            "IPaddr2 takes one argument",
+        );
+        assert_err("debian1 IPaddr::debian\n", 1, "not a valid IPv4 address");
+        assert_err("debian1 0.0.0.0\n", 1, "cannot be a virtual address");
+        assert_err("debian1 224.0.0.1\n", 1, "cannot be a virtual address");
+    }
+
+    #[test]
+    fn duplicates_across_groups_are_refused() {
+        assert_err(
+            "debian1 apache\ndebian2 apache\n",
+            2,
+            "`apache` is already in the group on line 1",
+        );
+        assert_err(
+            "debian1 apache apache\n",
+            1,
+            "already in the group on line 1",
+        );
+        assert_err(
+            "debian1 10.0.0.1\ndebian2 IPaddr::10.0.0.1\n",
+            2,
+            "already in the group",
+        );
+        assert_err(
+            "debian1 10.0.0.1/8\ndebian2 IPaddr2::10.0.0.1/24/eth1\n",
+            2,
+            "virtual address 10.0.0.1",
+        );
+        let res = ok("debian1 10.0.0.1 apache\ndebian2 10.0.0.2 mysql\n");
+        assert_eq!(res.groups.len(), 2);
+    }
+
+    #[test]
+    fn error_display_has_file_and_line() {
+        let mut warnings = Vec::new();
+        let e = parse("\n\ndebian9 x\n", &nodes(), &mut warnings).unwrap_err();
+        assert!(
+            e.to_string().starts_with("haresources:3: node `debian9`"),
+            "{e}"
+        );
+    }
+}
