@@ -23,6 +23,12 @@
 //!   two distinct nodes.
 //! - Directives Heartbeat has that bascule does not implement yet are accepted
 //!   and named in one warning; unknown words are errors (with a suggestion).
+//!   `udp`, Heartbeat's old name for `bcast`, is read as `bcast` with a warning.
+//! - A timer set twice warns and the last value wins (Heartbeat keeps the last
+//!   silently); `baud` twice is an error, as in Heartbeat.
+//! - Two `ucast` lines on one interface are allowed (one file for both nodes: the
+//!   shell drops the one naming this node's own address); any other repeated link
+//!   name is an error, since links are named in logs and status.
 //!
 //! Invariants of an `Ok(HaCf)`: two distinct nodes, at least one and at most
 //! [`LINKS_MAX`] media with distinct link names, 0 < keepalive < deadtime <=

@@ -77,6 +77,7 @@ pub fn parse(
     nodes: &[String],
     warnings: &mut Vec<ConfigWarning>,
 ) -> Result<Haresources, ConfigError> {
+    // No haresources remark is a warning today: every problem found is an error.
     let _ = &warnings;
     let physical: Vec<&str> = text.lines().collect();
     let mut groups: Vec<Group> = Vec::new();

@@ -3,8 +3,8 @@
 //!
 //! Layer: pure. Every parser takes the file's text (and its name, for messages) and
 //! returns typed settings or a [`ConfigError`] with `file:line`. Reading the files,
-//! checking the authkeys mode and resolving interfaces is the shell's job
-//! (`shell::config_load`). Warnings (directives Heartbeat has that bascule does not
+//! checking the authkeys mode (with [`authkeys::check_mode`]) and resolving
+//! interfaces is the shell's job (`shell::config_load`). Warnings (directives Heartbeat has that bascule does not
 //! implement yet, risky timings, the unauthenticated `crc` method) are returned as
 //! values, never logged here.
 
