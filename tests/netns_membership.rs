@@ -419,13 +419,16 @@ fn replayed_frame_is_rejected_and_does_not_revive_peer() {
 }
 
 /// Slow (~25 s): a serial-only pair under a bit error rate of 1e-3 for 20 s.
-/// A ~60-byte frame is then lost with p ~ 0.38, so the timers here keep ten
-/// keepalives per deadtime (0.2 s / 2 s): a false death would need ten lost
-/// frames in a row (p ~ 6e-5 per window). With the 1 s deadtime of the other
-/// tests (five frames, p ~ 0.8% per window) it would be a coin toss over 20 s.
+/// A heartbeat is about 71 bytes on the wire (568 bits), so about 45% of the
+/// frames are lost (CRC, or COBS when a delimiter is hit, which can take the
+/// next frame too; measured here: 47%). The timers therefore keep fifteen
+/// keepalives per deadtime (0.2 s / 3 s): a false death needs fifteen lost
+/// frames in a row (p ~ 1e-5 per window). With the 1 s deadtime of the other
+/// tests (five frames, p ~ 2% per window) a death in 20 s would be expected,
+/// and would be no bug: `Late` is the right state under this much noise.
 #[test]
 fn serial_bit_errors_cost_frames_never_the_peer() {
-    const BER_TIMERS: [&str; 4] = ["keepalive=0.2", "warntime=1", "deadtime=2", "initdead=4"];
+    const BER_TIMERS: [&str; 4] = ["keepalive=0.2", "warntime=1", "deadtime=3", "initdead=6"];
     const RUN: Duration = Duration::from_secs(20);
     let Some(lab) = pair("serial_ber", "serialonly", &BER_TIMERS, &["ttyS0"]) else {
         return;
@@ -447,7 +450,8 @@ fn serial_bit_errors_cost_frames_never_the_peer() {
     }
     assert_no_death(&lab, m, "BER 1e-3 on the only link");
     let flipped = lab.serial_counter("a>b", "flipped") + lab.serial_counter("b>a", "flipped");
-    assert!(flipped > 100, "the relay flipped only {flipped} bits");
+    // ~100 frames of 568 bits each way at 1e-3: about 115 flips expected.
+    assert!(flipped > 50, "the relay flipped only {flipped} bits");
     for node in NODES {
         let j = lab.status(node).unwrap();
         let bad = rejected_total(&j, "ttyS0");
@@ -457,7 +461,11 @@ fn serial_bit_errors_cost_frames_never_the_peer() {
             damaged > 0,
             "{node}: damaged frames not counted as crc/cobs: {j}"
         );
-        assert_eq!(peer_state(&j), "Alive", "{node}: {j}");
+        let state = peer_state(&j);
+        assert!(
+            state == "Alive" || state == "Late",
+            "{node}: peer {state}: {j}"
+        );
     }
 }
 
