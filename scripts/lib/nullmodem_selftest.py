@@ -60,7 +60,7 @@ class Relay:
         assert not os.path.lexists(self.a), "relay left its symlink behind"
 
 
-def read_for(fd, seconds, want=None):
+def read_for(fd, seconds, want=None, arrivals=None):
     got = bytearray()
     first = last = None
     deadline = time.monotonic() + seconds
@@ -74,6 +74,8 @@ def read_for(fd, seconds, want=None):
         first = first or now
         last = now
         got += chunk
+        if arrivals is not None:
+            arrivals.append((now, len(chunk)))
     return bytes(got), first, last
 
 
@@ -100,10 +102,14 @@ def test_rate(quick):
         data = bytes(range(256)) * (n // 256 + 1)
         data = data[:n]
         write_all(r.fa, data)
-        got, first, last = read_for(r.fb, n / 960 + 3, want=n)
+        arrivals = []
+        got, first, last = read_for(r.fb, n / 960 + 3, want=n, arrivals=arrivals)
         check(got == data, "a>b delivers every byte in order (%d bytes)" % len(got))
         rate = (len(got) - 1) / (last - first)
         check(900 <= rate <= 1000, "paced rate %.0f B/s (want ~960)" % rate)
+        # No burst: at most ~10 ms of line time (about 10 bytes) in any 10 ms.
+        burst = max(sum(k for t2, k in arrivals if t <= t2 < t + 0.010) for t, _ in arrivals)
+        check(burst <= 24, "largest burst %d bytes in 10 ms (line rate: 9.6)" % burst)
     finally:
         r.close()
 
