@@ -72,7 +72,9 @@ impl Mirror {
         let id = (repr.header.boot_epoch, repr.header.seq);
         if let Some(last) = self.accepted_last[link] {
             if id <= last {
-                return Err(format!("replay accepted on link {link}: {id:?} after {last:?}"));
+                return Err(format!(
+                    "replay accepted on link {link}: {id:?} after {last:?}"
+                ));
             }
         }
         match self.newest {
@@ -80,7 +82,9 @@ impl Mirror {
                 return Err(format!("older epoch accepted: {id:?} after epoch {epoch}"));
             }
             Some((epoch, seq)) if id.0 == epoch && id.1 + REPLAY_WINDOW < seq => {
-                return Err(format!("frame beyond the replay window accepted: {id:?}, newest seq {seq}"));
+                return Err(format!(
+                    "frame beyond the replay window accepted: {id:?}, newest seq {seq}"
+                ));
             }
             Some((epoch, seq)) if id.0 == epoch => self.newest = Some((epoch, seq.max(id.1))),
             _ => self.newest = Some(id),
@@ -97,22 +101,36 @@ impl Mirror {
         match *event {
             Event::PeerState { from, to, .. } => {
                 if from != self.peer || !from.may_become(to) {
-                    return Err(format!("peer transition {from:?} -> {to:?} while mirror says {:?}", self.peer));
+                    return Err(format!(
+                        "peer transition {from:?} -> {to:?} while mirror says {:?}",
+                        self.peer
+                    ));
                 }
                 self.peer = to;
             }
             Event::LinkState { link, from, to, .. } => {
                 let l = link.0 as usize;
                 if from != self.links[l] || from == to {
-                    return Err(format!("link {l} transition {from:?} -> {to:?} while mirror says {:?}", self.links[l]));
+                    return Err(format!(
+                        "link {l} transition {from:?} -> {to:?} while mirror says {:?}",
+                        self.links[l]
+                    ));
                 }
                 self.links[l] = to;
             }
-            Event::FrameRejected { link, reason, count, .. } => {
+            Event::FrameRejected {
+                link,
+                reason,
+                count,
+                ..
+            } => {
                 let (l, r) = (link.0 as usize, reason.index());
                 self.summarised[l][r] += u64::from(count);
                 if self.summarised[l][r] > self.rejected[l][r] {
-                    return Err(format!("frame_rejected sums {} > {} refused", self.summarised[l][r], self.rejected[l][r]));
+                    return Err(format!(
+                        "frame_rejected sums {} > {} refused",
+                        self.summarised[l][r], self.rejected[l][r]
+                    ));
                 }
             }
             Event::ConfigMismatch { .. } | Event::ConfigMatch => {
@@ -127,16 +145,27 @@ impl Mirror {
     /// no dropped event, no link Up under a Dead peer.
     pub fn compare(&self, m: &Membership) -> Result<(), String> {
         if m.peer_state() != self.peer {
-            return Err(format!("peer_state() {:?} but events say {:?}", m.peer_state(), self.peer));
+            return Err(format!(
+                "peer_state() {:?} but events say {:?}",
+                m.peer_state(),
+                self.peer
+            ));
         }
         for l in 0..LINKS {
             let id = LinkId(l as u8);
             if m.link_state(id) != self.links[l] {
-                return Err(format!("link {l} state {:?} but events say {:?}", m.link_state(id), self.links[l]));
+                return Err(format!(
+                    "link {l} state {:?} but events say {:?}",
+                    m.link_state(id),
+                    self.links[l]
+                ));
             }
             let stats = m.link_stats(id);
             if stats.rx_ok != self.rx_ok[l] || stats.rx_rejected != self.rejected[l] {
-                return Err(format!("link {l} counters {stats:?} but results say ok={} rejected={:?}", self.rx_ok[l], self.rejected[l]));
+                return Err(format!(
+                    "link {l} counters {stats:?} but results say ok={} rejected={:?}",
+                    self.rx_ok[l], self.rejected[l]
+                ));
             }
             if self.peer == PeerState::Dead && self.links[l] == LinkState::Up {
                 return Err(format!("peer Dead while link {l} is Up"));
@@ -157,14 +186,13 @@ impl Mirror {
                 recent[*l][r.index()] += 1;
             }
         }
-        for l in 0..LINKS {
-            for r in 0..REASONS {
+        for (l, recent) in recent.iter().enumerate() {
+            for (r, reason) in FrameError::ALL.iter().enumerate() {
                 let missing = self.rejected[l][r] - self.summarised[l][r];
-                if missing > recent[l][r] {
+                if missing > recent[r] {
                     return Err(format!(
-                        "link {l} reason {}: {missing} refusals never summarised (only {} in the last window)",
-                        FrameError::ALL[r],
-                        recent[l][r]
+                        "link {l} reason {reason}: {missing} refusals never summarised (only {} in the last window)",
+                        recent[r]
                     ));
                 }
             }

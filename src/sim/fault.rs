@@ -75,7 +75,10 @@ impl Span {
     /// The span from `from_ms` to `until_ms`.
     pub fn ms(from_ms: u64, until_ms: u64) -> Span {
         assert!(from_ms <= until_ms, "empty span {from_ms}..{until_ms}");
-        Span { from: Instant::from_millis(from_ms), until: Instant::from_millis(until_ms) }
+        Span {
+            from: Instant::from_millis(from_ms),
+            until: Instant::from_millis(until_ms),
+        }
     }
 
     /// Whether `t` is inside.
@@ -103,7 +106,10 @@ pub enum Dir {
 impl Dir {
     /// Whether frames sent by `from` are affected.
     pub fn from_node(self, from: usize) -> bool {
-        matches!((self, from), (Dir::Both, _) | (Dir::AtoB, 0) | (Dir::BtoA, 1))
+        matches!(
+            (self, from),
+            (Dir::Both, _) | (Dir::AtoB, 0) | (Dir::BtoA, 1)
+        )
     }
 }
 
@@ -177,7 +183,11 @@ impl Scheduled {
             return Verdict::Pass;
         }
         match self.fault {
-            Fault::Loss { link: l, dir, p } if l == link && dir.from_node(from) && rng.chance(p) => Verdict::Drop,
+            Fault::Loss { link: l, dir, p }
+                if l == link && dir.from_node(from) && rng.chance(p) =>
+            {
+                Verdict::Drop
+            }
             Fault::BitFlips { ber } if link == SERIAL => {
                 let clean = (1.0 - ber).powi(SERIAL_FRAME_BITS);
                 if rng.chance(1.0 - clean) {
@@ -186,12 +196,18 @@ impl Scheduled {
                     Verdict::Pass
                 }
             }
-            Fault::Delay { link: l, max_ms } if l == link => Verdict::Deliver(Duration::from_millis(rng.below(max_ms + 1))),
+            Fault::Delay { link: l, max_ms } if l == link => {
+                Verdict::Deliver(Duration::from_millis(rng.below(max_ms + 1)))
+            }
             Fault::Duplicate { link: l, p, max_ms } if l == link && rng.chance(p) => {
                 Verdict::Duplicate(Duration::from_millis(rng.below(max_ms + 1)))
             }
             Fault::Replay { link: l, p } if l == link && rng.chance(p) => Verdict::Replay,
-            Fault::Partition { link: l, dir } if l.map_or(true, |l| l == link) && dir.from_node(from) => Verdict::Drop,
+            Fault::Partition { link: l, dir }
+                if l.map_or(true, |l| l == link) && dir.from_node(from) =>
+            {
+                Verdict::Drop
+            }
             _ => Verdict::Pass,
         }
     }
@@ -235,7 +251,12 @@ pub struct Scenario {
 impl Scenario {
     /// No faults: two healthy nodes for `end_ms`.
     pub fn quiet(seed: u64, timing: Timing, end_ms: u64) -> Scenario {
-        Scenario { seed, timing, faults: Vec::new(), end: Instant::from_millis(end_ms) }
+        Scenario {
+            seed,
+            timing,
+            faults: Vec::new(),
+            end: Instant::from_millis(end_ms),
+        }
     }
 
     /// Adds a fault during `span` (kept in rule precedence order).
@@ -247,13 +268,21 @@ impl Scenario {
 
     /// When the last fault ends (the origin if none).
     pub fn heal(&self) -> Instant {
-        self.faults.iter().map(|f| f.span.until).max().unwrap_or(Instant::ZERO)
+        self.faults
+            .iter()
+            .map(|f| f.span.until)
+            .max()
+            .unwrap_or(Instant::ZERO)
     }
 
     /// Longest extra delay any fault can add, ms (kept <= keepalive by the
     /// generator: checker (a) relies on it).
     pub fn delay_max_ms(&self) -> u64 {
-        self.faults.iter().map(Scheduled::delay_max_ms).max().unwrap_or(0)
+        self.faults
+            .iter()
+            .map(Scheduled::delay_max_ms)
+            .max()
+            .unwrap_or(0)
     }
 
     /// A random scenario: keepalive 50..=2000 ms, deadtime 3..=10 keepalives, up to
@@ -271,15 +300,27 @@ impl Scenario {
             deadtime: Duration::from_millis(deadtime_ms),
             initdead: Duration::from_millis(2 * deadtime_ms),
         };
-        let mut scenario = Scenario { seed, timing, faults: Vec::new(), end: Instant::ZERO };
+        let mut scenario = Scenario {
+            seed,
+            timing,
+            faults: Vec::new(),
+            end: Instant::ZERO,
+        };
         for _ in 0..rng.below(7) {
             let from_ms = rng.below(FAULT_HORIZON.millis());
             let len_ms = 1 + rng.below(3 * deadtime_ms);
             let span = Span::ms(from_ms, from_ms + len_ms);
-            scenario.faults.push(Scheduled { span, fault: random_fault(&mut rng, keepalive_ms) });
+            scenario.faults.push(Scheduled {
+                span,
+                fault: random_fault(&mut rng, keepalive_ms),
+            });
         }
         scenario.faults.sort_by_key(Scheduled::rank);
-        let recovered = scenario.heal() + timing.initdead + timing.deadtime + timing.keepalive + timing.keepalive;
+        let recovered = scenario.heal()
+            + timing.initdead
+            + timing.deadtime
+            + timing.keepalive
+            + timing.keepalive;
         scenario.end = (recovered + QUIET_TAIL).max(Instant::ZERO + RUN_MIN);
         scenario
     }
@@ -292,11 +333,23 @@ fn random_fault(rng: &mut Rng, keepalive_ms: u64) -> Fault {
     let p = (1 + rng.below(90)) as f64 / 100.0;
     match rng.below(9) {
         0 => Fault::Loss { link, dir, p },
-        1 => Fault::BitFlips { ber: [1e-4, 1e-3, 1e-2][rng.below(3) as usize] },
-        2 => Fault::Delay { link: ETH, max_ms: rng.below(keepalive_ms / 2 + 1) },
-        3 => Fault::Duplicate { link, p, max_ms: rng.below(keepalive_ms / 2 + 1) },
+        1 => Fault::BitFlips {
+            ber: [1e-4, 1e-3, 1e-2][rng.below(3) as usize],
+        },
+        2 => Fault::Delay {
+            link: ETH,
+            max_ms: rng.below(keepalive_ms / 2 + 1),
+        },
+        3 => Fault::Duplicate {
+            link,
+            p,
+            max_ms: rng.below(keepalive_ms / 2 + 1),
+        },
         4 => Fault::Replay { link, p },
-        5 => Fault::Partition { link: Some(link), dir },
+        5 => Fault::Partition {
+            link: Some(link),
+            dir,
+        },
         6 => Fault::Partition { link: None, dir },
         7 => Fault::Freeze { node },
         _ => Fault::Crash { node },

@@ -37,7 +37,9 @@ use std::fmt;
 
 use crate::config::digest::ConfigDigest;
 use crate::core::event::{Event, Names};
-use crate::core::membership::{LinkState, Membership, MembershipConfig, PeerState, FRAME_SUMMARY_WINDOW};
+use crate::core::membership::{
+    LinkState, Membership, MembershipConfig, PeerState, FRAME_SUMMARY_WINDOW,
+};
 use crate::core::LinkId;
 use crate::rng::Rng;
 use crate::time::{Duration, Instant};
@@ -74,7 +76,11 @@ pub struct Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         writeln!(f, "simulation failed at t={}: {}", self.at, self.message)?;
-        writeln!(f, "reproduce: SIM_SEED=0x{:016x} cargo test --test sim", self.seed)?;
+        writeln!(
+            f,
+            "reproduce: SIM_SEED=0x{:016x} cargo test --test sim",
+            self.seed
+        )?;
         write!(f, "{}", self.scenario)?;
         writeln!(f, "last {} trace lines:", self.trace.len())?;
         for line in &self.trace {
@@ -103,7 +109,11 @@ impl Report {
     /// Times at which `node` declared its peer `to`.
     pub fn peer_became(&self, node: usize, to: PeerState) -> Vec<Instant> {
         let became = |e: &Event| matches!(e, Event::PeerState { to: t, .. } if *t == to);
-        self.events.iter().filter(|(_, n, e)| *n == node && became(e)).map(|(t, _, _)| *t).collect()
+        self.events
+            .iter()
+            .filter(|(_, n, e)| *n == node && became(e))
+            .map(|(t, _, _)| *t)
+            .collect()
     }
 }
 
@@ -177,7 +187,10 @@ impl Sim {
         let seed = scenario.seed;
         let rng = |i: u64| Rng::new(seed ^ (0xD1B5_4A32_D192_ED03u64.wrapping_mul(i + 1)));
         let nodes = [0, 1].map(|n| Node {
-            m: Some(Membership::new(node_config(&scenario, n, EPOCH_START[n]), Instant::ZERO)),
+            m: Some(Membership::new(
+                node_config(&scenario, n, EPOCH_START[n]),
+                Instant::ZERO,
+            )),
             epoch: EPOCH_START[n],
             frozen: false,
             inbox: Vec::new(),
@@ -220,7 +233,9 @@ impl Sim {
                 Err(message) => return Err(self.failure(message)),
             }
         }
-        Err(self.failure(format!("no progress: {steps_max} steps before the end (livelock?)")))
+        Err(self.failure(format!(
+            "no progress: {steps_max} steps before the end (livelock?)"
+        )))
     }
 
     /// The machine of `node` (None while crashed).
@@ -229,11 +244,11 @@ impl Sim {
     }
 
     fn finish(self) -> Result<Report, Failure> {
-        for n in 0..2 {
-            if self.nodes[n].m.is_some() {
+        for (node, name) in self.nodes.iter().zip(NODE_NAMES) {
+            if node.m.is_some() {
                 let window_ms = FRAME_SUMMARY_WINDOW.millis();
-                if let Err(message) = self.nodes[n].mirror.check_summaries(self.now, window_ms) {
-                    return Err(self.failure(format!("node {}: {message}", NODE_NAMES[n])));
+                if let Err(message) = node.mirror.check_summaries(self.now, window_ms) {
+                    return Err(self.failure(format!("node {name}: {message}")));
                 }
             }
         }
@@ -285,10 +300,30 @@ impl Sim {
 
     fn next_time(&self) -> Instant {
         let deliveries = self.pending.iter().map(|d| d.at);
-        let timers = self.nodes.iter().filter(|n| !n.frozen).filter_map(|n| n.m.as_ref()?.poll_timeout());
-        let edges = self.scenario.faults.iter().flat_map(|f| [f.span.from, f.span.until]).filter(|t| *t > self.now);
-        let checks = self.detections.iter().map(|d| d.at).chain(Some(self.recovered_at())).filter(|t| *t > self.now);
-        deliveries.chain(timers).chain(edges).chain(checks).chain(Some(self.scenario.end + Duration::from_millis(1))).min().expect("end is always there")
+        let timers = self
+            .nodes
+            .iter()
+            .filter(|n| !n.frozen)
+            .filter_map(|n| n.m.as_ref()?.poll_timeout());
+        let edges = self
+            .scenario
+            .faults
+            .iter()
+            .flat_map(|f| [f.span.from, f.span.until])
+            .filter(|t| *t > self.now);
+        let checks = self
+            .detections
+            .iter()
+            .map(|d| d.at)
+            .chain(Some(self.recovered_at()))
+            .filter(|t| *t > self.now);
+        deliveries
+            .chain(timers)
+            .chain(edges)
+            .chain(checks)
+            .chain(Some(self.scenario.end + Duration::from_millis(1)))
+            .min()
+            .expect("end is always there")
     }
 
     /// Crashes, restarts and freezes as the schedule says at `now`.
@@ -313,7 +348,10 @@ impl Sim {
             } else if !crashed && self.nodes[n].m.is_none() {
                 let node = &mut self.nodes[n];
                 node.epoch += 1;
-                node.m = Some(Membership::new(node_config(&self.scenario, n, node.epoch), self.now));
+                node.m = Some(Membership::new(
+                    node_config(&self.scenario, n, node.epoch),
+                    self.now,
+                ));
                 node.mirror = Mirror::default();
                 node.incarnation = self.now;
                 node.resumed = self.now;
@@ -360,7 +398,11 @@ impl Sim {
     }
 
     fn earliest_due(&self) -> Option<usize> {
-        let due = self.pending.iter().enumerate().filter(|(_, d)| d.at <= self.now);
+        let due = self
+            .pending
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.at <= self.now);
         due.min_by_key(|(_, d)| (d.at, d.order)).map(|(i, _)| i)
     }
 
@@ -397,7 +439,10 @@ impl Sim {
                     }
                 }
                 let (e, s) = (r.header.boot_epoch, r.header.seq);
-                format!("rx {} epoch={e} seq={s} {:?} sent={} {:?}", LINK_NAMES[link], d.origin, d.at, result)
+                format!(
+                    "rx {} epoch={e} seq={s} {:?} sent={} {:?}",
+                    LINK_NAMES[link], d.origin, d.at, result
+                )
             }
         };
         self.log(Some(n), format_args!("{line}"));
@@ -411,11 +456,16 @@ impl Sim {
         if node.frozen {
             return Ok(());
         }
-        let Some(m) = node.m.as_mut() else { return Ok(()) };
+        let Some(m) = node.m.as_mut() else {
+            return Ok(());
+        };
         m.handle_timeout(now);
         let heartbeat = m.poll_transmit(now);
         if m.poll_transmit(now).is_some() {
-            return Err(format!("node {} returned two heartbeats at {now}", NODE_NAMES[n]));
+            return Err(format!(
+                "node {} returned two heartbeats at {now}",
+                NODE_NAMES[n]
+            ));
         }
         self.drain_events(n)?;
         if let Some(repr) = heartbeat {
@@ -441,11 +491,20 @@ impl Sim {
         let base = now + Duration::from_millis(LATENCY_MS[link]);
         let deliver = |sim: &mut Sim, at: Instant, payload: Payload, origin: Origin| {
             sim.order += 1;
-            sim.pending.push(Delivery { at, order: sim.order, to: 1 - from, link, payload, origin });
+            sim.pending.push(Delivery {
+                at,
+                order: sim.order,
+                to: 1 - from,
+                link,
+                payload,
+                origin,
+            });
         };
         match verdict {
             Verdict::Pass => deliver(self, base, Payload::Frame(repr), Origin::Original),
-            Verdict::Deliver(extra) => deliver(self, base + extra, Payload::Frame(repr), Origin::Original),
+            Verdict::Deliver(extra) => {
+                deliver(self, base + extra, Payload::Frame(repr), Origin::Original)
+            }
             Verdict::Drop => {}
             Verdict::Corrupt => deliver(self, base, Payload::Corrupt, Origin::Original),
             Verdict::Duplicate(extra) => {
@@ -471,7 +530,9 @@ impl Sim {
     fn drain_events(&mut self, n: usize) -> Result<(), String> {
         while let Some(event) = self.nodes[n].m.as_mut().and_then(Membership::poll_event) {
             let mut line = String::new();
-            event.render(&self.names[n], &mut line).expect("render to a String");
+            event
+                .render(&self.names[n], &mut line)
+                .expect("render to a String");
             self.log(Some(n), format_args!("{line}"));
             self.report.events.push((self.now, n, event));
             self.nodes[n].mirror.on_event(&event)?;
@@ -482,13 +543,23 @@ impl Sim {
 
     /// Checker (a), when node `n` declares its peer dead.
     fn check_death(&self, n: usize, event: &Event) -> Result<(), String> {
-        let Event::PeerState { to: PeerState::Dead, reason, .. } = *event else { return Ok(()) };
+        let Event::PeerState {
+            to: PeerState::Dead,
+            reason,
+            ..
+        } = *event
+        else {
+            return Ok(());
+        };
         let t = self.scenario.timing;
         let mirror = &self.nodes[n].mirror;
         let name = NODE_NAMES[n];
         if let Some(last) = mirror.last_accept {
             if last + t.deadtime > self.now {
-                return Err(format!("{name} declared the peer dead ({reason:?}) {} after a valid frame", self.now - last));
+                return Err(format!(
+                    "{name} declared the peer dead ({reason:?}) {} after a valid frame",
+                    self.now - last
+                ));
             }
         }
         let window = Duration::from_millis(t.deadtime.millis() - t.keepalive.millis());
@@ -499,7 +570,9 @@ impl Sim {
             _ => None,
         };
         match fresh {
-            Some(a) => Err(format!("{name} declared the peer dead ({reason:?}) but a fresh frame arrived at {a}")),
+            Some(a) => Err(format!(
+                "{name} declared the peer dead ({reason:?}) but a fresh frame arrived at {a}"
+            )),
             None => Ok(()),
         }
     }
@@ -511,10 +584,12 @@ impl Sim {
     }
 
     fn check_step(&mut self) -> Result<(), String> {
-        for n in 0..2 {
+        for (n, name) in NODE_NAMES.iter().enumerate() {
             let node = &self.nodes[n];
             let Some(m) = node.m.as_ref() else { continue };
-            node.mirror.compare(m).map_err(|e| format!("node {}: {e}", NODE_NAMES[n]))?;
+            node.mirror
+                .compare(m)
+                .map_err(|e| format!("node {name}: {e}"))?;
             if !node.frozen {
                 self.check_detected(n)?;
             }
@@ -539,12 +614,24 @@ impl Sim {
                 NODE_NAMES[n], node.mirror.peer
             ));
         }
-        for d in self.detections.iter().filter(|d| d.observer == n && d.at == self.now) {
-            let stopped = |s: &fault::Scheduled| s.stops(n) && s.span.overlaps(&fault::Span { from: d.silent_from, until: d.at });
+        for d in self
+            .detections
+            .iter()
+            .filter(|d| d.observer == n && d.at == self.now)
+        {
+            let stopped = |s: &fault::Scheduled| {
+                s.stops(n)
+                    && s.span.overlaps(&fault::Span {
+                        from: d.silent_from,
+                        until: d.at,
+                    })
+            };
             // Excused: Y was stopped itself, or is a young incarnation still in
             // `initdead` (the relative check above covers it).
             let young = node.incarnation + t.initdead + t.keepalive > d.at;
-            let excused = self.scenario.faults.iter().any(stopped) || node.incarnation > d.silent_from || young;
+            let excused = self.scenario.faults.iter().any(stopped)
+                || node.incarnation > d.silent_from
+                || young;
             if !excused && node.mirror.peer != PeerState::Dead {
                 return Err(format!(
                     "{} not dead-declared by {}: the peer went silent at {}",
@@ -557,14 +644,15 @@ impl Sim {
 
     /// Checker (c): long enough after the last fault, all is well again.
     fn check_recovered(&self) -> Result<(), String> {
-        for n in 0..2 {
-            let node = &self.nodes[n];
-            let m = node.m.as_ref().ok_or("a node is still crashed after heal")?;
+        for (node, name) in self.nodes.iter().zip(NODE_NAMES) {
+            let m = node
+                .m
+                .as_ref()
+                .ok_or("a node is still crashed after heal")?;
             let links_up = (0..LINKS).all(|l| m.link_state(LinkId(l as u8)) == LinkState::Up);
             if node.frozen || m.peer_state() != PeerState::Alive || !links_up {
                 return Err(format!(
-                    "{} has not recovered by {} (healed at {}): peer {:?}, links {:?}",
-                    NODE_NAMES[n],
+                    "{name} has not recovered by {} (healed at {}): peer {:?}, links {:?}",
                     self.recovered_at(),
                     self.scenario.heal(),
                     m.peer_state(),
@@ -581,7 +669,9 @@ impl Sim {
 /// `T + deadtime + keepalive + latency + delay_max` (`initdead` if Y is younger).
 fn detections(scenario: &Scenario) -> Vec<Detection> {
     let t = scenario.timing;
-    let slack = Duration::from_millis(LATENCY_MS.iter().max().copied().unwrap_or(0) + scenario.delay_max_ms());
+    let slack = Duration::from_millis(
+        LATENCY_MS.iter().max().copied().unwrap_or(0) + scenario.delay_max_ms(),
+    );
     let mut out = Vec::new();
     for s in &scenario.faults {
         for x in 0..2 {
@@ -592,7 +682,11 @@ fn detections(scenario: &Scenario) -> Vec<Detection> {
             let by_initdead = Instant::ZERO + t.initdead + t.keepalive;
             let at = by_deadtime.max(by_initdead);
             if at < s.span.until {
-                out.push(Detection { at, observer: 1 - x, silent_from: s.span.from });
+                out.push(Detection {
+                    at,
+                    observer: 1 - x,
+                    silent_from: s.span.from,
+                });
             }
         }
     }
@@ -611,7 +705,11 @@ pub fn node_config(scenario: &Scenario, n: usize, boot_epoch: u32) -> Membership
         deadtime: t.deadtime,
         initdead: t.initdead,
         boot_epoch,
-        digest: ConfigDigest { ha_cf: 0x1111, haresources: 0x2222, authkeys: 0x3333 },
+        digest: ConfigDigest {
+            ha_cf: 0x1111,
+            haresources: 0x2222,
+            authkeys: 0x3333,
+        },
         key: 1,
     }
 }
