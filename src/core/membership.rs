@@ -28,6 +28,13 @@
 //!   any      refused frame             same     counted; frame_rejected per window
 //! ```
 //!
+//! Other events: `heartbeat_late` when a valid frame arrives on an `Up` link more
+//! than `warntime` after the previous one there; `peer_restarted` on a newer
+//! epoch; `config_mismatch` (naming the files) on the first frame of each peer
+//! epoch and whenever the peer's digest changes to a new mismatch, and
+//! `config_match` when it becomes equal again; `frame_rejected` once per
+//! [`FRAME_SUMMARY_WINDOW`] per (link, reason), never per frame.
+//!
 //! Timers ([`Timer`]): `Heartbeat` (next transmit, consumed by `poll_transmit`),
 //! `PeerLate`, `PeerDead`, one `LinkDown` per link, `FrameSummary` (the end of the
 //! current rejection-counting window). Invariants: a link's `LinkDown` deadline is
@@ -226,17 +233,16 @@ impl TimerTable {
         self.0.iter().flatten().min().copied()
     }
 
-    /// The `handle_timeout` timer due first at `now` (ties in declaration order).
+    /// The `handle_timeout` timer due first at `now`: the smallest `(deadline,
+    /// index)`, so ties go in declaration order. The heartbeat is not one of them.
     fn next_due(&self, now: Instant) -> Option<Timer> {
-        let mut best: Option<(Instant, usize)> = None;
-        for (i, at) in self.0.iter().enumerate() {
-            let due =
-                matches!(at, Some(at) if *at <= now) && Timer::from_index(i) != Timer::Heartbeat;
-            if due && best.map_or(true, |(b, _)| at.expect("due") < b) {
-                best = Some((at.expect("due"), i));
-            }
-        }
-        best.map(|(_, i)| Timer::from_index(i))
+        let due = self
+            .0
+            .iter()
+            .enumerate()
+            .filter_map(|(i, at)| Some((at.filter(|at| *at <= now)?, i)));
+        let handled = due.filter(|(_, i)| Timer::from_index(*i) != Timer::Heartbeat);
+        handled.min().map(|(_, i)| Timer::from_index(i))
     }
 }
 
@@ -246,7 +252,7 @@ struct Link {
     state: LinkState,
     last_rx: Option<Instant>,
     /// Last seq accepted on this link in the peer's current epoch; 0 = none (the
-    /// peer numbers from 1, so a seq of 0 is always refused).
+    /// peer numbers from 1; a seq of 0 is always refused as a replay).
     seq_last: u64,
     stats: LinkStats,
     /// Rejections in the current summary window, by `FrameError::index()`.
@@ -537,6 +543,9 @@ impl Membership {
         }
         if header.kind != Kind::Heartbeat {
             return Err(FrameError::Payload);
+        }
+        if header.seq == 0 {
+            return Err(FrameError::Replay);
         }
         let Some(known) = self.peer.epoch else {
             return Ok(Epoch::First);
@@ -1017,10 +1026,14 @@ mod tests {
     }
 
     #[test]
-    fn waiting_seq_zero_first_frame_accepted_then_seq_zero_refused() {
+    fn waiting_seq_zero_refused() {
         let mut m = waiting();
-        assert_eq!(rx!(m, time 10, link ETH, seq 5), Ok(()));
-        assert_eq!(rx!(m, time 20, link SERIAL, seq 0), Err(FrameError::Replay));
+        assert_eq!(rx!(m, time 10, link ETH, seq 0), Err(FrameError::Replay));
+        assert_eq!(m.peer_state(), PeerState::Waiting);
+        assert_eq!(
+            rx!(m, time 20, link SERIAL, seq 0, epoch PEER_EPOCH + 1),
+            Err(FrameError::Replay)
+        );
     }
 
     // ==== Tests for the Alive state ====
