@@ -153,6 +153,8 @@ struct Node {
     inbox: Vec<Delivery>,
     incarnation: Instant,
     resumed: Instant,
+    /// When this incarnation last sent a heartbeat (None: not since start or resume).
+    last_sent: Option<Instant>,
     mirror: Mirror,
 }
 
@@ -196,6 +198,7 @@ impl Sim {
             inbox: Vec::new(),
             incarnation: Instant::ZERO,
             resumed: Instant::ZERO,
+            last_sent: None,
             mirror: Mirror::default(),
         });
         let names = [0, 1].map(|n| Names {
@@ -355,6 +358,7 @@ impl Sim {
                 node.mirror = Mirror::default();
                 node.incarnation = self.now;
                 node.resumed = self.now;
+                node.last_sent = None;
                 let epoch = node.epoch;
                 self.log(Some(n), format_args!("restart boot_epoch={epoch}"));
             }
@@ -469,6 +473,16 @@ impl Sim {
         }
         self.drain_events(n)?;
         if let Some(repr) = heartbeat {
+            // The clock lands exactly on deadlines here, so a running node sends
+            // exactly every keepalive: no drift, no burst. The one exception is the
+            // catch-up heartbeat sent on resuming, after which the old cadence goes on.
+            let keepalive = self.scenario.timing.keepalive;
+            let node = &mut self.nodes[n];
+            let previous = node.last_sent.filter(|t| *t > node.resumed);
+            if let Some(gap) = previous.map(|t| now - t).filter(|gap| *gap != keepalive) {
+                return Err(format!("{} sent heartbeats {gap} apart", NODE_NAMES[n]));
+            }
+            node.last_sent = Some(now);
             self.report.sent[n] += 1;
             for link in 0..LINKS {
                 self.send(n, link, repr);
