@@ -46,13 +46,7 @@ pub struct AuthKey {
 
 impl core::fmt::Debug for AuthKey {
     fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
-        write!(
-            f,
-            "AuthKey {{ id: {}, method: {:?}, secret: <{} bytes> }}",
-            self.id,
-            self.method,
-            self.secret.len()
-        )
+        write!(f, "AuthKey {{ id: {}, method: {:?}, secret: <{} bytes> }}", self.id, self.method, self.secret.len())
     }
 }
 
@@ -68,8 +62,7 @@ pub struct AuthKeys {
 impl AuthKeys {
     /// The key that signs outgoing frames.
     pub fn active_key(&self) -> &AuthKey {
-        self.key(self.active)
-            .expect("parser guarantees the active key exists")
+        self.key(self.active).expect("parser guarantees the active key exists")
     }
 
     /// The key with this id, if listed.

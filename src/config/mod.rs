@@ -10,8 +10,8 @@
 
 pub mod authkeys;
 pub mod digest;
-pub mod hacf;
 pub mod haresources;
+pub mod hacf;
 
 pub use authkeys::{AuthKey, AuthKeys, AuthMethod};
 pub use hacf::{AutoFailback, HaCf, Medium};
@@ -58,13 +58,7 @@ impl fmt::Display for ConfigError {
         if self.line == 0 {
             write!(f, "{}: {}", self.file.file_name(), self.message)
         } else {
-            write!(
-                f,
-                "{}:{}: {}",
-                self.file.file_name(),
-                self.line,
-                self.message
-            )
+            write!(f, "{}:{}: {}", self.file.file_name(), self.line, self.message)
         }
     }
 }
@@ -88,13 +82,7 @@ impl fmt::Display for ConfigWarning {
         if self.line == 0 {
             write!(f, "{}: {}", self.file.file_name(), self.message)
         } else {
-            write!(
-                f,
-                "{}:{}: {}",
-                self.file.file_name(),
-                self.line,
-                self.message
-            )
+            write!(f, "{}:{}: {}", self.file.file_name(), self.line, self.message)
         }
     }
 }
@@ -127,11 +115,6 @@ impl Config {
             Some(text) => haresources::parse(text, &ha.nodes, &mut warnings)?,
             None => Haresources::default(),
         };
-        Ok(Config {
-            ha,
-            auth,
-            resources,
-            warnings,
-        })
+        Ok(Config { ha, auth, resources, warnings })
     }
 }

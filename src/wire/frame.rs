@@ -111,10 +111,7 @@ impl FrameError {
 
     /// Index into counter arrays (position in [`FrameError::ALL`]).
     pub fn index(self) -> usize {
-        FrameError::ALL
-            .iter()
-            .position(|e| *e == self)
-            .expect("ALL lists every variant")
+        FrameError::ALL.iter().position(|e| *e == self).expect("ALL lists every variant")
     }
 }
 
