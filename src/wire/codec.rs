@@ -24,6 +24,10 @@ use super::cobs;
 use super::frame::{Packet, Repr, FRAME_MIN};
 use super::{FrameError, Keyring, ENCODED_MAX, FRAME_MAX};
 
+// Every frame we can emit fits `out` with both delimiters.
+const _: () =
+    assert!(cobs::max_encoded_len(FRAME_MIN + super::frame::HEARTBEAT_LEN) + 2 <= ENCODED_MAX);
+
 /// Encodes `repr` into `out` as `00 COBS(frame) 00`, signed with the key
 /// `repr.header.key`, and returns the number of bytes used.
 ///

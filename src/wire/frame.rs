@@ -38,6 +38,10 @@ pub const FRAME_MIN: usize = HEADER_LEN + MAC_LEN + CRC_LEN;
 /// Heartbeat payload length in bytes (see `field::heartbeat`).
 pub const HEARTBEAT_LEN: usize = field::heartbeat::LEN;
 
+// The field table and the documented lengths agree.
+const _: () = assert!(field::RESERVED.end == HEADER_LEN);
+const _: () = assert!(HEARTBEAT_LEN == 24);
+
 /// CRC-32C (Castagnoli, as iSCSI and ext4 use): better burst detection than the
 /// Ethernet CRC-32 at the same cost.
 const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
