@@ -61,8 +61,10 @@ fn frame_roundtrip_corpus_replays() {
     );
 }
 
-// config_parse: add once `bascule::config::fuzz_config` exists on main:
-// #[test] fn config_parse_corpus_replays() { replay("config_parse", bascule::config::fuzz_config); }
+#[test]
+fn config_parse_corpus_replays() {
+    assert!(replay("config_parse", bascule::config::fuzz_config) > 0, "seed corpus missing");
+}
 
 #[test]
 fn empty_and_tiny_inputs_pass_every_wire_target() {
