@@ -118,8 +118,9 @@ impl Dir {
 pub enum Fault {
     /// Each frame is lost with probability `p`.
     Loss { link: usize, dir: Dir, p: f64 },
-    /// Bit errors on the serial line at rate `ber` per bit: a frame with a flipped
-    /// bit fails its CRC (`handle_frame_error(Crc)`).
+    /// Bit errors on the serial line at rate `ber` per bit: a frame hit gets one
+    /// random bit flipped (delimiters included) and goes through the real stream
+    /// decoder and `wire::decode`, which must refuse it (CRC, COBS, length).
     BitFlips { ber: f64 },
     /// Each frame is delayed by a uniform 0..=max_ms extra (reorders frames).
     Delay { link: usize, max_ms: u64 },
@@ -127,6 +128,8 @@ pub enum Fault {
     Duplicate { link: usize, p: f64, max_ms: u64 },
     /// With probability `p`, an old frame captured on this link is sent again.
     Replay { link: usize, p: f64 },
+    /// Every frame also comes back to its sender (a looped cable or bridge).
+    Reflect { link: usize },
     /// Every frame is dropped (`link: None`: on every link).
     Partition { link: Option<usize>, dir: Dir },
     /// The node stops (SIGSTOP): no input handled, nothing sent; frames for it
@@ -160,6 +163,8 @@ pub enum Verdict {
     Duplicate(Duration),
     /// Deliver it, and an old captured frame as well.
     Replay,
+    /// Deliver it, and loop it back to the sender as well.
+    Reflect,
 }
 
 impl Scheduled {
@@ -174,6 +179,7 @@ impl Scheduled {
             Fault::Delay { .. } => 4,
             Fault::Duplicate { .. } => 5,
             Fault::Replay { .. } => 6,
+            Fault::Reflect { .. } => 7,
         }
     }
 
@@ -203,6 +209,7 @@ impl Scheduled {
                 Verdict::Duplicate(Duration::from_millis(rng.below(max_ms + 1)))
             }
             Fault::Replay { link: l, p } if l == link && rng.chance(p) => Verdict::Replay,
+            Fault::Reflect { link: l } if l == link => Verdict::Reflect,
             Fault::Partition { link: l, dir }
                 if l.map_or(true, |l| l == link) && dir.from_node(from) =>
             {
@@ -331,7 +338,7 @@ fn random_fault(rng: &mut Rng, keepalive_ms: u64) -> Fault {
     let node = rng.below(2) as usize;
     let dir = [Dir::AtoB, Dir::BtoA, Dir::Both][rng.below(3) as usize];
     let p = (1 + rng.below(90)) as f64 / 100.0;
-    match rng.below(9) {
+    match rng.below(10) {
         0 => Fault::Loss { link, dir, p },
         1 => Fault::BitFlips {
             ber: [1e-4, 1e-3, 1e-2][rng.below(3) as usize],
@@ -352,6 +359,7 @@ fn random_fault(rng: &mut Rng, keepalive_ms: u64) -> Fault {
         },
         6 => Fault::Partition { link: None, dir },
         7 => Fault::Freeze { node },
+        8 => Fault::Reflect { link },
         _ => Fault::Crash { node },
     }
 }

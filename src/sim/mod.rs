@@ -36,6 +36,7 @@ use std::collections::VecDeque;
 use std::fmt;
 
 use crate::config::digest::ConfigDigest;
+use crate::config::{AuthKey, AuthKeys, AuthMethod};
 use crate::core::event::{Event, Names};
 use crate::core::membership::{
     LinkState, Membership, MembershipConfig, PeerState, FRAME_SUMMARY_WINDOW,
@@ -43,10 +44,10 @@ use crate::core::membership::{
 use crate::core::LinkId;
 use crate::rng::Rng;
 use crate::time::{Duration, Instant};
-use crate::wire::{FrameError, Repr};
+use crate::wire::{self, Feed, FrameError, Keyring, Repr, StreamDecoder, ENCODED_MAX, FRAME_MAX};
 
 use check::Mirror;
-use fault::{Fault, Scenario, Verdict, LATENCY_MS, LINKS, LINK_NAMES, NODE_NAMES};
+use fault::{Fault, Scenario, Verdict, LATENCY_MS, LINKS, LINK_NAMES, NODE_NAMES, SERIAL};
 
 /// Steps allowed per keepalive of virtual time (two nodes x two links of
 /// deliveries, a timeout and transmit each, duplicates and replays, with margin).
@@ -126,13 +127,41 @@ enum Origin {
     Duplicate,
     /// An old captured frame, sent again.
     Replay,
+    /// The sender's own frame, looped back to it.
+    Reflection,
 }
 
+/// One encoded frame in flight: the bytes the receiver decodes, and what was
+/// sent (for the trace and the checkers only).
 #[derive(Clone, Copy, Debug)]
-enum Payload {
-    Frame(Repr),
-    /// Damaged on the line: the wire layer reports a CRC error.
-    Corrupt,
+struct Frame {
+    bytes: [u8; ENCODED_MAX],
+    len: usize,
+    sent: Repr,
+    /// A bit was flipped on the line.
+    damaged: bool,
+}
+
+impl Frame {
+    fn encode(keyring: &Keyring, repr: &Repr) -> Frame {
+        let mut bytes = [0u8; ENCODED_MAX];
+        let len = wire::encode(keyring, repr, &mut bytes);
+        Frame {
+            bytes,
+            len,
+            sent: *repr,
+            damaged: false,
+        }
+    }
+
+    /// The same frame with one random bit flipped ("the most likely, and the
+    /// hardest to detect" error), delimiters included.
+    fn flip_one_bit(mut self, rng: &mut Rng) -> Frame {
+        let bit = rng.below(self.len as u64 * 8) as usize;
+        self.bytes[bit / 8] ^= 1 << (bit % 8);
+        self.damaged = true;
+        self
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -141,7 +170,7 @@ struct Delivery {
     order: u64,
     to: usize,
     link: usize,
-    payload: Payload,
+    frame: Frame,
     origin: Origin,
 }
 
@@ -151,6 +180,8 @@ struct Node {
     frozen: bool,
     /// Frames that arrived while frozen, handled at resume.
     inbox: Vec<Delivery>,
+    /// Per link; only the serial link is a byte stream (Ethernet: datagrams).
+    decoders: [StreamDecoder; LINKS],
     incarnation: Instant,
     resumed: Instant,
     /// When this incarnation last sent a heartbeat (None: not since start or resume).
@@ -173,7 +204,9 @@ pub struct Sim {
     nodes: [Node; 2],
     /// Per direction: `[link][from]`.
     rngs: [[Rng; 2]; LINKS],
-    history: [[VecDeque<Repr>; 2]; LINKS],
+    history: [[VecDeque<Frame>; 2]; LINKS],
+    /// Both nodes share the authkeys (HMAC-SHA256, id 1).
+    keyring: Keyring,
     pending: Vec<Delivery>,
     order: u64,
     detections: Vec<Detection>,
@@ -196,6 +229,7 @@ impl Sim {
             epoch: EPOCH_START[n],
             frozen: false,
             inbox: Vec::new(),
+            decoders: [StreamDecoder::new(), StreamDecoder::new()],
             incarnation: Instant::ZERO,
             resumed: Instant::ZERO,
             last_sent: None,
@@ -213,6 +247,7 @@ impl Sim {
             nodes,
             rngs: [[rng(0), rng(1)], [rng(2), rng(3)]],
             history: Default::default(),
+            keyring: sim_keyring(),
             pending: Vec::new(),
             order: 0,
             detections,
@@ -356,6 +391,7 @@ impl Sim {
                     self.now,
                 ));
                 node.mirror = Mirror::default();
+                node.decoders = [StreamDecoder::new(), StreamDecoder::new()];
                 node.incarnation = self.now;
                 node.resumed = self.now;
                 node.last_sent = None;
@@ -410,47 +446,78 @@ impl Sim {
         due.min_by_key(|(_, d)| (d.at, d.order)).map(|(i, _)| i)
     }
 
-    /// One frame reaches a running node: feed it, check the result, drain events.
+    /// One frame reaches a running node: decode it as the shell would, feed
+    /// every result to the core, check it, drain events.
     fn handle_delivery(&mut self, d: Delivery) -> Result<(), String> {
-        let (n, now, link) = (d.to, self.now, d.link);
-        let peer_epoch = self.nodes[1 - n].epoch;
-        let node = &mut self.nodes[n];
-        if d.origin == Origin::Original && d.at >= node.incarnation {
-            if let Payload::Frame(r) = d.payload {
-                if r.header.boot_epoch == peer_epoch {
-                    node.mirror.last_genuine_arrival = Some(d.at);
+        let peer_epoch = self.nodes[1 - d.to].epoch;
+        let node = &mut self.nodes[d.to];
+        let current = d.frame.sent.header.boot_epoch == peer_epoch && d.at >= node.incarnation;
+        if d.origin == Origin::Original && !d.frame.damaged && current {
+            node.mirror.last_genuine_arrival = Some(d.at);
+        }
+        for result in self.decode(&d) {
+            self.feed(&d, result)?;
+        }
+        self.drain_events(d.to)
+    }
+
+    /// The wire layer's view of the bytes: a stream on serial, datagrams on eth.
+    fn decode(&mut self, d: &Delivery) -> Vec<Result<Repr, FrameError>> {
+        let mut input = &d.frame.bytes[..d.frame.len];
+        if d.link != SERIAL {
+            let mut scratch = [0u8; FRAME_MAX];
+            return vec![wire::decode_datagram(&self.keyring, input, &mut scratch)];
+        }
+        let decoder = &mut self.nodes[d.to].decoders[d.link];
+        let mut out = Vec::new();
+        loop {
+            match decoder.feed(input) {
+                Feed::Consumed => return out,
+                Feed::Frame { frame, rest } => {
+                    out.push(wire::decode(&self.keyring, frame));
+                    input = rest;
+                }
+                Feed::Error { error, rest } => {
+                    out.push(Err(error));
+                    input = rest;
                 }
             }
         }
+    }
+
+    /// One decoded result into the core; the mirror records what it said.
+    fn feed(&mut self, d: &Delivery, decoded: Result<Repr, FrameError>) -> Result<(), String> {
+        let (n, now, link) = (d.to, self.now, d.link);
+        let node = &mut self.nodes[n];
         let m = node.m.as_mut().expect("delivered to a running node");
-        let line = match d.payload {
-            Payload::Corrupt => {
-                m.handle_frame_error(now, LinkId(link as u8), FrameError::Crc);
-                node.mirror.reject(now, link, FrameError::Crc);
-                self.report.rejected += 1;
-                format!("rx {} corrupt", LINK_NAMES[link])
-            }
-            Payload::Frame(r) => {
-                let result = m.handle_frame(now, LinkId(link as u8), &r);
-                match result {
-                    Ok(()) => {
-                        node.mirror.accept(now, link, &r)?;
-                        self.report.accepted += 1;
-                    }
-                    Err(reason) => {
-                        node.mirror.reject(now, link, reason);
-                        self.report.rejected += 1;
-                    }
-                }
-                let (e, s) = (r.header.boot_epoch, r.header.seq);
-                format!(
-                    "rx {} epoch={e} seq={s} {:?} sent={} {:?}",
-                    LINK_NAMES[link], d.origin, d.at, result
-                )
+        let id = LinkId(link as u8);
+        let result = match decoded {
+            Ok(repr) => m.handle_frame(now, id, &repr).map(|()| repr),
+            Err(error) => {
+                m.handle_frame_error(now, id, error);
+                Err(error)
             }
         };
-        self.log(Some(n), format_args!("{line}"));
-        self.drain_events(n)
+        match result {
+            Ok(repr) => {
+                node.mirror.accept(now, link, &repr)?;
+                self.report.accepted += 1;
+            }
+            Err(reason) => {
+                node.mirror.reject(now, link, reason);
+                self.report.rejected += 1;
+            }
+        }
+        let (e, s) = (d.frame.sent.header.boot_epoch, d.frame.sent.header.seq);
+        let verdict = result.map(|_| ());
+        self.log(
+            Some(n),
+            format_args!(
+                "rx {} epoch={e} seq={s} {:?} sent={} {verdict:?}",
+                LINK_NAMES[link], d.origin, d.at
+            ),
+        );
+        Ok(())
     }
 
     /// Timers, then the heartbeat (at most one per due time), then events.
@@ -484,15 +551,16 @@ impl Sim {
             }
             node.last_sent = Some(now);
             self.report.sent[n] += 1;
+            let frame = Frame::encode(&self.keyring, &repr);
             for link in 0..LINKS {
-                self.send(n, link, repr);
+                self.send(n, link, frame);
             }
         }
         Ok(())
     }
 
     /// A heartbeat from `from` enters `link`: the faults decide its fate.
-    fn send(&mut self, from: usize, link: usize, repr: Repr) {
+    fn send(&mut self, from: usize, link: usize, frame: Frame) {
         let now = self.now;
         let rng = &mut self.rngs[link][from];
         let verdict = self
@@ -503,42 +571,49 @@ impl Sim {
             .find(|v| *v != Verdict::Pass)
             .unwrap_or(Verdict::Pass);
         let base = now + Duration::from_millis(LATENCY_MS[link]);
-        let deliver = |sim: &mut Sim, at: Instant, payload: Payload, origin: Origin| {
+        let to = 1 - from;
+        let deliver = |sim: &mut Sim, at: Instant, to: usize, frame: Frame, origin: Origin| {
             sim.order += 1;
+            let order = sim.order;
             sim.pending.push(Delivery {
                 at,
-                order: sim.order,
-                to: 1 - from,
+                order,
+                to,
                 link,
-                payload,
+                frame,
                 origin,
             });
         };
         match verdict {
-            Verdict::Pass => deliver(self, base, Payload::Frame(repr), Origin::Original),
-            Verdict::Deliver(extra) => {
-                deliver(self, base + extra, Payload::Frame(repr), Origin::Original)
-            }
+            Verdict::Pass => deliver(self, base, to, frame, Origin::Original),
+            Verdict::Deliver(extra) => deliver(self, base + extra, to, frame, Origin::Original),
             Verdict::Drop => {}
-            Verdict::Corrupt => deliver(self, base, Payload::Corrupt, Origin::Original),
+            Verdict::Corrupt => {
+                let damaged = frame.flip_one_bit(&mut self.rngs[link][from]);
+                deliver(self, base, to, damaged, Origin::Original);
+            }
             Verdict::Duplicate(extra) => {
-                deliver(self, base, Payload::Frame(repr), Origin::Original);
-                deliver(self, base + extra, Payload::Frame(repr), Origin::Duplicate);
+                deliver(self, base, to, frame, Origin::Original);
+                deliver(self, base + extra, to, frame, Origin::Duplicate);
             }
             Verdict::Replay => {
-                deliver(self, base, Payload::Frame(repr), Origin::Original);
+                deliver(self, base, to, frame, Origin::Original);
                 let history = &self.history[link][from];
                 if !history.is_empty() {
                     let old = history[self.rngs[link][from].below(history.len() as u64) as usize];
-                    deliver(self, base, Payload::Frame(old), Origin::Replay);
+                    deliver(self, base, to, old, Origin::Replay);
                 }
+            }
+            Verdict::Reflect => {
+                deliver(self, base, to, frame, Origin::Original);
+                deliver(self, base, from, frame, Origin::Reflection);
             }
         }
         let history = &mut self.history[link][from];
         if history.len() == HISTORY_MAX {
             history.pop_front();
         }
-        history.push_back(repr);
+        history.push_back(frame);
     }
 
     fn drain_events(&mut self, n: usize) -> Result<(), String> {
@@ -726,6 +801,19 @@ pub fn node_config(scenario: &Scenario, n: usize, boot_epoch: u32) -> Membership
         },
         key: 1,
     }
+}
+
+/// The pair's authkeys: one HMAC-SHA256 key, id 1 (what `node_config` signs with).
+pub fn sim_keyring() -> Keyring {
+    let key = AuthKey {
+        id: 1,
+        method: AuthMethod::Sha256,
+        secret: b"bascule sim secret".to_vec(),
+    };
+    Keyring::new(AuthKeys {
+        active: 1,
+        keys: vec![key],
+    })
 }
 
 /// Generates the scenario of `seed` and runs it.
