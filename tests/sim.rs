@@ -383,3 +383,62 @@ fn sweep_consecutive_seeds() {
         run_or_panic(seed);
     }
 }
+
+#[test]
+fn wrong_key_rejected_logged_and_peer_dead() {
+    let t = fast();
+    let mut scenario = Scenario::quiet(8, t, 15_000);
+    scenario.keys_differ = true;
+    let report = run(scenario);
+    let mac = |e: &Event| {
+        matches!(
+            e,
+            Event::FrameRejected {
+                reason: bascule::wire::FrameError::Mac,
+                ..
+            }
+        )
+    };
+    for node in 0..2 {
+        assert_eq!(
+            report.peer_became(node, PeerState::Dead),
+            vec![Instant::ZERO + t.initdead],
+            "node {node}: dead at initdead"
+        );
+        assert_eq!(
+            report.peer_became(node, PeerState::Alive),
+            vec![],
+            "node {node}"
+        );
+        let logged = events_of(&report, node).iter().any(|(_, e)| mac(e));
+        assert!(logged, "node {node} logs mac refusals");
+    }
+}
+
+#[test]
+fn eth_delay_and_reorder_no_false_death() {
+    let t = fast();
+    let scenario = Scenario::quiet(9, t, 30_000)
+        .with(
+            Span::ms(1000, 29_000),
+            Fault::Delay {
+                link: ETH,
+                max_ms: t.keepalive.millis() / 2,
+            },
+        )
+        .with(
+            Span::ms(1000, 29_000),
+            Fault::Partition {
+                link: Some(SERIAL),
+                dir: Dir::Both,
+            },
+        );
+    let report = run(scenario);
+    for node in 0..2 {
+        assert_eq!(
+            report.peer_became(node, PeerState::Dead),
+            vec![],
+            "node {node}"
+        );
+    }
+}

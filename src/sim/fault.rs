@@ -253,6 +253,10 @@ pub struct Scenario {
     pub faults: Vec<Scheduled>,
     /// When the run stops.
     pub end: Instant,
+    /// Node B's authkeys secret differs from A's (a misconfigured pair): every
+    /// frame fails the MAC, each side sees the other `Dead` and logs `mac`
+    /// refusals. Checker (c) does not apply (nothing ever heals).
+    pub keys_differ: bool,
 }
 
 impl Scenario {
@@ -263,6 +267,7 @@ impl Scenario {
             timing,
             faults: Vec::new(),
             end: Instant::from_millis(end_ms),
+            keys_differ: false,
         }
     }
 
@@ -312,6 +317,7 @@ impl Scenario {
             timing,
             faults: Vec::new(),
             end: Instant::ZERO,
+            keys_differ: false,
         };
         for _ in 0..rng.below(7) {
             let from_ms = rng.below(FAULT_HORIZON.millis());
@@ -372,6 +378,9 @@ impl fmt::Display for Scenario {
             "scenario seed=0x{:016x} keepalive={} warntime={} deadtime={} initdead={} end={}",
             self.seed, t.keepalive, t.warntime, t.deadtime, t.initdead, self.end
         )?;
+        if self.keys_differ {
+            writeln!(f, "  B's authkeys secret differs from A's")?;
+        }
         if self.faults.is_empty() {
             writeln!(f, "  (no faults)")?;
         }

@@ -11,7 +11,8 @@
 //! Checkers, after every step (see [`check`] for the per-node mirror):
 //! - (a) safety: when Y declares X `Dead` (deadtime) at `t`, Y accepted nothing in
 //!   `(t - deadtime, t]`, and no original frame of X's current incarnation
-//!   *arrived* at Y in `(t - (deadtime - keepalive), t]`. Why that window: a frame
+//!   (undamaged, signed with a key Y shares) *arrived* at Y in
+//!   `(t - (deadtime - keepalive), t]`. Why that window: a frame
 //!   that arrives but is refused as a replay was overtaken on its link by a newer
 //!   one accepted at most `delay_max` earlier, and the generator keeps
 //!   `delay_max <= keepalive / 2`. At `initdead`, no original frame arrived at all.
@@ -205,8 +206,9 @@ pub struct Sim {
     /// Per direction: `[link][from]`.
     rngs: [[Rng; 2]; LINKS],
     history: [[VecDeque<Frame>; 2]; LINKS],
-    /// Both nodes share the authkeys (HMAC-SHA256, id 1).
-    keyring: Keyring,
+    /// Each node's authkeys (the same HMAC-SHA256 key, id 1, unless the
+    /// scenario says the keys differ).
+    keyrings: [Keyring; 2],
     pending: Vec<Delivery>,
     order: u64,
     detections: Vec<Detection>,
@@ -241,13 +243,21 @@ impl Sim {
             links: LINK_NAMES.iter().map(|s| s.to_string()).collect(),
         });
         let detections = detections(&scenario);
+        let scenario_keys_differ = scenario.keys_differ;
         Sim {
             scenario,
             now: Instant::ZERO,
             nodes,
             rngs: [[rng(0), rng(1)], [rng(2), rng(3)]],
             history: Default::default(),
-            keyring: sim_keyring(),
+            keyrings: [
+                sim_keyring(),
+                if scenario_keys_differ {
+                    wrong_keyring()
+                } else {
+                    sim_keyring()
+                },
+            ],
             pending: Vec::new(),
             order: 0,
             detections,
@@ -452,7 +462,8 @@ impl Sim {
         let peer_epoch = self.nodes[1 - d.to].epoch;
         let node = &mut self.nodes[d.to];
         let current = d.frame.sent.header.boot_epoch == peer_epoch && d.at >= node.incarnation;
-        if d.origin == Origin::Original && !d.frame.damaged && current {
+        let authentic = !self.scenario.keys_differ;
+        if d.origin == Origin::Original && !d.frame.damaged && current && authentic {
             node.mirror.last_genuine_arrival = Some(d.at);
         }
         for result in self.decode(&d) {
@@ -466,7 +477,8 @@ impl Sim {
         let mut input = &d.frame.bytes[..d.frame.len];
         if d.link != SERIAL {
             let mut scratch = [0u8; FRAME_MAX];
-            return vec![wire::decode_datagram(&self.keyring, input, &mut scratch)];
+            let keyring = &self.keyrings[d.to];
+            return vec![wire::decode_datagram(keyring, input, &mut scratch)];
         }
         let decoder = &mut self.nodes[d.to].decoders[d.link];
         let mut out = Vec::new();
@@ -474,7 +486,7 @@ impl Sim {
             match decoder.feed(input) {
                 Feed::Consumed => return out,
                 Feed::Frame { frame, rest } => {
-                    out.push(wire::decode(&self.keyring, frame));
+                    out.push(wire::decode(&self.keyrings[d.to], frame));
                     input = rest;
                 }
                 Feed::Error { error, rest } => {
@@ -551,7 +563,7 @@ impl Sim {
             }
             node.last_sent = Some(now);
             self.report.sent[n] += 1;
-            let frame = Frame::encode(&self.keyring, &repr);
+            let frame = Frame::encode(&self.keyrings[n], &repr);
             for link in 0..LINKS {
                 self.send(n, link, frame);
             }
@@ -683,7 +695,7 @@ impl Sim {
                 self.check_detected(n)?;
             }
         }
-        if self.now >= self.recovered_at() {
+        if self.now >= self.recovered_at() && !self.scenario.keys_differ {
             self.check_recovered()?;
         }
         Ok(())
@@ -809,6 +821,19 @@ pub fn sim_keyring() -> Keyring {
         id: 1,
         method: AuthMethod::Sha256,
         secret: b"bascule sim secret".to_vec(),
+    };
+    Keyring::new(AuthKeys {
+        active: 1,
+        keys: vec![key],
+    })
+}
+
+/// Authkeys with the same id and method as [`sim_keyring`] but another secret.
+pub fn wrong_keyring() -> Keyring {
+    let key = AuthKey {
+        id: 1,
+        method: AuthMethod::Sha256,
+        secret: b"not the same secret".to_vec(),
     };
     Keyring::new(AuthKeys {
         active: 1,
