@@ -243,21 +243,18 @@ impl Sim {
             links: LINK_NAMES.iter().map(|s| s.to_string()).collect(),
         });
         let detections = detections(&scenario);
-        let scenario_keys_differ = scenario.keys_differ;
+        let keyring_b = if scenario.keys_differ {
+            wrong_keyring()
+        } else {
+            sim_keyring()
+        };
         Sim {
             scenario,
             now: Instant::ZERO,
             nodes,
             rngs: [[rng(0), rng(1)], [rng(2), rng(3)]],
             history: Default::default(),
-            keyrings: [
-                sim_keyring(),
-                if scenario_keys_differ {
-                    wrong_keyring()
-                } else {
-                    sim_keyring()
-                },
-            ],
+            keyrings: [sim_keyring(), keyring_b],
             pending: Vec::new(),
             order: 0,
             detections,
@@ -284,11 +281,6 @@ impl Sim {
         Err(self.failure(format!(
             "no progress: {steps_max} steps before the end (livelock?)"
         )))
-    }
-
-    /// The machine of `node` (None while crashed).
-    pub fn membership(&self, node: usize) -> Option<&Membership> {
-        self.nodes[node].m.as_ref()
     }
 
     fn finish(self) -> Result<Report, Failure> {
