@@ -373,6 +373,27 @@ fn replayed_frame_is_rejected_and_does_not_revive_peer() {
     let captured = String::from_utf8(out.stdout).unwrap();
     let words: Vec<&str> = captured.split_whitespace().collect();
     assert_eq!(words.len(), 3, "capture printed {captured:?}");
+    // Let newer frames arrive first: the captured one must be old news, not
+    // the link's latest frame (an exact repeat of that is a duplicate, ignored).
+    let rx_ok = |j: &Json| {
+        link(j, "eth1")
+            .and_then(|l| l.get("rx_ok"))
+            .and_then(Json::as_f64)
+            .unwrap_or(0.0) as u64
+    };
+    let seen = rx_ok(&lab.status("debian2").unwrap());
+    lab.wait_status(
+        "debian2",
+        "two more frames after the capture",
+        DOWN_TIMEOUT,
+        |j| {
+            if rx_ok(j) >= seen + 2 {
+                Ok(())
+            } else {
+                Err(format!("eth1 rx_ok={}", rx_ok(j)))
+            }
+        },
+    );
 
     let mark = lab.mark("debian2");
     lab.run(&["stop", "debian1"]);
