@@ -1,0 +1,439 @@
+//! Serial heartbeat links: a null-modem line (or a pty in the lab).
+//!
+//! Layer: shell. The port is opened with serialport, every setting explicit (raw,
+//! `baud` 8N1, no flow control), exclusive; then made non-blocking again
+//! (serialport's open clears O_NONBLOCK), its input flushed (bytes queued while it
+//! was closed are stale), and its raw fd registered with mio. Reads and writes use
+//! the fd directly. Writes are paced to the line rate (baud / 10 bytes per second)
+//! by [`TxSlot`], which holds at most one frame beyond the one being written: a
+//! fresh heartbeat replaces an unsent one, so serial latency stays one frame time.
+//! Never `tcdrain` (it blocks). EOF or EIO (the far end gone) closes the port and
+//! it is reopened every second, with one `link_error` per streak.
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use mio::unix::SourceFd;
+use mio::{Interest, Registry, Token};
+use nix::errno::Errno;
+use serialport::{ClearBuffer, DataBits, FlowControl, Parity, SerialPort, StopBits, TTYPort};
+
+use super::cli::ShellError;
+use super::link::{OpenError, Retry, RxContext};
+use super::shim::{decode, StreamDecoder};
+use crate::core::{Event, LinkId};
+use crate::time::{Duration, Instant};
+use crate::wire::{Feed, ENCODED_MAX};
+
+/// Bytes read per `read` call.
+pub const READ_CHUNK: usize = 256;
+/// `read` calls per readiness event before yielding to other sources (bounds the work).
+pub const READS_PER_READY_MAX: usize = 16;
+/// Bits on the wire per byte at 8N1: start + 8 data + stop.
+pub const BITS_PER_BYTE: u32 = 10;
+
+/// The transmit slot: the frame being written (with a cursor) and at most one
+/// waiting frame. Pure: it decides what to write and when; the link does the I/O.
+pub struct TxSlot {
+    cur: [u8; ENCODED_MAX],
+    cur_len: usize,
+    cur_pos: usize,
+    next: [u8; ENCODED_MAX],
+    next_len: usize,
+    line_free_at: Instant,
+    bytes_per_s: u64,
+    replaced: u64,
+}
+
+impl TxSlot {
+    /// An empty slot for a line at `baud` (8N1).
+    pub fn new(baud: u32) -> TxSlot {
+        assert!(baud >= BITS_PER_BYTE);
+        TxSlot {
+            cur: [0; ENCODED_MAX],
+            cur_len: 0,
+            cur_pos: 0,
+            next: [0; ENCODED_MAX],
+            next_len: 0,
+            line_free_at: Instant::ZERO,
+            bytes_per_s: u64::from(baud / BITS_PER_BYTE),
+            replaced: 0,
+        }
+    }
+
+    /// Queues a fresh frame. If the current frame has not started, it is replaced;
+    /// if it is partly written, the fresh one waits (replacing any older waiting one).
+    pub fn push(&mut self, frame: &[u8]) {
+        assert!(!frame.is_empty() && frame.len() <= ENCODED_MAX);
+        if self.cur_pos == 0 || self.cur_pos == self.cur_len {
+            self.replaced += u64::from(self.cur_pos < self.cur_len);
+            self.cur[..frame.len()].copy_from_slice(frame);
+            self.cur_len = frame.len();
+            self.cur_pos = 0;
+            self.replaced += u64::from(self.next_len > 0);
+            self.next_len = 0;
+        } else {
+            self.replaced += u64::from(self.next_len > 0);
+            self.next[..frame.len()].copy_from_slice(frame);
+            self.next_len = frame.len();
+        }
+    }
+
+    /// The bytes to write now, if the line is free.
+    pub fn writable(&self, now: Instant) -> Option<&[u8]> {
+        (self.cur_pos < self.cur_len && now >= self.line_free_at)
+            .then(|| &self.cur[self.cur_pos..self.cur_len])
+    }
+
+    /// `n` bytes went to the port at `now`: the line is busy for their wire time.
+    pub fn wrote(&mut self, n: usize, now: Instant) {
+        assert!(self.cur_pos + n <= self.cur_len);
+        self.cur_pos += n;
+        let busy_ms = (n as u64 * 1000).div_ceil(self.bytes_per_s);
+        self.line_free_at = self.line_free_at.max(now) + Duration::from_millis(busy_ms);
+        if self.cur_pos == self.cur_len && self.next_len > 0 {
+            self.cur[..self.next_len].copy_from_slice(&self.next[..self.next_len]);
+            self.cur_len = self.next_len;
+            self.cur_pos = 0;
+            self.next_len = 0;
+        }
+    }
+
+    /// Drops everything (the port closed).
+    pub fn clear(&mut self) {
+        self.cur_len = 0;
+        self.cur_pos = 0;
+        self.next_len = 0;
+    }
+
+    /// When the line is free for the pending bytes (None: nothing pending).
+    pub fn deadline(&self) -> Option<Instant> {
+        (self.cur_pos < self.cur_len).then_some(self.line_free_at)
+    }
+
+    /// Frames replaced by fresher ones before being sent.
+    pub fn replaced(&self) -> u64 {
+        self.replaced
+    }
+}
+
+/// One serial link.
+pub struct SerialLink {
+    id: LinkId,
+    name: String,
+    device: String,
+    baud: u32,
+    port: Option<TTYPort>,
+    token: Token,
+    want_write: bool,
+    decoder: StreamDecoder,
+    tx: TxSlot,
+    retry: Retry,
+}
+
+fn serial_errno(e: &serialport::Error) -> Errno {
+    match e.kind() {
+        serialport::ErrorKind::NoDevice => Errno::ENODEV,
+        serialport::ErrorKind::InvalidInput => Errno::EINVAL,
+        serialport::ErrorKind::Io(std::io::ErrorKind::NotFound) => Errno::ENOENT,
+        serialport::ErrorKind::Io(std::io::ErrorKind::PermissionDenied) => Errno::EACCES,
+        _ => Errno::EIO,
+    }
+}
+
+impl SerialLink {
+    /// A closed link on `device` at `baud`.
+    pub fn new(id: LinkId, name: String, device: String, baud: u32) -> SerialLink {
+        SerialLink {
+            id,
+            name,
+            device,
+            baud,
+            port: None,
+            token: Token(usize::MAX),
+            want_write: false,
+            decoder: StreamDecoder::new(),
+            tx: TxSlot::new(baud),
+            retry: Retry::default(),
+        }
+    }
+
+    /// Its id.
+    pub fn id(&self) -> LinkId {
+        self.id
+    }
+
+    fn try_open(&mut self, registry: &Registry, token: Token) -> Result<(), Errno> {
+        let port = serialport::new(&self.device, self.baud)
+            .data_bits(DataBits::Eight)
+            .parity(Parity::None)
+            .stop_bits(StopBits::One)
+            .flow_control(FlowControl::None)
+            .timeout(std::time::Duration::ZERO)
+            .exclusive(true)
+            .dtr_on_open(true)
+            .open_native()
+            .map_err(|e| {
+                log::debug!("serial {}: open: {e}", self.device);
+                serial_errno(&e)
+            })?;
+        let fd = port.as_raw_fd();
+        // SAFETY: `port` owns the fd and outlives this borrow.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        let flags = nix::fcntl::fcntl(borrowed, nix::fcntl::FcntlArg::F_GETFL)?;
+        let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(borrowed, nix::fcntl::FcntlArg::F_SETFL(flags))?;
+        port.clear(ClearBuffer::Input)
+            .map_err(|e| serial_errno(&e))?;
+        registry
+            .register(&mut SourceFd(&fd), token, Interest::READABLE)
+            .map_err(|_| Errno::EIO)?;
+        self.port = Some(port);
+        self.token = token;
+        self.want_write = false;
+        self.decoder = StreamDecoder::new();
+        self.tx.clear();
+        Ok(())
+    }
+
+    /// Opens the port; a missing device is retried, permission denied is fatal.
+    pub fn open(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        now: Instant,
+    ) -> Result<(), OpenError> {
+        match self.try_open(registry, token) {
+            Ok(()) => {
+                self.retry.succeeded();
+                log::debug!(
+                    "link {} open: {} at {} baud",
+                    self.name,
+                    self.device,
+                    self.baud
+                );
+                Ok(())
+            }
+            Err(Errno::EACCES) | Err(Errno::EPERM) => Err(OpenError::Fatal(ShellError::Serial {
+                device: self.device.clone(),
+                error: "permission denied".into(),
+            })),
+            Err(errno) => {
+                self.retry.failed(now);
+                Err(OpenError::Retry(errno as i32))
+            }
+        }
+    }
+
+    /// The far end went away (EOF, EIO): close, retry every second.
+    fn fail(&mut self, registry: &Registry, now: Instant, errno: Errno) -> Option<Event> {
+        if let Some(port) = self.port.take() {
+            let fd = port.as_raw_fd();
+            let _ = registry.deregister(&mut SourceFd(&fd));
+        }
+        self.tx.clear();
+        log::debug!("link {} closed: {}", self.name, errno.desc());
+        self.retry.failed(now).then_some(Event::LinkError {
+            link: self.id,
+            errno: errno as i32,
+        })
+    }
+
+    /// Readable: decode every complete frame; writable: continue the pending write.
+    pub fn on_ready(
+        &mut self,
+        registry: &Registry,
+        event: &mio::event::Event,
+        rx: RxContext,
+    ) -> Option<Event> {
+        let now = rx.now;
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            if let Err(errno) = self.read_all(rx) {
+                return self.fail(registry, now, errno);
+            }
+        }
+        if event.is_writable() {
+            return self.flush(registry, now);
+        }
+        None
+    }
+
+    fn read_all(&mut self, rx: RxContext) -> Result<(), Errno> {
+        let Some(port) = self.port.as_ref() else {
+            return Ok(());
+        };
+        let mut buf = [0u8; READ_CHUNK];
+        for _ in 0..READS_PER_READY_MAX {
+            let n = match nix::unistd::read(port.as_fd_borrowed(), &mut buf) {
+                Ok(0) => return Err(Errno::EPIPE),
+                Ok(n) => n,
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            let mut input = &buf[..n];
+            // Each step consumes at least one byte or ends: bounded by the chunk size.
+            for _ in 0..=READ_CHUNK {
+                match self.decoder.feed(input) {
+                    Feed::Consumed => break,
+                    Feed::Frame { frame, rest } => {
+                        match decode(rx.keyring, frame) {
+                            Ok(repr) => {
+                                if let Err(e) = rx.membership.handle_frame(rx.now, self.id, &repr) {
+                                    log::debug!("link {} frame refused: {e}", self.name);
+                                }
+                            }
+                            Err(e) => rx.membership.handle_frame_error(rx.now, self.id, e),
+                        }
+                        input = rest;
+                    }
+                    Feed::Error { error, rest } => {
+                        rx.membership.handle_frame_error(rx.now, self.id, error);
+                        input = rest;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues a fresh heartbeat and writes it if the line is free.
+    pub fn send(&mut self, registry: &Registry, frame: &[u8], now: Instant) -> Option<Event> {
+        self.port.as_ref()?;
+        self.tx.push(frame);
+        self.flush(registry, now)
+    }
+
+    fn flush(&mut self, registry: &Registry, now: Instant) -> Option<Event> {
+        let port = self.port.as_ref()?;
+        let fd = port.as_raw_fd();
+        let mut blocked = false;
+        while let Some(bytes) = self.tx.writable(now) {
+            match nix::unistd::write(port.as_fd_borrowed(), bytes) {
+                Ok(n) => self.tx.wrote(n, now),
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => {
+                    blocked = true;
+                    break;
+                }
+                Err(e) => return self.fail(registry, now, e),
+            }
+        }
+        if blocked != self.want_write {
+            let interest = if blocked {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            let _ = registry.reregister(&mut SourceFd(&fd), self.token, interest);
+            self.want_write = blocked;
+        }
+        None
+    }
+
+    /// Reopens a closed port; continues a paced write.
+    pub fn tick(&mut self, registry: &Registry, token: Token, now: Instant) -> Option<Event> {
+        if self.port.is_none() {
+            if !self.retry.due(now) {
+                return None;
+            }
+            return match self.try_open(registry, token) {
+                Ok(()) => {
+                    self.retry.succeeded();
+                    log::debug!("link {} reopened", self.name);
+                    None
+                }
+                Err(errno) => self.retry.failed(now).then_some(Event::LinkError {
+                    link: self.id,
+                    errno: errno as i32,
+                }),
+            };
+        }
+        if self.tx.writable(now).is_some() {
+            return self.flush(registry, now);
+        }
+        None
+    }
+
+    /// Next reopen attempt or the time the line is free for pending bytes.
+    pub fn deadline(&self) -> Option<Instant> {
+        match self.port {
+            None => self.retry.deadline(),
+            Some(_) if self.want_write => None,
+            Some(_) => self.tx.deadline(),
+        }
+    }
+}
+
+trait AsFdBorrowed {
+    fn as_fd_borrowed(&self) -> BorrowedFd<'_>;
+}
+
+impl AsFdBorrowed for TTYPort {
+    fn as_fd_borrowed(&self) -> BorrowedFd<'_> {
+        // SAFETY: the TTYPort owns the fd for as long as the borrow lives.
+        unsafe { BorrowedFd::borrow_raw(self.as_raw_fd()) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(ms: u64) -> Instant {
+        Instant::from_millis(ms)
+    }
+
+    // ==== Tests for the idle state ====
+
+    #[test]
+    fn idle_push_writable_at_once() {
+        let mut s = TxSlot::new(9600);
+        assert_eq!(s.deadline(), None);
+        s.push(&[1; 60]);
+        assert_eq!(s.writable(t(0)).unwrap().len(), 60);
+    }
+
+    // ==== Tests for the busy state ====
+
+    #[test]
+    fn busy_line_paced_to_baud() {
+        let mut s = TxSlot::new(9600);
+        s.push(&[1; 60]);
+        s.wrote(60, t(0));
+        // 60 bytes at 960 B/s = 62.5 ms, rounded up.
+        s.push(&[2; 60]);
+        assert!(s.writable(t(62)).is_none());
+        assert_eq!(s.deadline(), Some(t(63)));
+        assert_eq!(s.writable(t(63)).unwrap()[0], 2);
+    }
+
+    #[test]
+    fn busy_unsent_frame_replaced_by_fresh_one() {
+        let mut s = TxSlot::new(9600);
+        s.push(&[1; 60]);
+        s.wrote(60, t(0));
+        s.push(&[2; 60]);
+        s.push(&[3; 50]);
+        let w = s.writable(t(100)).unwrap();
+        assert_eq!((w[0], w.len()), (3, 50));
+        assert_eq!(s.replaced(), 1);
+    }
+
+    // ==== Tests for the partial-write state ====
+
+    #[test]
+    fn partial_write_finishes_then_newest() {
+        let mut s = TxSlot::new(9600);
+        s.push(&[1; 60]);
+        s.wrote(20, t(0));
+        s.push(&[2; 60]);
+        s.push(&[3; 60]);
+        // The partly written frame must be finished first.
+        let w = s.writable(t(1000)).unwrap();
+        assert_eq!((w[0], w.len()), (1, 40));
+        s.wrote(40, t(1000));
+        let w = s.writable(t(2000)).unwrap();
+        assert_eq!((w[0], w.len()), (3, 60));
+        assert_eq!(s.replaced(), 1);
+    }
+}
