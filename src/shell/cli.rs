@@ -220,6 +220,11 @@ pub fn default_node_name() -> Result<String, ShellError> {
 pub fn main() -> i32 {
     match parse_args(std::env::args().skip(1)).and_then(dispatch) {
         Ok(()) => 0,
+        Err(error @ (ShellError::Config(_) | ShellError::Auth(_))) => {
+            // Already `path[:line]: message`, as compilers print it.
+            eprintln!("{error}");
+            error.exit_code()
+        }
         Err(error) => {
             eprintln!("bascule: {error}");
             error.exit_code()

@@ -67,7 +67,7 @@ fn check_authkeys_mode(dir: &Path) -> Result<(), ShellError> {
     let path = dir.join(FileKind::AuthKeys.file_name());
     let meta = std::fs::metadata(&path)
         .map_err(|e| ShellError::Auth(format!("{}: cannot read: {}", path.display(), e)))?;
-    super::shim::check_mode(meta.permissions().mode())
+    crate::config::authkeys::check_mode(meta.permissions().mode())
         .map_err(|reason| ShellError::Auth(format!("{}: {}", path.display(), reason)))
 }
 
@@ -118,13 +118,13 @@ pub fn load(dir: &Path, node: &str) -> Result<Loaded, ShellError> {
 /// `check-config`: the effective settings and every warning, or the first error.
 pub fn check_config(dir: &Path, node: &str) -> Result<String, ShellError> {
     let loaded = load(dir, node)?;
-    let mut out = super::shim::render_effective(&loaded.config);
+    let mut out = loaded.config.render_effective();
     if !out.ends_with('\n') {
         out.push('\n');
     }
     out.push_str(&format!(
-        "# this node: {} (index {}), peer: {}\n",
-        loaded.node, loaded.local, loaded.peer_name
+        "this_node {}\npeer_node {}\n",
+        loaded.node, loaded.peer_name
     ));
     for w in &loaded.config.warnings {
         out.push_str(&warning_line(dir, w));

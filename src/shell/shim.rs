@@ -1,24 +1,5 @@
 //! TEMPORARY stand-ins for functions other helpers are adding in parallel
-//! (config::authkeys::check_mode, Config::render_effective). Deleted after merging main.
-
-use crate::config::Config;
-
-/// Stand-in for `config::authkeys::check_mode`.
-pub fn check_mode(mode: u32) -> Result<(), String> {
-    if mode & 0o077 != 0 {
-        Err(format!(
-            "mode {:04o} is readable by group or others; run chmod 600",
-            mode & 0o7777
-        ))
-    } else {
-        Ok(())
-    }
-}
-
-/// Stand-in for `Config::render_effective`.
-pub fn render_effective(config: &Config) -> String {
-    format!("{:#?}\n", config.ha)
-}
+//! (wire::encode, decode, decode_datagram, StreamDecoder). Deleted after merging main.
 
 use crate::wire::{Feed, FrameError, Keyring, Repr, ENCODED_MAX, FRAME_MAX};
 
