@@ -114,7 +114,7 @@ impl Link {
     /// Sends one encoded frame (a fresh heartbeat).
     pub fn send(&mut self, registry: &Registry, frame: &[u8], now: Instant) -> Option<Event> {
         match self {
-            Link::Udp(l) => l.send(frame),
+            Link::Udp(l) => l.send(registry, frame, now),
             Link::Serial(l) => l.send(registry, frame, now),
         }
     }

@@ -244,29 +244,38 @@ impl UdpLink {
         None
     }
 
-    /// Sends one frame; the first failure of a streak becomes a `link_error`.
-    pub fn send(&mut self, frame: &[u8]) -> Option<Event> {
+    /// Sends one frame; the first failure of a streak becomes a `link_error`. If
+    /// the interface vanished (ENODEV: a deleted and re-created veth has a new
+    /// index, so the bound socket would never work again), the socket is closed
+    /// and reopened every second.
+    pub fn send(&mut self, registry: &Registry, frame: &[u8], now: Instant) -> Option<Event> {
         let (Some(sock), Some(dest)) = (self.socket.as_ref(), self.dest) else {
             return None;
         };
-        match sock.send_to(frame, SocketAddr::V4(dest)) {
+        let error = match sock.send_to(frame, SocketAddr::V4(dest)) {
             Ok(_) => {
                 self.send_failing = false;
-                None
+                return None;
             }
-            Err(e) => {
-                self.send_errors += 1;
-                log::debug!("link {} send to {dest}: {e}", self.name);
-                if e.kind() == ErrorKind::WouldBlock || self.send_failing {
-                    return None;
-                }
-                self.send_failing = true;
-                Some(Event::LinkError {
-                    link: self.id,
-                    errno: e.raw_os_error().unwrap_or(libc::EIO),
-                })
+            Err(e) => e,
+        };
+        self.send_errors += 1;
+        log::debug!("link {} send to {dest}: {error}", self.name);
+        let errno = error.raw_os_error().unwrap_or(libc::EIO);
+        if errno == libc::ENODEV || errno == libc::ENXIO {
+            if let Some(mut sock) = self.socket.take() {
+                let _ = registry.deregister(&mut sock);
             }
+            self.retry.failed(now);
         }
+        if error.kind() == ErrorKind::WouldBlock || self.send_failing {
+            return None;
+        }
+        self.send_failing = true;
+        Some(Event::LinkError {
+            link: self.id,
+            errno,
+        })
     }
 
     /// Reopens a link that could not be opened yet.
