@@ -158,7 +158,11 @@ pub fn link_name(medium: &Medium) -> String {
         Medium::Bcast { iface, .. } => iface.clone(),
         Medium::Mcast { iface, .. } => format!("{iface}-mcast"),
         Medium::Ucast { iface, .. } => format!("{iface}-ucast"),
-        Medium::Serial { device, .. } => device.rsplit('/').next().unwrap_or(device).to_string(),
+        // `/dev/ttyS0` -> `ttyS0`; `/dev/pts/3` -> `pts/3` (a bare `3` would say nothing).
+        Medium::Serial { device, .. } => match device.strip_prefix("/dev/") {
+            Some(rest) => rest.to_string(),
+            None => device.rsplit('/').next().unwrap_or(device).to_string(),
+        },
     }
 }
 
