@@ -611,5 +611,10 @@ mod tests {
             }),
             "ttyS0"
         );
+        let pts = Medium::Serial {
+            device: "/dev/pts/3".into(),
+            line: l,
+        };
+        assert_eq!(link_name(&pts), "pts/3");
     }
 }
