@@ -75,6 +75,8 @@ pub struct StatusSnapshot {
     pub config_match: Option<bool>,
     /// Every link in ha.cf order.
     pub links: Vec<LinkStatus>,
+    /// Heap allocations since start, read before this answer was built.
+    pub allocations: u64,
 }
 
 fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
@@ -199,7 +201,7 @@ pub fn render_json(s: &StatusSnapshot) -> String {
         }
         o.push_str("}}");
     }
-    o.push_str("]}\n");
+    let _ = writeln!(o, "],\"allocations\":{}}}", s.allocations);
     o
 }
 
@@ -453,6 +455,7 @@ mod tests {
                     rejected: [0; FrameError::ALL.len()],
                 },
             ],
+            allocations: 5,
         }
     }
 
@@ -471,6 +474,7 @@ mod tests {
             "\"rx_ok\":99",
             "\"gap_max_ms\":2001",
             "\"crc\":3",
+            "\"allocations\":5}",
         ] {
             assert!(j.contains(key), "{key} missing in {j}");
         }
@@ -494,6 +498,21 @@ mod tests {
         assert_eq!(parse_request(b"status json\r"), Request::StatusJson);
         assert_eq!(parse_request(b"reboot"), Request::Unknown);
         assert_eq!(parse_request(&[0xff]), Request::Unknown);
+    }
+
+    #[test]
+    fn bind_refuses_live_socket_and_replaces_stale_one() {
+        let dir = std::env::temp_dir().join(format!("bascule-ctl-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let first = ControlServer::bind(&dir).unwrap();
+        let e = ControlServer::bind(&dir).err().expect("a live socket must be refused");
+        assert_eq!(e.exit_code(), 9, "{e}");
+        drop(first); // the file stays behind, nobody answers: stale
+        assert!(dir.join(SOCKET_NAME).exists());
+        let second = ControlServer::bind(&dir).unwrap();
+        second.remove();
+        assert!(!dir.join(SOCKET_NAME).exists());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

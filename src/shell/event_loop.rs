@@ -525,6 +525,7 @@ impl Daemon {
 
     /// Copies the state `status` shows.
     pub fn snapshot(&self, now: Instant) -> StatusSnapshot {
+        let allocations = super::alloc_count::allocations();
         let m = &self.membership;
         let links = (0..self.links.len())
             .map(|i| {
@@ -550,6 +551,7 @@ impl Daemon {
             peer_epoch: m.peer_epoch(),
             config_match: m.peer_digest().map(|d| d == self.digest),
             links,
+            allocations,
         }
     }
 }
