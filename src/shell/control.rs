@@ -23,6 +23,8 @@ pub const SOCKET_NAME: &str = "bascule.sock";
 pub const CONN_MAX: usize = 8;
 /// Longest request line, bytes (`status json\n` is 12).
 pub const REQUEST_MAX: usize = 64;
+/// Initial capacity of a status answer, bytes (one link is about 400 bytes of JSON).
+pub const ANSWER_CAPACITY: usize = 4096;
 /// How long the `status` client waits for the daemon's answer.
 pub const CLIENT_TIMEOUT_MS: u64 = 5000;
 
@@ -85,7 +87,7 @@ fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
 
 /// The text answer, in the spirit of `cl_status` and `/proc/drbd`.
 pub fn render_text(s: &StatusSnapshot) -> String {
-    let mut out = String::new();
+    let mut out = String::with_capacity(ANSWER_CAPACITY);
     let config = match s.config_match {
         Some(true) => "match",
         Some(false) => "MISMATCH",
@@ -159,7 +161,8 @@ fn json_opt(out: &mut String, v: Option<u64>) {
 
 /// The JSON answer (one object, one line).
 pub fn render_json(s: &StatusSnapshot) -> String {
-    let mut o = String::new();
+    // Preallocated so the number of allocations per answer does not depend on its length.
+    let mut o = String::with_capacity(ANSWER_CAPACITY);
     o.push_str("{\"node\":");
     json_string(&mut o, &s.node);
     let _ = write!(
