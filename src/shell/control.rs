@@ -508,7 +508,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("bascule-ctl-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let first = ControlServer::bind(&dir).unwrap();
-        let e = ControlServer::bind(&dir).err().expect("a live socket must be refused");
+        let e = ControlServer::bind(&dir)
+            .err()
+            .expect("a live socket must be refused");
         assert_eq!(e.exit_code(), 9, "{e}");
         drop(first); // the file stays behind, nobody answers: stale
         assert!(dir.join(SOCKET_NAME).exists());

@@ -25,13 +25,13 @@ use super::control::{self, ConnOutcome, ControlServer, LinkStatus, Request, Stat
 use super::link::{Link, OpenError, RxContext};
 use super::log::{self as slog, log_event, LogSettings};
 use super::serial::SerialLink;
-use super::shim::encode;
 use super::udp::{iface_info, UdpKind, UdpLink};
 use crate::config::digest::ConfigDigest;
 use crate::config::{AuthMethod, Medium};
 use crate::core::membership::LINKS_MAX;
 use crate::core::{Event, LinkId, Membership, MembershipConfig, Names};
 use crate::time::{Duration, Instant};
+use crate::wire::encode;
 use crate::wire::{Keyring, ENCODED_MAX};
 
 /// The signalfd.

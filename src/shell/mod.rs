@@ -20,6 +20,5 @@ pub mod link;
 pub mod log;
 pub mod realtime;
 pub mod serial;
-mod shim;
 pub mod state;
 pub mod udp;

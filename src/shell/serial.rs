@@ -19,9 +19,9 @@ use serialport::{ClearBuffer, DataBits, FlowControl, Parity, SerialPort, StopBit
 
 use super::cli::ShellError;
 use super::link::{OpenError, Retry, RxContext};
-use super::shim::{decode, StreamDecoder};
 use crate::core::{Event, LinkId};
 use crate::time::{Duration, Instant};
+use crate::wire::{decode, StreamDecoder};
 use crate::wire::{Feed, ENCODED_MAX};
 
 /// Bytes read per `read` call.

@@ -19,9 +19,9 @@ use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, Sockadd
 
 use super::cli::ShellError;
 use super::link::{OpenError, Retry, RxContext};
-use super::shim::decode_datagram;
 use crate::core::{Event, LinkId};
 use crate::time::Instant;
+use crate::wire::decode_datagram;
 use crate::wire::FRAME_MAX;
 
 /// Datagrams read per readiness event before yielding to other sources.
