@@ -27,21 +27,45 @@ fn samples() -> Vec<Event> {
             initdead_ms: 120000,
         },
         Event::Shutdown { signal: 15 },
-        Event::LinkState { link, from: LinkState::Up, to: LinkState::Down, silence_ms: 60000 },
+        Event::LinkState {
+            link,
+            from: LinkState::Up,
+            to: LinkState::Down,
+            silence_ms: 60000,
+        },
         Event::PeerState {
             from: PeerState::Alive,
             to: PeerState::Dead,
             reason: PeerReason::Deadtime,
             silence_ms: 60000,
         },
-        Event::HeartbeatLate { link, interval_ms: 10500 },
-        Event::PeerRestarted { old_epoch: 3, new_epoch: 4 },
-        Event::ConfigMismatch { files: FileSet(FileSet::HARESOURCES) },
+        Event::HeartbeatLate {
+            link,
+            interval_ms: 10500,
+        },
+        Event::PeerRestarted {
+            old_epoch: 3,
+            new_epoch: 4,
+        },
+        Event::ConfigMismatch {
+            files: FileSet(FileSet::HARESOURCES),
+        },
         Event::ConfigMatch,
-        Event::FrameRejected { link: LinkId(1), reason: FrameError::Crc, count: 17, window_s: 10 },
-        Event::LinkError { link: LinkId(1), errno: 5 },
+        Event::FrameRejected {
+            link: LinkId(1),
+            reason: FrameError::Crc,
+            count: 17,
+            window_s: 10,
+        },
+        Event::LinkError {
+            link: LinkId(1),
+            errno: 5,
+        },
         Event::LoopLag { lag_ms: 240 },
-        Event::RealtimeDegraded { what: "mlockall", errno: 1 },
+        Event::RealtimeDegraded {
+            what: "mlockall",
+            errno: 1,
+        },
         Event::Unauthenticated,
         Event::LogDropped { count: 12 },
     ]
@@ -171,7 +195,10 @@ fn catalogue_samples() -> Vec<String> {
             }
         }
     }
-    assert!(!samples.is_empty(), "README.md has no catalogue section with sample lines");
+    assert!(
+        !samples.is_empty(),
+        "README.md has no catalogue section with sample lines"
+    );
     samples
 }
 
@@ -181,7 +208,10 @@ fn every_variant_has_a_sample() {
     for e in samples() {
         seen[variant_index(&e)] = true;
     }
-    assert!(seen.iter().all(|s| *s), "samples() misses a variant: {seen:?}");
+    assert!(
+        seen.iter().all(|s| *s),
+        "samples() misses a variant: {seen:?}"
+    );
 }
 
 #[test]
@@ -206,7 +236,10 @@ fn every_readme_sample_is_a_known_event() {
     let known: Vec<String> = rendered().iter().map(|l| parse_line(l).0).collect();
     for sample in catalogue_samples() {
         let (name, _) = parse_line(&sample);
-        assert!(known.contains(&name), "README catalogue names unknown event `{name}`: `{sample}`");
+        assert!(
+            known.contains(&name),
+            "README catalogue names unknown event `{name}`: `{sample}`"
+        );
     }
 }
 

@@ -33,7 +33,10 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
         let p = std::env::temp_dir().join(format!("bascule-{tag}-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
@@ -49,7 +52,11 @@ impl Drop for TempDir {
 fn write_config(dir: &Path, ha_cf: &str, authkeys_mode: u32) {
     std::fs::write(dir.join("ha.cf"), ha_cf).unwrap();
     std::fs::write(dir.join("authkeys"), GUIDE_AUTHKEYS).unwrap();
-    std::fs::set_permissions(dir.join("authkeys"), std::fs::Permissions::from_mode(authkeys_mode)).unwrap();
+    std::fs::set_permissions(
+        dir.join("authkeys"),
+        std::fs::Permissions::from_mode(authkeys_mode),
+    )
+    .unwrap();
     std::fs::write(dir.join("haresources"), GUIDE_HARESOURCES).unwrap();
 }
 
@@ -65,7 +72,13 @@ fn text(bytes: &[u8]) -> String {
 fn check_config_guide_files_exit_zero() {
     let t = TempDir::new("guide");
     write_config(&t.0, GUIDE_HA_CF, 0o600);
-    let out = bascule(&["--config-dir", t.0.to_str().unwrap(), "--node", "debian1", "check-config"]);
+    let out = bascule(&[
+        "--config-dir",
+        t.0.to_str().unwrap(),
+        "--node",
+        "debian1",
+        "check-config",
+    ]);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("deadtime_ms 60000"), "{stdout}");
@@ -76,10 +89,19 @@ fn check_config_guide_files_exit_zero() {
 fn check_config_authkeys_0644_refused_with_reason() {
     let t = TempDir::new("mode");
     write_config(&t.0, GUIDE_HA_CF, 0o644);
-    let out = bascule(&["--config-dir", t.0.to_str().unwrap(), "--node", "debian1", "check-config"]);
+    let out = bascule(&[
+        "--config-dir",
+        t.0.to_str().unwrap(),
+        "--node",
+        "debian1",
+        "check-config",
+    ]);
     assert_eq!(out.status.code(), Some(4));
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("authkeys") && stderr.contains("0644"), "{stderr}");
+    assert!(
+        stderr.contains("authkeys") && stderr.contains("0644"),
+        "{stderr}"
+    );
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
 }
 
@@ -87,19 +109,39 @@ fn check_config_authkeys_0644_refused_with_reason() {
 fn check_config_bad_directive_names_file_and_line() {
     let t = TempDir::new("bad");
     write_config(&t.0, &format!("{GUIDE_HA_CF}keepalve 2\n"), 0o600);
-    let out = bascule(&["--config-dir", t.0.to_str().unwrap(), "--node", "debian1", "check-config"]);
+    let out = bascule(&[
+        "--config-dir",
+        t.0.to_str().unwrap(),
+        "--node",
+        "debian1",
+        "check-config",
+    ]);
     assert_eq!(out.status.code(), Some(3));
     let expected = format!("{}:10:", t.0.join("ha.cf").display());
-    assert!(text(&out.stderr).starts_with(&expected), "{} does not start with {expected}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).starts_with(&expected),
+        "{} does not start with {expected}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
 fn check_config_unknown_node_is_config_error() {
     let t = TempDir::new("node");
     write_config(&t.0, GUIDE_HA_CF, 0o600);
-    let out = bascule(&["--config-dir", t.0.to_str().unwrap(), "--node", "debian9", "check-config"]);
+    let out = bascule(&[
+        "--config-dir",
+        t.0.to_str().unwrap(),
+        "--node",
+        "debian9",
+        "check-config",
+    ]);
     assert_eq!(out.status.code(), Some(3));
-    assert!(text(&out.stderr).contains("debian1, debian2"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("debian1, debian2"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -107,7 +149,11 @@ fn status_without_daemon_exits_8() {
     let t = TempDir::new("status");
     let out = bascule(&["--run-dir", t.0.to_str().unwrap(), "status", "--json"]);
     assert_eq!(out.status.code(), Some(8));
-    assert!(text(&out.stderr).contains("not running"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not running"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -161,7 +207,10 @@ impl NullModem {
         let (am, bm) = (a.master.try_clone().unwrap(), b.master.try_clone().unwrap());
         std::thread::spawn(move || relay(a.master, b.master));
         std::thread::spawn(move || relay(bm, am));
-        NullModem { ends, _slaves: [a.slave, b.slave] }
+        NullModem {
+            ends,
+            _slaves: [a.slave, b.slave],
+        }
     }
 }
 
@@ -181,8 +230,17 @@ impl Node {
             serial.display()
         );
         write_config(&dir.0, &ha_cf, 0o600);
-        let mut node = Node { name, dir, child: None };
-        node.child = Some(node.command(&["run"]).stderr(Stdio::null()).spawn().unwrap());
+        let mut node = Node {
+            name,
+            dir,
+            child: None,
+        };
+        node.child = Some(
+            node.command(&["run"])
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
         node
     }
 
@@ -190,7 +248,10 @@ impl Node {
         let d = &self.dir.0;
         let mut c = Command::new(BIN);
         c.arg("--config-dir").arg(d).arg("--node").arg(self.name);
-        c.arg("--run-dir").arg(d.join("run")).arg("--state-dir").arg(d.join("state"));
+        c.arg("--run-dir")
+            .arg(d.join("run"))
+            .arg("--state-dir")
+            .arg(d.join("state"));
         c.args(args);
         c
     }
@@ -213,12 +274,36 @@ impl Drop for Node {
     }
 }
 
+/// The number after `"key":` in a JSON text.
+fn json_u64(json: &str, key: &str) -> u64 {
+    let pat = format!("\"{key}\":");
+    let at = json
+        .find(&pat)
+        .unwrap_or_else(|| panic!("no {key} in {json}"))
+        + pat.len();
+    json[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap()
+}
+
 /// Waits until `f` holds, or fails with `what` and `context()`.
 #[track_caller]
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool, context: impl Fn() -> String) -> Duration {
+fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> bool,
+    context: impl Fn() -> String,
+) -> Duration {
     let start = Instant::now();
     while !f() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}\n{}", context());
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}\n{}",
+            context()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     start.elapsed()
@@ -233,9 +318,36 @@ fn pair_over_pty_sees_peer_then_detects_death() {
         let s = n.status_json();
         s.contains("\"state\":\"Alive\"") && s.contains("\"state\":\"Up\"")
     };
-    let ctx = || format!("debian1: {}\n{}\ndebian2: {}\n{}", a.status_json(), a.log(), b.status_json(), b.log());
-    wait_for("both peers Alive, link Up", Duration::from_secs(10), || up(&a) && up(&b), ctx);
+    let ctx = || {
+        format!(
+            "debian1: {}\n{}\ndebian2: {}\n{}",
+            a.status_json(),
+            a.log(),
+            b.status_json(),
+            b.log()
+        )
+    };
+    wait_for(
+        "both peers Alive, link Up",
+        Duration::from_secs(10),
+        || up(&a) && up(&b),
+        ctx,
+    );
     assert!(a.status_json().contains("\"name\":\"debian2\""));
+
+    // No allocation per heartbeat: the count grows by the same amount (the cost of
+    // serving one status request) over 0.2 s and over 2 s (10 more heartbeats each way).
+    let allocs = |n: &Node| json_u64(&n.status_json(), "allocations");
+    let a0 = allocs(&a);
+    std::thread::sleep(Duration::from_millis(200));
+    let a1 = allocs(&a);
+    std::thread::sleep(Duration::from_millis(2000));
+    let a2 = allocs(&a);
+    assert_eq!(
+        a2 - a1,
+        a1 - a0,
+        "allocations: {a0} {a1} {a2}: the heartbeat path allocates"
+    );
 
     // A second daemon with the same run dir refuses to start.
     let again = a.command(&["run"]).output().unwrap();
@@ -245,15 +357,31 @@ fn pair_over_pty_sees_peer_then_detects_death() {
     let mut child = b.child.take().unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
-    let took = wait_for("peer_state to=Dead", Duration::from_secs(5), || a.log().contains(" to=Dead "), || a.log());
-    assert!(took < Duration::from_millis(1000 + 200 + 600), "death detected after {took:?}");
+    let took = wait_for(
+        "peer_state to=Dead",
+        Duration::from_secs(5),
+        || a.log().contains(" to=Dead "),
+        || a.log(),
+    );
+    assert!(
+        took < Duration::from_millis(1000 + 200 + 600),
+        "death detected after {took:?}"
+    );
 
     // SIGTERM: clean shutdown, exit 0, socket removed.
     let mut child = a.child.take().unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
-    assert!(a.log().contains("shutdown node=debian1 signal=15"), "{}", a.log());
+    assert!(
+        a.log().contains("shutdown node=debian1 signal=15"),
+        "{}",
+        a.log()
+    );
     assert!(!a.dir.0.join("run/bascule.sock").exists());
     drop(modem);
 }
