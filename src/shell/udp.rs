@@ -1,8 +1,9 @@
 //! UDP heartbeat links: `bcast IF`, `mcast IF GROUP PORT TTL LOOP`, `ucast IF ADDR`.
 //!
-//! Layer: shell. Each link is one non-blocking socket bound to `0.0.0.0:port` and
-//! to its interface (SO_BINDTODEVICE), so two links on one port do not steal each
-//! other's datagrams. Datagrams whose source is one of this host's own addresses
+//! Layer: shell. Each link is one non-blocking socket bound to its interface
+//! (SO_BINDTODEVICE) and to the address it receives on (the broadcast address,
+//! the group, or our own address for ucast), so several links on one interface
+//! and port never see each other's datagrams. Datagrams whose source is one of this host's own addresses
 //! (our own broadcasts coming back) are dropped before decoding, so the core's
 //! `reflection` counter counts only real reflections. A missing or down interface
 //! is retried every second; failed sends are counted and logged once per streak.
@@ -170,7 +171,16 @@ impl UdpLink {
             UdpKind::Mcast { group, .. } => group,
             UdpKind::Ucast { addr } => addr,
         };
-        let std_socket = self.bind_socket()?;
+        // Bound to the address each kind receives on, so several media on one
+        // interface and port never see each other's datagrams (which the core
+        // would count as replays): bcast on the broadcast address, mcast on the
+        // group, ucast on our own address. The kernel picks the source address
+        // by device for sockets bound to broadcast or multicast addresses.
+        let bind_ip = match self.kind {
+            UdpKind::Bcast | UdpKind::Mcast { .. } => dest_ip,
+            UdpKind::Ucast { .. } => addr,
+        };
+        let std_socket = self.bind_socket(bind_ip)?;
         if let UdpKind::Mcast {
             group,
             ttl,
@@ -194,7 +204,7 @@ impl UdpLink {
         Ok(())
     }
 
-    fn bind_socket(&self) -> Result<UdpSocket, Errno> {
+    fn bind_socket(&self, ip: Ipv4Addr) -> Result<UdpSocket, Errno> {
         let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
         let fd: OwnedFd = socket::socket(AddressFamily::Inet, SockType::Datagram, flags, None)?;
         socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
@@ -206,7 +216,8 @@ impl UdpLink {
         if self.kind == UdpKind::Bcast {
             socket::setsockopt(&fd, sockopt::Broadcast, &true)?;
         }
-        socket::bind(fd.as_raw_fd(), &SockaddrIn::new(0, 0, 0, 0, self.port))?;
+        let [a, b, c, d] = ip.octets();
+        socket::bind(fd.as_raw_fd(), &SockaddrIn::new(a, b, c, d, self.port))?;
         Ok(UdpSocket::from(fd))
     }
 
