@@ -256,6 +256,7 @@ pub fn run(args: &Args, node: &str) -> Result<(), ShellError> {
         logfile: ha.logfile.clone(),
         debugfile: ha.debugfile.clone(),
         facility: ha.logfacility,
+        syslog_path: slog::SYSLOG_PATH.into(),
     };
     let logger = slog::init(settings)?;
     let result = Daemon::start(args, loaded, signals, control).and_then(Daemon::run_loop);

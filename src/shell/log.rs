@@ -108,6 +108,8 @@ pub struct LogSettings {
     pub debugfile: Option<String>,
     /// ha.cf `logfacility`.
     pub facility: LogFacility,
+    /// The syslog socket ([`SYSLOG_PATH`]; tests use their own).
+    pub syslog_path: std::path::PathBuf,
 }
 
 /// `RUST_LOG`-style level: the most verbose level word found (default info).
@@ -251,6 +253,7 @@ struct Sinks {
     debugfile: Option<File>,
     facility: LogFacility,
     syslog: Option<UnixDatagram>,
+    syslog_path: std::path::PathBuf,
     syslog_reported: bool,
     pid: u32,
     buf: Vec<u8>,
@@ -269,6 +272,7 @@ impl Sinks {
             debugfile,
             facility: s.facility,
             syslog,
+            syslog_path: s.syslog_path.clone(),
             syslog_reported: false,
             pid: std::process::id(),
             buf: Vec::with_capacity(LINE_MAX + 64),
@@ -303,10 +307,14 @@ impl Sinks {
         self.buf.clear();
         let _ = write_syslog_header(&mut self.buf, code, m.level, m.wall_ms, self.pid);
         self.buf.extend_from_slice(m.text[m.split..].as_bytes());
-        if let Err(e) = sock.send_to(&self.buf, SYSLOG_PATH) {
+        if let Err(e) = sock.send_to(&self.buf, &self.syslog_path) {
             if !self.syslog_reported {
                 self.syslog_reported = true;
-                let _ = writeln!(std::io::stderr(), "bascule: syslog {SYSLOG_PATH}: {e} (logging to syslog disabled until it works)");
+                let path = self.syslog_path.display();
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "bascule: syslog {path}: {e} (will keep trying, silently)"
+                );
             }
         }
     }
@@ -447,6 +455,59 @@ mod tests {
             s,
             "config_warning file=ha.cf line=12 message=\"say \\\"x\\\"\""
         );
+    }
+
+    fn message(level: Level, target: &str, text: &str) -> Message {
+        let mut line = Line::new();
+        let _ = write!(Truncating(&mut line), "{target}: {text}");
+        Message {
+            wall_ms: 0,
+            level,
+            text: line,
+            split: target.len() + 2,
+        }
+    }
+
+    #[test]
+    fn sinks_write_logfile_debugfile_and_syslog_by_level() {
+        let dir = std::env::temp_dir().join(format!("bascule-log-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let syslog = UnixDatagram::bind(dir.join("log")).unwrap();
+        syslog.set_nonblocking(true).unwrap();
+        let settings = LogSettings {
+            level: LevelFilter::Info,
+            stderr: false,
+            logfile: None,
+            debugfile: None,
+            facility: LogFacility::Facility(16),
+            syslog_path: dir.join("log"),
+        };
+        let file = |name: &str| File::create(dir.join(name)).unwrap();
+        let mut sinks = Sinks::new(&settings, Some(file("ha.log")), Some(file("debug.log")));
+        sinks.write(&message(
+            Level::Info,
+            "bascule",
+            "peer_state peer=b from=Alive to=Dead",
+        ));
+        sinks.write(&message(Level::Debug, "bascule::shell::udp", "detail"));
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+        assert_eq!(read("ha.log").lines().count(), 1);
+        assert!(read("ha.log").ends_with("Z INFO  bascule: peer_state peer=b from=Alive to=Dead\n"));
+        assert_eq!(read("debug.log").lines().count(), 2);
+        let mut buf = [0u8; 512];
+        let n = syslog.recv(&mut buf).unwrap();
+        let datagram = std::str::from_utf8(&buf[..n]).unwrap();
+        assert!(datagram.starts_with("<134>"), "{datagram}");
+        assert!(
+            datagram.ends_with("]: peer_state peer=b from=Alive to=Dead"),
+            "{datagram}"
+        );
+        assert!(
+            syslog.recv(&mut buf).is_err(),
+            "debug lines never go to syslog at level info"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
