@@ -12,7 +12,7 @@
 //! | 1 | internal error (a bug: please report) |
 //! | 2 | usage: unknown option or command, missing argument |
 //! | 3 | configuration: a file is missing or wrong (`file:line: message`), or this node is not in ha.cf |
-//! | 4 | authkeys: readable by group or others (must be mode 0600), or unreadable |
+//! | 4 | authkeys: readable or writable by group or others (must be mode 0600), or unreadable |
 //! | 5 | I/O: the state dir, run dir, control socket or a log file cannot be written |
 //! | 6 | serial: a serial port cannot be used at all (permission denied) |
 //! | 7 | Ethernet: a UDP socket cannot be set up at all (permission denied, port in use) |
