@@ -385,7 +385,10 @@ impl Daemon {
         self.drain_outputs(now);
         while self.stop.is_none() {
             let deadline = self.next_deadline(now);
-            let timeout = StdDuration::from_millis(deadline.saturating_since(now).millis());
+            // The sleep is measured from a fresh reading (never fed to the core), so
+            // the time this iteration spent working does not make the next one late.
+            let sleep = deadline.saturating_since(self.clock.now());
+            let timeout = StdDuration::from_millis(sleep.millis());
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
