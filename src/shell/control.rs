@@ -401,6 +401,14 @@ impl ControlServer {
     }
 }
 
+impl Drop for ControlServer {
+    /// The socket file is ours (bind refused to start over a live one): never leave
+    /// it behind, whatever way the daemon stops.
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
 /// `bascule status [--json]`: asks the daemon and returns its answer.
 pub fn client_status(run_dir: &Path, json: bool) -> Result<String, ShellError> {
     let path = run_dir.join(SOCKET_NAME);
@@ -512,10 +520,10 @@ mod tests {
             .err()
             .expect("a live socket must be refused");
         assert_eq!(e.exit_code(), 9, "{e}");
-        drop(first); // the file stays behind, nobody answers: stale
+        std::mem::forget(first); // as after kill -9: the file stays, nobody answers
         assert!(dir.join(SOCKET_NAME).exists());
         let second = ControlServer::bind(&dir).unwrap();
-        second.remove();
+        drop(second);
         assert!(!dir.join(SOCKET_NAME).exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
