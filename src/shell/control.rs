@@ -520,7 +520,10 @@ mod tests {
             .err()
             .expect("a live socket must be refused");
         assert_eq!(e.exit_code(), 9, "{e}");
-        std::mem::forget(first); // as after kill -9: the file stays, nobody answers
+        drop(first);
+        assert!(!dir.join(SOCKET_NAME).exists(), "removed on drop");
+        // As after kill -9: the file stays, nobody answers.
+        drop(std::os::unix::net::UnixListener::bind(dir.join(SOCKET_NAME)).unwrap());
         assert!(dir.join(SOCKET_NAME).exists());
         let second = ControlServer::bind(&dir).unwrap();
         drop(second);
