@@ -176,6 +176,17 @@ struct NullModem {
     _slaves: [OwnedFd; 2],
 }
 
+/// openpty's fds are inheritable: a spawned daemon would hold the master open
+/// and never see the far end go away.
+fn openpty_cloexec() -> nix::pty::OpenptyResult {
+    let pty = nix::pty::openpty(None, None).unwrap();
+    for fd in [&pty.master, &pty.slave] {
+        let cloexec = nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC);
+        nix::fcntl::fcntl(fd, cloexec).unwrap();
+    }
+    pty
+}
+
 fn pts_path(fd: &OwnedFd) -> PathBuf {
     std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap()
 }
@@ -196,8 +207,8 @@ fn relay(from: OwnedFd, to: OwnedFd) {
 
 impl NullModem {
     fn new() -> NullModem {
-        let a = nix::pty::openpty(None, None).unwrap();
-        let b = nix::pty::openpty(None, None).unwrap();
+        let a = openpty_cloexec();
+        let b = openpty_cloexec();
         for slave in [&a.slave, &b.slave] {
             let mut t = nix::sys::termios::tcgetattr(slave).unwrap();
             nix::sys::termios::cfmakeraw(&mut t);
@@ -384,4 +395,52 @@ fn pair_over_pty_sees_peer_then_detects_death() {
     );
     assert!(!a.dir.0.join("run/bascule.sock").exists());
     drop(modem);
+}
+
+/// CPU time (user + system) of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn serial_far_end_gone_logs_once_and_does_not_spin() {
+    let pty = openpty_cloexec();
+    let path = pts_path(&pty.slave);
+    drop(pty.slave);
+    let node = Node::start("debian1", &path);
+    let ctx = || node.log();
+    wait_for(
+        "startup",
+        Duration::from_secs(5),
+        || node.log().contains("startup "),
+        ctx,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    drop(pty.master); // the far end is gone: EOF/EIO, then the device vanishes
+    let pid = node.child.as_ref().unwrap().id();
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_millis(2500));
+    let spent = cpu_ticks(pid) - before;
+    assert!(
+        spent < 25,
+        "daemon used {spent} ticks in 2.5 s with its serial port gone"
+    );
+    assert_eq!(
+        node.log().matches("link_error ").count(),
+        1,
+        "{}",
+        node.log()
+    );
+    assert!(
+        node.status_json().contains("\"state\":\"Down\""),
+        "{}",
+        node.status_json()
+    );
 }
