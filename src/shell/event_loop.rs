@@ -247,6 +247,7 @@ pub fn run(args: &Args, node: &str) -> Result<(), ShellError> {
         .map_err(|e| ShellError::io("block signals", e.into()))?;
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(|e| ShellError::io("signalfd", e.into()))?;
+    super::realtime::prepare();
     let loaded = config_load::load(&args.config_dir, node)?;
     let control = ControlServer::bind(&args.run_dir)?;
     let ha = &loaded.config.ha;

@@ -12,6 +12,17 @@ use crate::core::Event;
 /// well below kernel threads and watchdogs (50, 99).
 pub const RT_PRIORITY: i32 = 10;
 
+/// Before any thread starts: one malloc arena for the whole process. Otherwise
+/// glibc reserves 64 MiB of address space for the logger thread's arena, which
+/// `mlockall` counts against RLIMIT_MEMLOCK (often 8 MiB) and then refuses.
+pub fn prepare() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 /// Applies the settings; returns the refusals as events (zero, one or two).
 pub fn apply() -> heapless::Vec<Event, 2> {
     let mut refused = heapless::Vec::new();
