@@ -309,9 +309,10 @@ impl SerialLink {
         let mut blocked = false;
         while let Some(bytes) = self.tx.writable(now) {
             match nix::unistd::write(port.as_fd_borrowed(), bytes) {
-                Ok(n) => self.tx.wrote(n, now),
+                Ok(n) if n > 0 => self.tx.wrote(n, now),
                 Err(Errno::EINTR) => continue,
-                Err(Errno::EAGAIN) => {
+                // Ok(0) would loop forever: wait for writability like EAGAIN.
+                Ok(_) | Err(Errno::EAGAIN) => {
                     blocked = true;
                     break;
                 }
