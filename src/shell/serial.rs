@@ -365,6 +365,8 @@ impl SerialLink {
     }
 }
 
+/// serialport's `TTYPort` implements `AsRawFd` but not `AsFd`, which nix's
+/// `read`/`write` take.
 trait AsFdBorrowed {
     fn as_fd_borrowed(&self) -> BorrowedFd<'_>;
 }
