@@ -177,8 +177,7 @@ impl SerialLink {
                 serial_errno(&e)
             })?;
         let fd = port.as_raw_fd();
-        // SAFETY: `port` owns the fd and outlives this borrow.
-        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        let borrowed = port.as_fd_borrowed();
         let flags = nix::fcntl::fcntl(borrowed, nix::fcntl::FcntlArg::F_GETFL)?;
         let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
         nix::fcntl::fcntl(borrowed, nix::fcntl::FcntlArg::F_SETFL(flags))?;
