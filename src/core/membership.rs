@@ -556,7 +556,11 @@ impl Membership {
         if header.boot_epoch > known {
             return Ok(Epoch::Newer(known));
         }
-        // Same epoch: strictly newer on this link, and within the window overall.
+        // Same epoch: a copy of the last frame on this link is a serial repeat;
+        // otherwise strictly newer on this link, and within the window overall.
+        if header.seq == self.links[l].seq_last {
+            return Err(FrameError::Repeat);
+        }
         if header.seq <= self.links[l].seq_last
             || header.seq.saturating_add(REPLAY_WINDOW) < self.peer.seq_max
         {
@@ -655,6 +659,9 @@ impl Membership {
     fn count_rejected(&mut self, now: Instant, l: usize, error: FrameError) {
         let link = &mut self.links[l];
         link.stats.rx_rejected[error.index()] += 1;
+        if error == FrameError::Repeat {
+            return; // expected on serial: counted, never reported as a rejection
+        }
         link.window[error.index()] = link.window[error.index()].saturating_add(1);
         if self.timers.get(Timer::FrameSummary).is_none() {
             self.timers
@@ -1062,11 +1069,25 @@ mod tests {
     #[test]
     fn alive_replay_same_link_refused() {
         let mut m = alive();
-        assert_eq!(rx!(m, time 150, link ETH, seq 1), Err(FrameError::Replay));
         assert_eq!(rx!(m, time 160, link ETH, seq 2), Ok(()));
-        assert_eq!(rx!(m, time 170, link ETH, seq 2), Err(FrameError::Replay));
-        assert_eq!(m.link_stats(ETH).rx_rejected[FrameError::Replay.index()], 2);
+        assert_eq!(rx!(m, time 170, link ETH, seq 1), Err(FrameError::Replay));
+        assert_eq!(m.link_stats(ETH).rx_rejected[FrameError::Replay.index()], 1);
         assert_eq!(m.link_stats(ETH).rx_ok, 2);
+    }
+
+    #[test]
+    fn alive_repeat_of_last_frame_ignored_without_refresh() {
+        let mut m = alive();
+        assert_eq!(rx!(m, time 150, link ETH, seq 1), Err(FrameError::Repeat));
+        assert_eq!(m.link_stats(ETH).rx_rejected[FrameError::Repeat.index()], 1);
+        assert_eq!(m.link_stats(ETH).rx_ok, 1);
+        // A repeat proves nothing new: the deadlines still run from the original.
+        assert_eq!(m.peer_last_rx(), Some(at(100)));
+        // And it is never summarised as a rejection.
+        timeout!(m, time 150 + FRAME_SUMMARY_WINDOW.millis());
+        assert!(!events(&mut m)
+            .iter()
+            .any(|e| matches!(e, Event::FrameRejected { .. })));
     }
 
     #[test]
@@ -1269,6 +1290,7 @@ mod tests {
             m.handle_frame_error(at(200 + t), SERIAL, FrameError::Crc);
         }
         m.handle_frame_error(at(300), ETH, FrameError::Mac);
+        assert_eq!(rx!(m, time 300, link ETH, seq 2), Ok(()));
         assert_eq!(rx!(m, time 300, link ETH, seq 1), Err(FrameError::Replay));
         assert_eq!(m.poll_timeout(), Some(at(0)), "heartbeat still first");
         timeout!(m, time 200 + FRAME_SUMMARY_WINDOW.millis() - 1);
@@ -1375,7 +1397,8 @@ mod tests {
     #[test]
     fn late_replay_stays_late() {
         let mut m = late();
-        assert_eq!(rx!(m, time 450, link ETH, seq 1), Err(FrameError::Replay));
+        assert_eq!(rx!(m, time 450, link ETH, seq 1), Err(FrameError::Repeat));
+        assert_eq!(rx!(m, time 450, link ETH, seq 0), Err(FrameError::Replay));
         assert_eq!(m.peer_state(), PeerState::Late);
         assert_eq!(events(&mut m), vec![]);
     }
@@ -1412,7 +1435,9 @@ mod tests {
     #[test]
     fn dead_replay_of_old_frame_refused() {
         let mut m = dead();
-        assert_eq!(rx!(m, time 2000, link ETH, seq 1), Err(FrameError::Replay));
+        assert_eq!(rx!(m, time 2000, link ETH, seq 1), Err(FrameError::Repeat));
+        assert_eq!(m.peer_state(), PeerState::Dead);
+        assert_eq!(rx!(m, time 2000, link ETH, seq 0), Err(FrameError::Replay));
         assert_eq!(m.peer_state(), PeerState::Dead);
     }
 

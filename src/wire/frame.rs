@@ -148,11 +148,16 @@ pub enum FrameError {
     Reflection,
     /// The sender is not the configured peer.
     UnknownNode,
+    /// An exact repeat of the last frame accepted on the same link. A serial link
+    /// sends each heartbeat again while the line is idle, so that line noise costs
+    /// a copy, not the heartbeat; a repeat proves nothing new, so it is ignored:
+    /// counted in the link's stats, never summarised as a rejection.
+    Repeat,
 }
 
 impl FrameError {
     /// Every variant, for counters indexed by `as usize` and for the catalogue test.
-    pub const ALL: [FrameError; 11] = [
+    pub const ALL: [FrameError; 12] = [
         FrameError::Cobs,
         FrameError::Short,
         FrameError::Long,
@@ -164,6 +169,7 @@ impl FrameError {
         FrameError::Replay,
         FrameError::Reflection,
         FrameError::UnknownNode,
+        FrameError::Repeat,
     ];
 
     /// The `reason=` word in `frame_rejected` lines.
@@ -180,6 +186,7 @@ impl FrameError {
             FrameError::Replay => "replay",
             FrameError::Reflection => "reflection",
             FrameError::UnknownNode => "unknown_node",
+            FrameError::Repeat => "repeat",
         }
     }
 
