@@ -63,7 +63,10 @@ fn frame_roundtrip_corpus_replays() {
 
 #[test]
 fn config_parse_corpus_replays() {
-    assert!(replay("config_parse", bascule::config::fuzz_config) > 0, "seed corpus missing");
+    assert!(
+        replay("config_parse", bascule::config::fuzz_config) > 0,
+        "seed corpus missing"
+    );
 }
 
 #[test]

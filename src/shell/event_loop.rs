@@ -210,9 +210,13 @@ pub fn build_links(loaded: &Loaded) -> Vec<(Link, String)> {
                     ha.udpport,
                 ))
             }
-            Medium::Serial { device, .. } => {
-                Link::Serial(SerialLink::new(id, name.clone(), device.clone(), ha.baud))
-            }
+            Medium::Serial { device, .. } => Link::Serial(SerialLink::new(
+                id,
+                name.clone(),
+                device.clone(),
+                ha.baud,
+                ha.keepalive,
+            )),
         };
         links.push((link, name));
     }
