@@ -287,6 +287,8 @@ struct Peer {
     digest: Option<ConfigDigest>,
     /// The `sent_ms` of the last accepted heartbeat, echoed back for the RTT.
     echo_ms: u32,
+    /// When that heartbeat arrived (to tell the peer how long we held its echo).
+    echo_rx_at: Instant,
     /// The mismatch last reported (`None`: digests equal or not compared yet).
     mismatch: Option<FileSet>,
 }
@@ -340,6 +342,7 @@ impl Membership {
             last_rx: None,
             digest: None,
             echo_ms: 0,
+            echo_rx_at: now,
             mismatch: None,
         };
         Membership {
@@ -441,6 +444,8 @@ impl Membership {
             sent_ms: now.millis() as u32,
             echo_ms: self.peer.echo_ms,
             status: if alive { STATUS_PEER_ALIVE } else { 0 },
+            echo_hold_ms: u16::try_from(now.saturating_since(self.peer.echo_rx_at).millis())
+                .unwrap_or(u16::MAX),
             digest: self.config.digest,
         };
         Some(Repr { header, heartbeat })
@@ -589,10 +594,13 @@ impl Membership {
         self.on_peer_rx(now);
         let heartbeat = &repr.heartbeat;
         if heartbeat.echo_ms != 0 {
-            let rtt_ms = (now.millis() as u32).wrapping_sub(heartbeat.echo_ms);
+            // Our send time came back after the peer held it `echo_hold_ms`.
+            let since_ms = (now.millis() as u32).wrapping_sub(heartbeat.echo_ms);
+            let rtt_ms = since_ms.saturating_sub(u32::from(heartbeat.echo_hold_ms));
             self.links[l].stats.rtt_ms = Some(u64::from(rtt_ms));
         }
         self.peer.echo_ms = heartbeat.sent_ms;
+        self.peer.echo_rx_at = now;
         self.on_digest(heartbeat.digest, epoch != Epoch::Same);
     }
 
@@ -839,6 +847,7 @@ mod tests {
                 sent_ms: 1000u32.wrapping_add(seq as u32),
                 echo_ms: 0,
                 status: 1,
+                echo_hold_ms: 0,
                 digest: config().digest,
             },
         }
@@ -1234,6 +1243,26 @@ mod tests {
         let now = (1u64 << 32) + 5;
         assert_eq!(m.handle_frame(at(now), ETH, &repr), Ok(()));
         assert_eq!(m.link_stats(ETH).rtt_ms, Some(10));
+    }
+
+    #[test]
+    fn alive_echo_hold_time_excluded_from_rtt() {
+        let mut m = alive();
+        // The peer held our frame (sent at 1000) 180 ms before answering at 1200.
+        let mut repr = frame(PEER_EPOCH, 2);
+        repr.heartbeat.echo_ms = 1000;
+        repr.heartbeat.echo_hold_ms = 180;
+        assert_eq!(m.handle_frame(at(1200), ETH, &repr), Ok(()));
+        assert_eq!(m.link_stats(ETH).rtt_ms, Some(20));
+        // And we tell the peer how long we hold its frame: from 1200 to our send.
+        timeout!(m, time 1250);
+        let hb = m.poll_transmit(at(1250)).or_else(|| {
+            let due = m.poll_timeout().expect("heartbeat armed");
+            m.poll_transmit(due)
+        });
+        let hb = hb.expect("a heartbeat");
+        assert_eq!(hb.heartbeat.echo_ms, repr.heartbeat.sent_ms);
+        assert!(hb.heartbeat.echo_hold_ms >= 50, "{:?}", hb.heartbeat);
     }
 
     #[test]
