@@ -91,7 +91,9 @@ pub fn load(dir: &Path, node: &str) -> Result<Loaded, ShellError> {
     if nodes.len() != 2 {
         return Err(ShellError::Config(not_pair()));
     }
-    let Some(local) = nodes.iter().position(|n| n == node) else {
+    // ha.cf node names are lower-cased (as Heartbeat does); so is ours, so that a
+    // host named `Debian1` finds `node debian1`.
+    let Some(local) = nodes.iter().position(|n| n.eq_ignore_ascii_case(node)) else {
         let message = format!(
             "this node `{}` is not one of the nodes ({}); pass --node NAME",
             node,
