@@ -63,7 +63,10 @@ fn frame_roundtrip_corpus_replays() {
 
 #[test]
 fn config_parse_corpus_replays() {
-    assert!(replay("config_parse", bascule::config::fuzz_config) > 0, "seed corpus missing");
+    assert!(
+        replay("config_parse", bascule::config::fuzz_config) > 0,
+        "seed corpus missing"
+    );
 }
 
 #[test]
@@ -101,6 +104,7 @@ fn carve_bytes(repr: &Repr) -> Vec<u8> {
     out.extend(p.sent_ms.to_le_bytes());
     out.extend(p.echo_ms.to_le_bytes());
     out.push(p.status);
+    out.extend(p.echo_hold_ms.to_le_bytes());
     for d in [p.digest.ha_cf, p.digest.haresources, p.digest.authkeys] {
         out.extend(d.to_le_bytes());
     }
@@ -122,6 +126,7 @@ fn seed_repr(rng: &mut Rng, key: u8, kind: Kind) -> Repr {
             sent_ms: r() as u32,
             echo_ms: r() as u32,
             status: 1,
+            echo_hold_ms: r() as u16,
             digest: ConfigDigest {
                 ha_cf: r() as u32,
                 haresources: r() as u32,

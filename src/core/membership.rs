@@ -287,6 +287,8 @@ struct Peer {
     digest: Option<ConfigDigest>,
     /// The `sent_ms` of the last accepted heartbeat, echoed back for the RTT.
     echo_ms: u32,
+    /// When that heartbeat arrived (to tell the peer how long we held its echo).
+    echo_rx_at: Instant,
     /// The mismatch last reported (`None`: digests equal or not compared yet).
     mismatch: Option<FileSet>,
 }
@@ -340,6 +342,7 @@ impl Membership {
             last_rx: None,
             digest: None,
             echo_ms: 0,
+            echo_rx_at: now,
             mismatch: None,
         };
         Membership {
@@ -441,6 +444,8 @@ impl Membership {
             sent_ms: now.millis() as u32,
             echo_ms: self.peer.echo_ms,
             status: if alive { STATUS_PEER_ALIVE } else { 0 },
+            echo_hold_ms: u16::try_from(now.saturating_since(self.peer.echo_rx_at).millis())
+                .unwrap_or(u16::MAX),
             digest: self.config.digest,
         };
         Some(Repr { header, heartbeat })
@@ -556,7 +561,11 @@ impl Membership {
         if header.boot_epoch > known {
             return Ok(Epoch::Newer(known));
         }
-        // Same epoch: strictly newer on this link, and within the window overall.
+        // Same epoch: a copy of the last frame on this link is a serial repeat;
+        // otherwise strictly newer on this link, and within the window overall.
+        if header.seq == self.links[l].seq_last {
+            return Err(FrameError::Repeat);
+        }
         if header.seq <= self.links[l].seq_last
             || header.seq.saturating_add(REPLAY_WINDOW) < self.peer.seq_max
         {
@@ -585,10 +594,13 @@ impl Membership {
         self.on_peer_rx(now);
         let heartbeat = &repr.heartbeat;
         if heartbeat.echo_ms != 0 {
-            let rtt_ms = (now.millis() as u32).wrapping_sub(heartbeat.echo_ms);
+            // Our send time came back after the peer held it `echo_hold_ms`.
+            let since_ms = (now.millis() as u32).wrapping_sub(heartbeat.echo_ms);
+            let rtt_ms = since_ms.saturating_sub(u32::from(heartbeat.echo_hold_ms));
             self.links[l].stats.rtt_ms = Some(u64::from(rtt_ms));
         }
         self.peer.echo_ms = heartbeat.sent_ms;
+        self.peer.echo_rx_at = now;
         self.on_digest(heartbeat.digest, epoch != Epoch::Same);
     }
 
@@ -655,6 +667,9 @@ impl Membership {
     fn count_rejected(&mut self, now: Instant, l: usize, error: FrameError) {
         let link = &mut self.links[l];
         link.stats.rx_rejected[error.index()] += 1;
+        if error == FrameError::Repeat {
+            return; // expected on serial: counted, never reported as a rejection
+        }
         link.window[error.index()] = link.window[error.index()].saturating_add(1);
         if self.timers.get(Timer::FrameSummary).is_none() {
             self.timers
@@ -832,6 +847,7 @@ mod tests {
                 sent_ms: 1000u32.wrapping_add(seq as u32),
                 echo_ms: 0,
                 status: 1,
+                echo_hold_ms: 0,
                 digest: config().digest,
             },
         }
@@ -1062,11 +1078,25 @@ mod tests {
     #[test]
     fn alive_replay_same_link_refused() {
         let mut m = alive();
-        assert_eq!(rx!(m, time 150, link ETH, seq 1), Err(FrameError::Replay));
         assert_eq!(rx!(m, time 160, link ETH, seq 2), Ok(()));
-        assert_eq!(rx!(m, time 170, link ETH, seq 2), Err(FrameError::Replay));
-        assert_eq!(m.link_stats(ETH).rx_rejected[FrameError::Replay.index()], 2);
+        assert_eq!(rx!(m, time 170, link ETH, seq 1), Err(FrameError::Replay));
+        assert_eq!(m.link_stats(ETH).rx_rejected[FrameError::Replay.index()], 1);
         assert_eq!(m.link_stats(ETH).rx_ok, 2);
+    }
+
+    #[test]
+    fn alive_repeat_of_last_frame_ignored_without_refresh() {
+        let mut m = alive();
+        assert_eq!(rx!(m, time 150, link ETH, seq 1), Err(FrameError::Repeat));
+        assert_eq!(m.link_stats(ETH).rx_rejected[FrameError::Repeat.index()], 1);
+        assert_eq!(m.link_stats(ETH).rx_ok, 1);
+        // A repeat proves nothing new: the deadlines still run from the original.
+        assert_eq!(m.peer_last_rx(), Some(at(100)));
+        // And it is never summarised as a rejection.
+        timeout!(m, time 150 + FRAME_SUMMARY_WINDOW.millis());
+        assert!(!events(&mut m)
+            .iter()
+            .any(|e| matches!(e, Event::FrameRejected { .. })));
     }
 
     #[test]
@@ -1216,6 +1246,26 @@ mod tests {
     }
 
     #[test]
+    fn alive_echo_hold_time_excluded_from_rtt() {
+        let mut m = alive();
+        // The peer held our frame (sent at 1000) 180 ms before answering at 1200.
+        let mut repr = frame(PEER_EPOCH, 2);
+        repr.heartbeat.echo_ms = 1000;
+        repr.heartbeat.echo_hold_ms = 180;
+        assert_eq!(m.handle_frame(at(1200), ETH, &repr), Ok(()));
+        assert_eq!(m.link_stats(ETH).rtt_ms, Some(20));
+        // And we tell the peer how long we hold its frame: from 1200 to our send.
+        timeout!(m, time 1250);
+        let hb = m.poll_transmit(at(1250)).or_else(|| {
+            let due = m.poll_timeout().expect("heartbeat armed");
+            m.poll_transmit(due)
+        });
+        let hb = hb.expect("a heartbeat");
+        assert_eq!(hb.heartbeat.echo_ms, repr.heartbeat.sent_ms);
+        assert!(hb.heartbeat.echo_hold_ms >= 50, "{:?}", hb.heartbeat);
+    }
+
+    #[test]
     fn alive_digest_mismatch_reported_once_then_match() {
         let mut m = alive();
         let mut repr = frame(PEER_EPOCH, 2);
@@ -1269,6 +1319,7 @@ mod tests {
             m.handle_frame_error(at(200 + t), SERIAL, FrameError::Crc);
         }
         m.handle_frame_error(at(300), ETH, FrameError::Mac);
+        assert_eq!(rx!(m, time 300, link ETH, seq 2), Ok(()));
         assert_eq!(rx!(m, time 300, link ETH, seq 1), Err(FrameError::Replay));
         assert_eq!(m.poll_timeout(), Some(at(0)), "heartbeat still first");
         timeout!(m, time 200 + FRAME_SUMMARY_WINDOW.millis() - 1);
@@ -1375,7 +1426,8 @@ mod tests {
     #[test]
     fn late_replay_stays_late() {
         let mut m = late();
-        assert_eq!(rx!(m, time 450, link ETH, seq 1), Err(FrameError::Replay));
+        assert_eq!(rx!(m, time 450, link ETH, seq 1), Err(FrameError::Repeat));
+        assert_eq!(rx!(m, time 450, link ETH, seq 0), Err(FrameError::Replay));
         assert_eq!(m.peer_state(), PeerState::Late);
         assert_eq!(events(&mut m), vec![]);
     }
@@ -1412,7 +1464,9 @@ mod tests {
     #[test]
     fn dead_replay_of_old_frame_refused() {
         let mut m = dead();
-        assert_eq!(rx!(m, time 2000, link ETH, seq 1), Err(FrameError::Replay));
+        assert_eq!(rx!(m, time 2000, link ETH, seq 1), Err(FrameError::Repeat));
+        assert_eq!(m.peer_state(), PeerState::Dead);
+        assert_eq!(rx!(m, time 2000, link ETH, seq 0), Err(FrameError::Replay));
         assert_eq!(m.peer_state(), PeerState::Dead);
     }
 

@@ -50,6 +50,16 @@ use crate::wire::{self, Feed, FrameError, Keyring, Repr, StreamDecoder, ENCODED_
 use check::Mirror;
 use fault::{Fault, Scenario, Verdict, LATENCY_MS, LINKS, LINK_NAMES, NODE_NAMES, SERIAL};
 
+use crate::shell::serial::{BITS_PER_BYTE, COPIES_MAX, COPY_MARGIN_MS};
+
+/// The simulated null-modem's speed (the guide's `baud 9600`).
+const SERIAL_BAUD: u64 = 9600;
+
+/// Line time of a frame of `len` encoded bytes at `SERIAL_BAUD`, 8N1, rounded up.
+fn serial_frame_ms(len: usize) -> u64 {
+    (len as u64 * 1000).div_ceil(SERIAL_BAUD / u64::from(BITS_PER_BYTE))
+}
+
 /// Steps allowed per keepalive of virtual time (two nodes x two links of
 /// deliveries, a timeout and transmit each, duplicates and replays, with margin).
 pub const STEPS_PER_KEEPALIVE: u64 = 64;
@@ -557,14 +567,35 @@ impl Sim {
             self.report.sent[n] += 1;
             let frame = Frame::encode(&self.keyrings[n], &repr);
             for link in 0..LINKS {
-                self.send(n, link, frame);
+                for copy in 0..self.copies(link, frame.len) {
+                    let offset = Duration::from_millis(copy * serial_frame_ms(frame.len));
+                    self.send(n, link, frame, offset);
+                }
             }
         }
         Ok(())
     }
 
-    /// A heartbeat from `from` enters `link`: the faults decide its fate.
-    fn send(&mut self, from: usize, link: usize, frame: Frame) {
+    /// How many copies of a frame the shell's serial writer sends (see
+    /// `shell::serial::TxSlot`): while each copy ends before the next heartbeat.
+    fn copies(&self, link: usize, len: usize) -> u64 {
+        if link != SERIAL {
+            return 1;
+        }
+        let keepalive_ms = self.scenario.timing.keepalive.millis();
+        let frame_ms = serial_frame_ms(len);
+        let mut copies = 1;
+        while copies < u64::from(COPIES_MAX)
+            && (copies + 1) * frame_ms + COPY_MARGIN_MS <= keepalive_ms
+        {
+            copies += 1;
+        }
+        copies
+    }
+
+    /// A heartbeat from `from` enters `link` `offset` after now (a serial copy
+    /// leaves one frame time after the previous): the faults decide its fate.
+    fn send(&mut self, from: usize, link: usize, frame: Frame, offset: Duration) {
         let now = self.now;
         let rng = &mut self.rngs[link][from];
         let verdict = self
@@ -574,7 +605,7 @@ impl Sim {
             .map(|f| f.on_frame(rng, now, link, from))
             .find(|v| *v != Verdict::Pass)
             .unwrap_or(Verdict::Pass);
-        let base = now + Duration::from_millis(LATENCY_MS[link]);
+        let base = now + offset + Duration::from_millis(LATENCY_MS[link]);
         let to = 1 - from;
         let deliver = |sim: &mut Sim, at: Instant, to: usize, frame: Frame, origin: Origin| {
             sim.order += 1;

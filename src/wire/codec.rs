@@ -122,6 +122,7 @@ mod tests {
                 sent_ms: 123_456,
                 echo_ms: 123_000,
                 status: 1,
+                echo_hold_ms: 77,
                 digest: ConfigDigest {
                     ha_cf: 0xDEAD_BEEF,
                     haresources: 0,

@@ -15,7 +15,7 @@
 //!
 //! ```text
 //!  0          4          8       9         12           16              20
-//!  sent_ms    echo_ms    status  reserved  digest.ha_cf digest.haresources digest.authkeys
+//!  sent_ms    echo_ms    status  echo_hold_ms(u16) reserved(u8)  digest.ha_cf digest.haresources digest.authkeys
 //!  u32 LE     u32 LE     u8      3 x 0     u32 LE       u32 LE          u32 LE
 //! ```
 //!
@@ -85,7 +85,8 @@ mod field {
         pub const SENT_MS: Field = 0..4;
         pub const ECHO_MS: Field = 4..8;
         pub const STATUS: usize = 8;
-        pub const RESERVED: Field = 9..12;
+        pub const ECHO_HOLD_MS: Field = 9..11;
+        pub const RESERVED: Field = 11..12;
         pub const DIGEST_HA_CF: Field = 12..16;
         pub const DIGEST_HARESOURCES: Field = 16..20;
         pub const DIGEST_AUTHKEYS: Field = 20..24;
@@ -148,11 +149,16 @@ pub enum FrameError {
     Reflection,
     /// The sender is not the configured peer.
     UnknownNode,
+    /// An exact repeat of the last frame accepted on the same link. A serial link
+    /// sends each heartbeat again while the line is idle, so that line noise costs
+    /// a copy, not the heartbeat; a repeat proves nothing new, so it is ignored:
+    /// counted in the link's stats, never summarised as a rejection.
+    Repeat,
 }
 
 impl FrameError {
     /// Every variant, for counters indexed by `as usize` and for the catalogue test.
-    pub const ALL: [FrameError; 11] = [
+    pub const ALL: [FrameError; 12] = [
         FrameError::Cobs,
         FrameError::Short,
         FrameError::Long,
@@ -164,6 +170,7 @@ impl FrameError {
         FrameError::Replay,
         FrameError::Reflection,
         FrameError::UnknownNode,
+        FrameError::Repeat,
     ];
 
     /// The `reason=` word in `frame_rejected` lines.
@@ -180,6 +187,7 @@ impl FrameError {
             FrameError::Replay => "replay",
             FrameError::Reflection => "reflection",
             FrameError::UnknownNode => "unknown_node",
+            FrameError::Repeat => "repeat",
         }
     }
 
@@ -225,6 +233,9 @@ pub struct HeartbeatPayload {
     pub echo_ms: u32,
     /// Sender's view of us: 0 unknown, 1 alive (bit field, extended by later issues).
     pub status: u8,
+    /// How long the sender held the echoed frame before sending this one, ms
+    /// (saturating), so the receiver's round trip excludes the peer's keepalive wait.
+    pub echo_hold_ms: u16,
     /// The sender's configuration digest (ha.cf, haresources, authkeys).
     pub digest: crate::config::digest::ConfigDigest,
 }
@@ -476,6 +487,10 @@ impl HeartbeatPayload {
             sent_ms: read_u32(&bytes[hb::SENT_MS]),
             echo_ms: read_u32(&bytes[hb::ECHO_MS]),
             status: bytes[hb::STATUS],
+            echo_hold_ms: u16::from_le_bytes([
+                bytes[hb::ECHO_HOLD_MS.start],
+                bytes[hb::ECHO_HOLD_MS.start + 1],
+            ]),
             digest: crate::config::digest::ConfigDigest {
                 ha_cf: read_u32(&bytes[hb::DIGEST_HA_CF]),
                 haresources: read_u32(&bytes[hb::DIGEST_HARESOURCES]),
@@ -491,6 +506,7 @@ impl HeartbeatPayload {
         bytes[hb::SENT_MS].copy_from_slice(&self.sent_ms.to_le_bytes());
         bytes[hb::ECHO_MS].copy_from_slice(&self.echo_ms.to_le_bytes());
         bytes[hb::STATUS] = self.status;
+        bytes[hb::ECHO_HOLD_MS].copy_from_slice(&self.echo_hold_ms.to_le_bytes());
         bytes[hb::RESERVED].fill(0);
         bytes[hb::DIGEST_HA_CF].copy_from_slice(&self.digest.ha_cf.to_le_bytes());
         bytes[hb::DIGEST_HARESOURCES].copy_from_slice(&self.digest.haresources.to_le_bytes());
@@ -581,6 +597,7 @@ mod tests {
                 sent_ms: 1000,
                 echo_ms: 990,
                 status: 1,
+                echo_hold_ms: 1234,
                 digest: ConfigDigest {
                     ha_cf: 0xAAAA_0001,
                     haresources: 0xBBBB_0002,

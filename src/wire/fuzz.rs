@@ -107,6 +107,7 @@ pub fn carve_repr(c: &mut Carver) -> Repr {
             sent_ms: c.u32(),
             echo_ms: c.u32(),
             status: c.u8(),
+            echo_hold_ms: c.u16(),
             digest: ConfigDigest {
                 ha_cf: c.u32(),
                 haresources: c.u32(),
