@@ -179,6 +179,9 @@ pub struct SerialLink {
     token: Token,
     want_write: bool,
     decoder: StreamDecoder,
+    /// False from open until the first 0x00: bytes before it are the tail of a
+    /// frame sent while the port was closed, dropped without counting as noise.
+    synced: bool,
     tx: TxSlot,
     retry: Retry,
 }
@@ -211,6 +214,7 @@ impl SerialLink {
             token: Token(usize::MAX),
             want_write: false,
             decoder: StreamDecoder::new(),
+            synced: false,
             tx: TxSlot::new(baud, keepalive),
             retry: Retry::default(),
         }
@@ -249,6 +253,7 @@ impl SerialLink {
         self.token = token;
         self.want_write = false;
         self.decoder = StreamDecoder::new();
+        self.synced = false;
         self.tx.clear();
         Ok(())
     }
@@ -329,6 +334,13 @@ impl SerialLink {
                 Err(e) => return Err(e),
             };
             let mut input = &buf[..n];
+            if !self.synced {
+                let Some(start) = input.iter().position(|b| *b == 0) else {
+                    continue; // still inside a frame that began before we opened
+                };
+                input = &input[start..];
+                self.synced = true;
+            }
             // Each step consumes at least one byte or ends: bounded by the chunk size.
             for _ in 0..=READ_CHUNK {
                 match self.decoder.feed(input) {

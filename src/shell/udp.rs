@@ -68,6 +68,11 @@ fn v4(addr: &Option<socket::SockaddrStorage>) -> Option<Ipv4Addr> {
         .map(|a| a.ip())
 }
 
+/// The directed broadcast address of `ip` in a subnet with `mask`.
+pub fn broadcast_of(ip: Ipv4Addr, mask: Ipv4Addr) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(ip) | !u32::from(mask))
+}
+
 /// Reads the interfaces; `iface` is the one the link uses.
 pub fn iface_info(iface: &str) -> IfaceInfo {
     let mut info = IfaceInfo::default();
@@ -76,9 +81,12 @@ pub fn iface_info(iface: &str) -> IfaceInfo {
         let Some(ip) = v4(&a.address) else { continue };
         let _ = info.own.push(ip);
         if a.interface_name == iface && info.iface.is_none() {
+            // An address added without `brd` has no broadcast address; derive it
+            // from the netmask, as the kernel would route it.
+            let derived = v4(&a.netmask).map(|mask| broadcast_of(ip, mask));
             info.iface = Some((
                 ip,
-                v4(&a.broadcast),
+                v4(&a.broadcast).or(derived),
                 a.flags.contains(InterfaceFlags::IFF_UP),
             ));
         }
@@ -343,6 +351,20 @@ fn set_multicast_if(sock: &UdpSocket, addr: Ipv4Addr) -> Result<(), Errno> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn broadcast_derived_from_netmask() {
+        let ip = Ipv4Addr::new(10, 0, 0, 1);
+        assert_eq!(
+            broadcast_of(ip, Ipv4Addr::new(255, 0, 0, 0)),
+            Ipv4Addr::new(10, 255, 255, 255)
+        );
+        let ip = Ipv4Addr::new(192, 168, 69, 14);
+        assert_eq!(
+            broadcast_of(ip, Ipv4Addr::new(255, 255, 255, 0)),
+            Ipv4Addr::new(192, 168, 69, 255)
+        );
+    }
     use super::*;
 
     #[test]
