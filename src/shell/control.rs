@@ -109,19 +109,21 @@ pub fn render_text(s: &StatusSnapshot) -> String {
     for l in &s.links {
         let _ = write!(
             out,
-            "link: {:<12} {:<4}  last_rx_ms: {:<6} rx_ok: {:<8} gap_max_ms: {:<6} rtt_ms: {:<4} rejected:",
+            "link: {:<12} {:<4}  last_rx_ms: {:<6} rx_ok: {:<8} copies: {:<8} gap_max_ms: {:<6} rtt_ms: {:<4} rejected:",
             l.name,
             l.state,
             opt(l.last_rx_age_ms),
             l.rx_ok,
+            l.rejected[FrameError::Repeat.index()],
             l.gap_max_ms,
             opt(l.rtt_ms)
         );
         let mut any = false;
+        // Serial copies of an accepted heartbeat are expected, not rejections.
         for (e, n) in FrameError::ALL
             .iter()
             .zip(l.rejected.iter())
-            .filter(|(_, n)| **n > 0)
+            .filter(|(e, n)| **n > 0 && **e != FrameError::Repeat)
         {
             let _ = write!(out, " {}={}", e.name(), n);
             any = true;
@@ -194,12 +196,16 @@ pub fn render_json(s: &StatusSnapshot) -> String {
         json_opt(&mut o, l.last_rx_age_ms);
         let _ = write!(
             o,
-            ",\"rx_ok\":{},\"gap_max_ms\":{},\"rtt_ms\":",
-            l.rx_ok, l.gap_max_ms
+            ",\"rx_ok\":{},\"copies\":{},\"gap_max_ms\":{},\"rtt_ms\":",
+            l.rx_ok,
+            l.rejected[FrameError::Repeat.index()],
+            l.gap_max_ms
         );
         json_opt(&mut o, l.rtt_ms);
         o.push_str(",\"rejected\":{");
-        for (j, (e, n)) in FrameError::ALL.iter().zip(l.rejected.iter()).enumerate() {
+        let reasons = FrameError::ALL.iter().zip(l.rejected.iter());
+        let reasons = reasons.filter(|(e, _)| **e != FrameError::Repeat);
+        for (j, (e, n)) in reasons.enumerate() {
             let _ = write!(o, "{}\"{}\":{}", if j > 0 { "," } else { "" }, e.name(), n);
         }
         o.push_str("}}");
