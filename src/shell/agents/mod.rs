@@ -1,0 +1,2 @@
+//! Resource agents: placeholder, filled below.
+pub mod runner;
