@@ -13,6 +13,7 @@ use std::net::Ipv4Addr;
 
 use nix::ifaddrs::getifaddrs;
 
+use super::find_program;
 use super::runner::OpRequest;
 use super::{
     Accept, AgentContext, AgentError, ErrorKind, Finished, GarpTarget, Op, Plan, ResourceState,
@@ -24,8 +25,6 @@ use crate::config::ResourceSpec;
 const IFNAME_LEN_MAX: usize = 15;
 /// Labels tried per interface: more aliases than this on one NIC is a mistake.
 const LABELS_MAX: u32 = 256;
-/// Where `ip` lives on the distributions we know; PATH is the fallback.
-const IP_PATHS: [&str; 3] = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip"];
 
 /// One IPv4 address of the host, as getifaddrs reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -155,12 +154,8 @@ pub fn free_label(iface: &str, addrs: &[HostAddr]) -> Option<String> {
         .find(|l| addrs.iter().all(|a| &a.label != l))
 }
 
-fn ip_program() -> &'static str {
-    IP_PATHS
-        .iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .copied()
-        .unwrap_or("ip")
+fn ip_program() -> String {
+    find_program("ip")
 }
 
 /// The `ip addr add` arguments for `arg`, given the host's addresses.
@@ -234,7 +229,7 @@ pub(crate) fn plan(spec: &ResourceSpec, op: Op, ctx: &AgentContext) -> Plan {
                 "dev",
                 a.iface(),
             ];
-            let req = OpRequest::new(ip_program(), &args, ctx.timeout);
+            let req = OpRequest::new(&ip_program(), &args, ctx.timeout);
             Plan::Steps {
                 steps: vec![Step::new(req, Accept::Zero)],
                 finish: state(ResourceState::Stopped),
@@ -254,7 +249,7 @@ pub(crate) fn plan(spec: &ResourceSpec, op: Op, ctx: &AgentContext) -> Plan {
         (Op::Start, None) => match add_args(&arg, &addrs) {
             Err(m) => Plan::Done(Err(AgentError::plain(ErrorKind::NoInterface, spec, op, m))),
             Ok((iface, args)) => {
-                let mut req = OpRequest::new(ip_program(), &[], ctx.timeout);
+                let mut req = OpRequest::new(&ip_program(), &[], ctx.timeout);
                 req.args = args;
                 let garp = Some(GarpTarget { iface, vip: arg.ip });
                 let finish = Finished {

@@ -570,6 +570,81 @@ pub(crate) fn find_program(name: &str) -> String {
         .unwrap_or_else(|| name.to_string())
 }
 
+/// Operator-visible lines of the agents, proposed for the catalogue (the lead
+/// wires them into `core::Event`); rendered here so the wording is in one place.
+#[derive(Clone, Copy, Debug)]
+pub enum AgentEvent<'a> {
+    /// One op of one resource of a takeover or release ended.
+    Step {
+        /// The group (its first resource, as `bascule status` names it).
+        group: &'a str,
+        /// The resource as written in haresources.
+        resource: &'a str,
+        /// The op.
+        op: Op,
+        /// How it ended.
+        result: &'a Result<Finished, AgentError>,
+    },
+    /// A resource was active before bascule started it (split-service risk).
+    AlreadyActive {
+        /// The resource as written in haresources.
+        resource: &'a str,
+    },
+    /// A GARP schedule ended with frames the kernel refused.
+    GarpFailed {
+        /// The interface.
+        iface: &'a str,
+        /// The VIP.
+        vip: Ipv4Addr,
+        /// Frames sent.
+        sent: u32,
+        /// Frames refused.
+        errors: u32,
+    },
+}
+
+impl AgentEvent<'_> {
+    /// `error` for a failed step and a resource already active (an operator
+    /// must act), `warn` for a warning or GARP trouble, `info` otherwise.
+    pub fn level(&self) -> log::Level {
+        match self {
+            AgentEvent::Step { result: Err(_), .. } | AgentEvent::AlreadyActive { .. } => {
+                log::Level::Error
+            }
+            AgentEvent::Step {
+                result: Ok(Finished {
+                    warning: Some(_), ..
+                }),
+                ..
+            } => log::Level::Warn,
+            AgentEvent::GarpFailed { .. } => log::Level::Warn,
+            AgentEvent::Step { .. } => log::Level::Info,
+        }
+    }
+
+    /// The catalogue line.
+    pub fn render(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        match self {
+            AgentEvent::Step { group, result: Ok(f), resource, op } => {
+                write!(out, "takeover_step group={group} resource={resource} op={op} result=ok")?;
+                if let Some(w) = f.warning {
+                    out.write_str(" warning=")?;
+                    write_quoted(out, w.message())?;
+                }
+                write!(out, " took_ms={}", f.took_ms)
+            }
+            AgentEvent::Step { group, result: Err(e), .. } => write!(out, "takeover_step group={group} {e}"),
+            AgentEvent::AlreadyActive { resource } => write!(
+                out,
+                "resource_already_active resource={resource} message=\"active before bascule started it: stop it or remove it from the OS configuration\""
+            ),
+            AgentEvent::GarpFailed { iface, vip, sent, errors } => {
+                write!(out, "garp_failed iface={iface} vip={vip} sent={sent} errors={errors}")
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) fn spec(word: &str) -> ResourceSpec {
     let mut parts = word.split("::");
@@ -706,6 +781,73 @@ mod tests {
         let _ = t.poll();
         t.on_done(&done(Outcome::Failed { code: 1 }));
         assert_eq!(t.poll(), Next::Spawn(req("mount")));
+    }
+
+    #[test]
+    fn event_lines_render_as_proposed() {
+        let render = |e: AgentEvent| {
+            let mut line = String::new();
+            e.render(&mut line).unwrap();
+            (e.level(), line)
+        };
+        let ok = Ok(Finished {
+            took_ms: 12,
+            ..Finished::state(ResourceState::Running)
+        });
+        let step = |result| AgentEvent::Step {
+            group: "192.168.69.100",
+            resource: "apache",
+            op: Op::Start,
+            result,
+        };
+        assert_eq!(
+            render(step(&ok)),
+            (
+                log::Level::Info,
+                "takeover_step group=192.168.69.100 resource=apache op=start result=ok took_ms=12"
+                    .into()
+            )
+        );
+        let warned = Ok(Finished {
+            warning: Some(Warning::NoSendmail),
+            ..Finished::state(ResourceState::Running)
+        });
+        assert!(render(step(&warned))
+            .1
+            .contains("result=ok warning=\"no /usr/sbin/sendmail: no mail sent\""));
+        let failed = Err(AgentError {
+            kind: ErrorKind::Exit,
+            resource: "apache".into(),
+            op: Op::Start,
+            cmd: Some("/etc/ha.d/resource.d/apache start".into()),
+            code: Some(1),
+            stderr: "port 80 \"busy\"\nbye".into(),
+            took_ms: 40,
+        });
+        assert_eq!(
+            render(step(&failed)),
+            (
+                log::Level::Error,
+                "takeover_step group=192.168.69.100 resource=apache op=start result=failed \
+                 cmd=\"/etc/ha.d/resource.d/apache start\" code=1 stderr=\"port 80 \\\"busy\\\" | bye\" took_ms=40"
+                    .into()
+            )
+        );
+        let garp = AgentEvent::GarpFailed {
+            iface: "eth0",
+            vip: Ipv4Addr::new(192, 168, 69, 100),
+            sent: 4,
+            errors: 2,
+        };
+        assert_eq!(
+            render(garp).1,
+            "garp_failed iface=eth0 vip=192.168.69.100 sent=4 errors=2"
+        );
+        assert!(render(AgentEvent::AlreadyActive {
+            resource: "192.168.69.100"
+        })
+        .1
+        .starts_with("resource_already_active resource=192.168.69.100 message=\""));
     }
 
     #[test]

@@ -511,7 +511,8 @@ mod tests {
             r.spawn(sh("exit 0", SECOND), Instant::ZERO),
             Err(SpawnError::Busy)
         );
-        let done = run_until(&mut r, OPS_MAX);
+        let mut done = run_until(&mut r, OPS_MAX);
+        done.sort_by_key(|d| d.id);
         for (i, d) in done.iter().enumerate() {
             assert_eq!(d.id, ids[i]);
             let want = match i % 3 {
