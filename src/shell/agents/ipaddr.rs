@@ -246,22 +246,34 @@ pub(crate) fn plan(spec: &ResourceSpec, op: Op, ctx: &AgentContext) -> Plan {
                 ..state(ResourceState::Running)
             }))
         }
-        (Op::Start, None) => match add_args(&arg, &addrs) {
-            Err(m) => Plan::Done(Err(AgentError::plain(ErrorKind::NoInterface, spec, op, m))),
-            Ok((iface, args)) => {
-                let mut req = OpRequest::new(&ip_program(), &[], ctx.timeout);
-                req.args = args;
-                let garp = Some(GarpTarget { iface, vip: arg.ip });
-                let finish = Finished {
-                    garp,
-                    ..state(ResourceState::Running)
-                };
-                Plan::Steps {
-                    steps: vec![Step::new(req, Accept::Zero)],
-                    finish,
-                }
+        (Op::Start, None) => start_plan(spec, &arg, &addrs, ctx),
+    }
+}
+
+/// `ip addr add` on the interface found for `arg`, then a GARP.
+fn start_plan(spec: &ResourceSpec, arg: &VipArg, addrs: &[HostAddr], ctx: &AgentContext) -> Plan {
+    match add_args(arg, addrs) {
+        Err(m) => Plan::Done(Err(AgentError::plain(
+            ErrorKind::NoInterface,
+            spec,
+            Op::Start,
+            m,
+        ))),
+        Ok((iface, args)) => {
+            let mut req = OpRequest::new(&ip_program(), &[], ctx.timeout);
+            req.args = args;
+            let garp = Some(GarpTarget { iface, vip: arg.ip });
+            let finish = Finished {
+                state: ResourceState::Running,
+                warning: None,
+                garp,
+                took_ms: 0,
+            };
+            Plan::Steps {
+                steps: vec![Step::new(req, Accept::Zero)],
+                finish,
             }
-        },
+        }
     }
 }
 

@@ -401,7 +401,7 @@ impl Task {
         }
     }
 
-    /// The command `next` asked for ended.
+    /// The command `poll` asked for ended.
     pub fn on_done(&mut self, done: &OpDone) {
         assert!(self.waiting, "on_done without a spawned command");
         self.waiting = false;
@@ -457,7 +457,7 @@ impl Task {
         })));
     }
 
-    /// The command `next` asked for could not be started.
+    /// The command `poll` asked for could not be started.
     pub fn on_spawn_error(&mut self, err: SpawnError) {
         assert!(self.waiting, "on_spawn_error without a spawned command");
         self.waiting = false;

@@ -484,6 +484,23 @@ mod tests {
         assert_eq!(run_until(&mut r, 1)[0].outcome, Outcome::Ok);
     }
 
+    #[test]
+    fn running_leader_exit_reported_while_grandchild_holds_pipes() {
+        let mut r = Runner::new();
+        // A script that starts a daemon keeping stdout/stderr: the op ends when
+        // the script exits, not when the pipes close.
+        r.spawn(
+            sh("echo started >&2; sleep 30 & exit 0", SECOND),
+            Instant::ZERO,
+        )
+        .unwrap();
+        let start = StdInstant::now();
+        let done = run_until(&mut r, 1);
+        assert_eq!(done[0].outcome, Outcome::Ok);
+        assert_eq!(done[0].stderr_tail, "started");
+        assert!(start.elapsed() < std::time::Duration::from_secs(5));
+    }
+
     // ==== Tests for the Idle state ====
 
     #[test]
