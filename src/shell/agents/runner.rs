@@ -7,16 +7,25 @@
 //! (`reap`), after which its pipes are closed; a child past its deadline gets
 //! SIGKILL on its whole process group and is reported as `Timeout`.
 //!
-//! The loop registers `fds(id)` for readability and calls `on_readable(fd)`;
-//! SIGCHLD (through its signalfd) makes it call `reap(now)`; `poll_timeout()` and
-//! `handle_timeout(now)` drive the deadlines. Closing a pipe removes it from
-//! epoll, so dropping the child's fds at `reap` needs no deregistration, but the
-//! loop should deregister its token anyway before reusing it.
+//! With a mio `Registry` (`Runner::with_registry`), the runner registers every
+//! pipe itself under tokens `token_base .. token_base + TOKENS` and deregisters
+//! it before closing it, so a reused fd number can never be confused: the loop
+//! passes a readable token in that range to `on_token`. Without one (tests,
+//! `Task::run_blocking`), `drain_all` polls every pipe. SIGCHLD (the loop's
+//! signalfd) makes the loop call `reap(now)`; `poll_timeout()` and
+//! `handle_timeout(now)` drive the deadlines.
+//!
+//! Orphan pipes: a script that starts a daemon often leaves it holding the
+//! script's stdout/stderr. Closing our read end then would make the daemon's
+//! next write fail with EPIPE or kill it with SIGPIPE (a web server logging
+//! each request to stderr would break). So at `reap` a pipe not yet at EOF is
+//! kept as an orphan, drained and discarded until its writers exit; at most
+//! `ORPHANS_MAX` are kept, the oldest is closed first.
 
-use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 
 use crate::time::{Duration, Instant};
 
@@ -32,6 +41,12 @@ pub const STDIN_MAX: usize = 16 * 1024;
 const READ_CHUNK: usize = 1024;
 /// Reads per pipe per `on_readable`: bounds the work one chatty child costs.
 const READS_PER_DRAIN_MAX: usize = 64;
+/// Pipes kept open for daemons that inherited them (two per script at most):
+/// eight services started by scripts that do not redirect their output.
+pub const ORPHANS_MAX: usize = 16;
+/// Tokens the runner uses from `token_base`: stdout and stderr of each slot,
+/// then one per orphan.
+pub const TOKENS: usize = 2 * OPS_MAX + ORPHANS_MAX;
 
 /// Identifies one running operation (never reused within a `Runner`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -134,18 +149,31 @@ impl core::fmt::Display for SpawnError {
 struct Slot {
     id: OpId,
     child: Child,
-    stdout: Option<ChildStdout>,
-    stderr: Option<ChildStderr>,
+    pipes: [Option<OwnedFd>; 2],
     tail: Vec<u8>,
     started: Instant,
     deadline: Instant,
     killed: bool,
 }
 
+/// Which pipe of a slot: stdout is read and discarded, stderr kept.
+const STDOUT: usize = 0;
+const STDERR: usize = 1;
+
+/// A pipe outliving its op; `seq` orders them for eviction.
+struct Orphan {
+    pipe: OwnedFd,
+    seq: u64,
+}
+
 /// The set of running operations.
 pub struct Runner {
-    slots: Vec<Slot>,
+    slots: [Option<Slot>; OPS_MAX],
+    orphans: [Option<Orphan>; ORPHANS_MAX],
+    registry: Option<(mio::Registry, usize)>,
     next_id: u64,
+    /// Orphans closed early because the table was full.
+    pub orphans_evicted: u64,
 }
 
 impl Default for Runner {
@@ -155,24 +183,41 @@ impl Default for Runner {
 }
 
 impl Runner {
-    /// An empty runner; its slot table is allocated once, here.
+    /// A runner whose pipes are polled by `drain_all` (tests, blocking use).
     pub fn new() -> Runner {
         Runner {
-            slots: Vec::with_capacity(OPS_MAX),
+            slots: std::array::from_fn(|_| None),
+            orphans: std::array::from_fn(|_| None),
+            registry: None,
             next_id: 1,
+            orphans_evicted: 0,
+        }
+    }
+
+    /// A runner that registers its pipes with the loop's poll under tokens
+    /// `token_base .. token_base + TOKENS`.
+    pub fn with_registry(registry: mio::Registry, token_base: usize) -> Runner {
+        Runner {
+            registry: Some((registry, token_base)),
+            ..Runner::new()
         }
     }
 
     /// Number of operations running (spawned and not yet reaped).
     pub fn running(&self) -> usize {
-        self.slots.len()
+        self.slots.iter().flatten().count()
+    }
+
+    /// Number of orphan pipes kept open.
+    pub fn orphans(&self) -> usize {
+        self.orphans.iter().flatten().count()
     }
 
     /// Starts `op` in its own process group, pipes non-blocking; never blocks.
     pub fn spawn(&mut self, op: OpRequest, now: Instant) -> Result<OpId, SpawnError> {
-        if self.slots.len() >= OPS_MAX {
+        let Some(index) = self.slots.iter().position(Option::is_none) else {
             return Err(SpawnError::Busy);
-        }
+        };
         let stdin_bytes = op.stdin.as_deref().map(str::as_bytes);
         if stdin_bytes.is_some_and(|b| b.len() > STDIN_MAX) {
             return Err(SpawnError::Stdin);
@@ -191,16 +236,12 @@ impl Runner {
         let mut child = cmd
             .spawn()
             .map_err(|e| SpawnError::Exec(e.raw_os_error().unwrap_or(libc::EIO)))?;
-        let stdout = child.stdout.take();
-        let stderr = child.stderr.take();
-        for fd in [
-            stdout.as_ref().map(AsRawFd::as_raw_fd),
-            stderr.as_ref().map(AsRawFd::as_raw_fd),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            set_nonblocking(fd);
+        let pipes = [
+            child.stdout.take().map(OwnedFd::from),
+            child.stderr.take().map(OwnedFd::from),
+        ];
+        for fd in pipes.iter().flatten() {
+            set_nonblocking(fd.as_raw_fd());
         }
         if let (Some(bytes), Some(stdin)) = (stdin_bytes, child.stdin.take()) {
             if write_all_nonblocking(stdin, bytes).is_err() {
@@ -211,68 +252,110 @@ impl Runner {
         }
         let id = OpId(self.next_id);
         self.next_id += 1;
-        self.slots.push(Slot {
+        let slot = Slot {
             id,
             child,
-            stdout,
-            stderr,
+            pipes,
             tail: Vec::with_capacity(STDERR_TAIL_MAX + READ_CHUNK),
             started: now,
             deadline: Instant::from_millis(now.millis().saturating_add(op.timeout.millis())),
             killed: false,
-        });
-        assert!(self.slots.len() <= OPS_MAX);
+        };
+        for (which, fd) in slot.pipes.iter().enumerate() {
+            if let Some(fd) = fd {
+                self.register(fd, 2 * index + which);
+            }
+        }
+        self.slots[index] = Some(slot);
         Ok(id)
     }
 
-    /// The pipe fds of `id` (stdout, stderr) to register for readability.
+    /// The pipe fds of `id` (stdout, stderr), for a loop that registers them
+    /// itself (it must then deregister them when `reap` reports `id`).
     pub fn fds(&self, id: OpId) -> Vec<RawFd> {
-        let Some(slot) = self.slots.iter().find(|s| s.id == id) else {
+        let Some(slot) = self.slots.iter().flatten().find(|s| s.id == id) else {
             return Vec::new();
         };
-        let out = slot.stdout.as_ref().map(AsRawFd::as_raw_fd);
-        let err = slot.stderr.as_ref().map(AsRawFd::as_raw_fd);
-        [out, err].into_iter().flatten().collect()
+        slot.pipes
+            .iter()
+            .flatten()
+            .map(AsRawFd::as_raw_fd)
+            .collect()
+    }
+
+    /// Whether `token` is one of the runner's (with a registry).
+    pub fn owns(&self, token: mio::Token) -> bool {
+        self.registry
+            .as_ref()
+            .is_some_and(|(_, base)| (*base..*base + TOKENS).contains(&token.0))
+    }
+
+    /// Drains the pipe registered under `token`.
+    pub fn on_token(&mut self, token: mio::Token) {
+        let Some(offset) = self
+            .registry
+            .as_ref()
+            .and_then(|(_, base)| token.0.checked_sub(*base))
+        else {
+            return;
+        };
+        if offset < 2 * OPS_MAX {
+            self.drain_slot(offset / 2, offset % 2);
+        } else if offset < TOKENS {
+            self.drain_orphan(offset - 2 * OPS_MAX);
+        }
     }
 
     /// Drains the pipe `fd` (stdout is discarded, stderr kept in the tail).
     pub fn on_readable(&mut self, fd: RawFd) {
-        for slot in &mut self.slots {
-            let is_out = slot.stdout.as_ref().is_some_and(|p| p.as_raw_fd() == fd);
-            let is_err = slot.stderr.as_ref().is_some_and(|p| p.as_raw_fd() == fd);
-            if is_out || is_err {
-                slot.drain(is_err);
-                return;
+        for index in 0..OPS_MAX {
+            for which in [STDOUT, STDERR] {
+                let matches = self.slots[index]
+                    .as_ref()
+                    .and_then(|s| s.pipes[which].as_ref())
+                    .is_some_and(|p| p.as_raw_fd() == fd);
+                if matches {
+                    self.drain_slot(index, which);
+                    return;
+                }
             }
+        }
+        if let Some(j) = self
+            .orphans
+            .iter()
+            .position(|o| o.as_ref().is_some_and(|o| o.pipe.as_raw_fd() == fd))
+        {
+            self.drain_orphan(j);
         }
     }
 
-    /// Drains every pipe: for a loop that does not register them one by one.
+    /// Drains every pipe: for a loop that does not register them.
     pub fn drain_all(&mut self) {
-        for slot in &mut self.slots {
-            slot.drain(false);
-            slot.drain(true);
+        for index in 0..OPS_MAX {
+            self.drain_slot(index, STDOUT);
+            self.drain_slot(index, STDERR);
+        }
+        for j in 0..ORPHANS_MAX {
+            self.drain_orphan(j);
         }
     }
 
     /// Reports the children that exited (waitpid WNOHANG on each tracked PID).
     pub fn reap(&mut self, now: Instant) -> impl Iterator<Item = OpDone> {
         let mut done = Vec::new();
-        let mut index = 0;
-        while index < self.slots.len() {
-            let status = match self.slots[index].child.try_wait() {
-                Ok(Some(status)) => Some(status),
-                Ok(None) => None,
+        for index in 0..OPS_MAX {
+            let status = match self.slots[index].as_mut().map(|s| s.child.try_wait()) {
+                None | Some(Ok(None)) => continue,
+                Some(Ok(Some(status))) => status,
                 // ECHILD: someone else reaped it; report it as failed, never spin.
-                Err(_) => Some(std::process::ExitStatus::from_raw(0x7f00)),
+                Some(Err(_)) => std::process::ExitStatus::from_raw(0x7f00),
             };
-            let Some(status) = status else {
-                index += 1;
-                continue;
-            };
-            let mut slot = self.slots.swap_remove(index);
-            slot.drain(false);
-            slot.drain(true);
+            self.drain_slot(index, STDOUT);
+            self.drain_slot(index, STDERR);
+            let mut slot = self.slots[index].take().expect("checked above");
+            for pipe in slot.pipes.iter_mut().filter_map(Option::take) {
+                self.adopt(pipe);
+            }
             let outcome = if slot.killed {
                 Outcome::Timeout
             } else if let Some(code) = status.code() {
@@ -302,6 +385,7 @@ impl Runner {
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.slots
             .iter()
+            .flatten()
             .filter(|s| !s.killed)
             .map(|s| s.deadline)
             .min()
@@ -310,41 +394,104 @@ impl Runner {
     /// Kills (SIGKILL, whole process group) every child past its deadline; each
     /// is then reported as `Timeout` by the next `reap`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        for slot in &mut self.slots {
+        for slot in self.slots.iter_mut().flatten() {
             if !slot.killed && slot.deadline <= now {
                 kill_group(&slot.child);
                 slot.killed = true;
             }
         }
     }
-}
 
-impl Slot {
-    /// Reads a pipe until WouldBlock/EOF (bounded); EOF closes it.
-    fn drain(&mut self, stderr: bool) {
-        let mut buf = [0u8; READ_CHUNK];
-        for _ in 0..READS_PER_DRAIN_MAX {
-            let result = match (stderr, &mut self.stdout, &mut self.stderr) {
-                (false, Some(pipe), _) => pipe.read(&mut buf),
-                (true, _, Some(pipe)) => pipe.read(&mut buf),
-                _ => return,
-            };
-            match result {
-                Ok(0) => {
-                    if stderr {
-                        self.stderr = None
-                    } else {
-                        self.stdout = None
-                    }
-                    return;
-                }
-                Ok(n) if stderr => push_tail(&mut self.tail, &buf[..n]),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return,
+    /// Reads a slot's pipe until WouldBlock/EOF (bounded); EOF closes it.
+    fn drain_slot(&mut self, index: usize, which: usize) {
+        let Some(slot) = self.slots[index].as_mut() else {
+            return;
+        };
+        let Some(pipe) = slot.pipes[which].as_ref() else {
+            return;
+        };
+        let eof = drain(pipe, |bytes| {
+            if which == STDERR {
+                push_tail(&mut slot.tail, bytes);
             }
+        });
+        if eof {
+            let pipe = slot.pipes[which].take().expect("checked above");
+            self.close(pipe);
         }
     }
+
+    fn drain_orphan(&mut self, j: usize) {
+        let Some(orphan) = self.orphans[j].as_ref() else {
+            return;
+        };
+        if drain(&orphan.pipe, |_| {}) {
+            let orphan = self.orphans[j].take().expect("checked above");
+            self.close(orphan.pipe);
+        }
+    }
+
+    /// Keeps a pipe whose writers outlive the op (a daemon), evicting the
+    /// oldest orphan when the table is full.
+    fn adopt(&mut self, pipe: OwnedFd) {
+        let j = match self.orphans.iter().position(Option::is_none) {
+            Some(j) => j,
+            None => {
+                let oldest = (0..ORPHANS_MAX)
+                    .min_by_key(|&j| self.orphans[j].as_ref().map_or(0, |o| o.seq))
+                    .expect("ORPHANS_MAX > 0");
+                let evicted = self.orphans[oldest].take().expect("table is full");
+                self.close(evicted.pipe);
+                self.orphans_evicted += 1;
+                oldest
+            }
+        };
+        self.deregister(&pipe);
+        self.register(&pipe, 2 * OPS_MAX + j);
+        self.orphans[j] = Some(Orphan {
+            pipe,
+            seq: self.next_id,
+        });
+        self.next_id += 1;
+    }
+
+    fn register(&self, fd: &OwnedFd, offset: usize) {
+        assert!(offset < TOKENS);
+        if let Some((registry, base)) = &self.registry {
+            let token = mio::Token(base + offset);
+            let source = &mut mio::unix::SourceFd(&fd.as_raw_fd());
+            // A pipe that cannot be registered is still drained at reap.
+            let _ = registry.register(source, token, mio::Interest::READABLE);
+        }
+    }
+
+    fn deregister(&self, fd: &OwnedFd) {
+        if let Some((registry, _)) = &self.registry {
+            let _ = registry.deregister(&mut mio::unix::SourceFd(&fd.as_raw_fd()));
+        }
+    }
+
+    /// Deregisters, then closes: the fd number is never reused while registered.
+    fn close(&self, fd: OwnedFd) {
+        self.deregister(&fd);
+        drop(fd);
+    }
+}
+
+/// Reads `pipe` until WouldBlock (bounded), handing bytes to `sink`; true at EOF.
+fn drain(pipe: &OwnedFd, mut sink: impl FnMut(&[u8])) -> bool {
+    let mut buf = [0u8; READ_CHUNK];
+    for _ in 0..READS_PER_DRAIN_MAX {
+        // SAFETY: buf is valid for READ_CHUNK bytes; the fd is open (owned).
+        let n = unsafe { libc::read(pipe.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        match n {
+            0 => return true,
+            n if n > 0 => sink(&buf[..n as usize]),
+            _ if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+            _ => return false,
+        }
+    }
+    false
 }
 
 /// Appends to the tail, keeping its last `STDERR_TAIL_MAX` bytes.
@@ -499,6 +646,59 @@ mod tests {
         assert_eq!(done[0].outcome, Outcome::Ok);
         assert_eq!(done[0].stderr_tail, "started");
         assert!(start.elapsed() < std::time::Duration::from_secs(5));
+        // The daemon still holds both pipes: kept open, not closed under it.
+        assert_eq!(r.orphans(), 2);
+    }
+
+    #[test]
+    fn running_orphans_closed_at_eof_and_oldest_evicted_when_full() {
+        let mut r = Runner::new();
+        // Each daemon lives 0.3 s, holding both pipes.
+        for _ in 0..(ORPHANS_MAX / 2 + 1) {
+            r.spawn(sh("sleep 0.3 & exit 0", SECOND), Instant::ZERO)
+                .unwrap();
+        }
+        run_until(&mut r, ORPHANS_MAX / 2 + 1);
+        assert_eq!(r.orphans(), ORPHANS_MAX);
+        assert_eq!(r.orphans_evicted, 2);
+        let origin = StdInstant::now();
+        while r.orphans() > 0 {
+            assert!(
+                origin.elapsed() < std::time::Duration::from_secs(5),
+                "orphans never closed"
+            );
+            r.drain_all();
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn running_with_registry_drains_by_token() {
+        let mut poll = mio::Poll::new().unwrap();
+        let base = 100;
+        let mut r = Runner::with_registry(poll.registry().try_clone().unwrap(), base);
+        let id = r
+            .spawn(sh("echo 'via token' >&2; exit 4", SECOND), Instant::ZERO)
+            .unwrap();
+        let mut events = mio::Events::with_capacity(8);
+        let origin = StdInstant::now();
+        let mut done = Vec::new();
+        while done.is_empty() {
+            assert!(origin.elapsed() < std::time::Duration::from_secs(5));
+            poll.poll(&mut events, Some(std::time::Duration::from_millis(10)))
+                .unwrap();
+            for event in events.iter() {
+                assert!(r.owns(event.token()));
+                r.on_token(event.token());
+            }
+            done.extend(r.reap(Instant::ZERO));
+        }
+        assert!(!r.owns(mio::Token(base - 1)) && !r.owns(mio::Token(base + TOKENS)));
+        assert_eq!(
+            (done[0].id, done[0].outcome),
+            (id, Outcome::Failed { code: 4 })
+        );
+        assert_eq!(done[0].stderr_tail, "via token");
     }
 
     // ==== Tests for the Idle state ====
