@@ -460,3 +460,53 @@ fn script_starting_a_daemon_completes_and_status_follows() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A daemon that inherited the script's stdout and stderr and keeps writing to
+/// them must survive the script's end (the runner keeps the pipes as orphans).
+#[test]
+fn script_daemon_writing_to_inherited_stderr_survives() {
+    if skip("script_daemon_writing_to_inherited_stderr_survives") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(unique("chatty"));
+    std::fs::create_dir_all(dir.join("resource.d")).unwrap();
+    let pidfile = dir.join("chatty.pid");
+    let script = format!(
+        "#!/bin/sh\nP={p}\ncase \"$1\" in\n\
+         start) sh -c 'while :; do echo tick >&2; echo tock; sleep 0.05; done' & echo $! > $P;;\n\
+         stop) kill $(cat $P); rm -f $P;;\n\
+         status) [ -e $P ] && kill -0 $(cat $P) 2>/dev/null && exit 0; exit 3;;\n\
+         esac\n",
+        p = pidfile.display()
+    );
+    let path = dir.join("resource.d/chatty");
+    std::fs::write(&path, script).unwrap();
+    run(&["chmod", "755", path.to_str().unwrap()]);
+    let ctx = ctx(&dir);
+    let mut runner = Runner::new();
+    let started = Task::new(&spec("chatty"), Op::Start, &ctx).run_blocking(&mut runner);
+    assert_eq!(started.unwrap().state, ResourceState::Running);
+    assert_eq!(runner.orphans(), 2, "the daemon holds stdout and stderr");
+    for _ in 0..20 {
+        runner.drain_all();
+        sleep(Duration::from_millis(25));
+    }
+    let status = Task::new(&spec("chatty"), Op::Status, &ctx).run_blocking(&mut runner);
+    assert_eq!(
+        status.unwrap().state,
+        ResourceState::Running,
+        "daemon survived its writes"
+    );
+    let stopped = Task::new(&spec("chatty"), Op::Stop, &ctx).run_blocking(&mut runner);
+    assert_eq!(stopped.unwrap().state, ResourceState::Stopped);
+    let origin = Instant::now();
+    while runner.orphans() > 0 {
+        assert!(
+            origin.elapsed() < Duration::from_secs(5),
+            "orphan pipes closed when the daemon exits"
+        );
+        runner.drain_all();
+        sleep(Duration::from_millis(10));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
