@@ -475,7 +475,7 @@ fn script_daemon_writing_to_inherited_stderr_survives() {
         "#!/bin/sh\nP={p}\ncase \"$1\" in\n\
          start) sh -c 'while :; do echo tick >&2; echo tock; sleep 0.05; done' & echo $! > $P;;\n\
          stop) kill $(cat $P); rm -f $P;;\n\
-         status) [ -e $P ] && kill -0 $(cat $P) 2>/dev/null && exit 0; exit 3;;\n\
+         status) [ -e $P ] && grep -q '^State:.*[RS]' /proc/$(cat $P)/status && exit 0; exit 3;;\n\
          esac\n",
         p = pidfile.display()
     );
