@@ -17,7 +17,10 @@ fn crc32c(text: &str) -> u32 {
 
 /// ha.cf's cluster-wide settings from the parsed values, one `key value` per line,
 /// so comments, spacing, units (`2` vs `2000ms`) and line order do not matter.
-/// Media, logging and `realtime` are local and excluded.
+/// Media, logging and `realtime` are local and excluded, and so are the fence
+/// command, fence_delay, fence_timeout and on_stop_failure (how this node acts);
+/// whether fencing is on is shared, so one node never takes over unfenced while
+/// the other would fence first.
 pub fn ha_cf_canonical(config: &Config) -> String {
     let ha = &config.ha;
     let mut out = String::new();
@@ -31,19 +34,27 @@ pub fn ha_cf_canonical(config: &Config) -> String {
     let _ = writeln!(out, "auto_failback {}", ha.auto_failback.name());
     let _ = writeln!(out, "udpport {}", ha.udpport);
     let _ = writeln!(out, "baud {}", ha.baud);
+    for ping in &ha.ping_nodes {
+        let _ = write!(out, "ping {}", ping.name);
+        for addr in &ping.addrs {
+            let _ = write!(out, " {addr}");
+        }
+        out.push('\n');
+    }
+    let _ = writeln!(out, "deadping_ms {}", ha.deadping.millis());
+    let _ = writeln!(out, "fence {}", if ha.fence.is_some() { "on" } else { "off" });
+    let _ = writeln!(out, "stop_retries {}", ha.stop_retries);
+    let _ = writeln!(out, "start_backoff_ms {}", ha.start_backoff.millis());
+    let _ = writeln!(out, "action_timeout_ms {}", ha.action_timeout.millis());
     out
 }
 
 /// haresources' groups, one line each: node, then every resource as
-/// `Name::arg::arg` (a bare address as `IPaddr::ADDR`).
+/// `Name::arg::arg` (a bare address as `IPaddr::ADDR`), then the monitor option.
 pub fn haresources_canonical(config: &Config) -> String {
     let mut out = String::new();
     for group in &config.resources.groups {
-        out.push_str(&group.node);
-        for resource in &group.resources {
-            out.push(' ');
-            out.push_str(&resource.canonical());
-        }
+        out.push_str(&group.canonical());
         out.push('\n');
     }
     out

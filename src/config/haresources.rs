@@ -150,6 +150,24 @@ pub struct Group {
 }
 
 impl Group {
+    /// `NODE RESOURCE... [monitor::MSms::N]` with every resource canonical, for
+    /// the digest and `check-config`.
+    pub fn canonical(&self) -> String {
+        let mut out = self.node.clone();
+        for resource in &self.resources {
+            out.push(' ');
+            out.push_str(&resource.canonical());
+        }
+        if let Some(interval) = self.monitor {
+            out.push_str(&format!(
+                " {MONITOR_WORD}::{}ms::{}",
+                interval.millis(),
+                self.monitor_failures
+            ));
+        }
+        out
+    }
+
     /// The typed resources in start order.
     pub fn resources_typed(&self) -> impl DoubleEndedIterator<Item = &Resource> {
         self.resources.iter().map(|r| &r.typed)
