@@ -42,7 +42,11 @@ pub fn ha_cf_canonical(config: &Config) -> String {
         out.push('\n');
     }
     let _ = writeln!(out, "deadping_ms {}", ha.deadping.millis());
-    let _ = writeln!(out, "fence {}", if ha.fence.is_some() { "on" } else { "off" });
+    let _ = writeln!(
+        out,
+        "fence {}",
+        if ha.fence.is_some() { "on" } else { "off" }
+    );
     let _ = writeln!(out, "stop_retries {}", ha.stop_retries);
     let _ = writeln!(out, "start_backoff_ms {}", ha.start_backoff.millis());
     let _ = writeln!(out, "action_timeout_ms {}", ha.action_timeout.millis());
@@ -165,6 +169,58 @@ mod tests {
             let changed = digest(&HA_CF.replace(from, to), AUTHKEYS, HARESOURCES);
             assert_eq!(changed.differing(&guide()).as_slice(), ["ha.cf"], "{to}");
         }
+    }
+
+    #[test]
+    fn shared_takeover_settings_change_ha_cf() {
+        let base = format!("{HA_CF}ping 10.0.0.254\nfence /sbin/fence-a\n");
+        let reference = digest(&base, AUTHKEYS, HARESOURCES);
+        assert_eq!(reference.differing(&guide()).as_slice(), ["ha.cf"]);
+        let shared = [
+            "ping 10.0.0.253\n",
+            "ping_group gw 10.0.1.1\n",
+            "deadping 20\n",
+            "stop_retries 2\n",
+            "start_backoff 20\n",
+            "action_timeout 60\n",
+        ];
+        for extra in shared {
+            let changed = digest(&format!("{base}{extra}"), AUTHKEYS, HARESOURCES);
+            assert_eq!(
+                changed.differing(&reference).as_slice(),
+                ["ha.cf"],
+                "{extra}"
+            );
+        }
+        let unfenced = digest(&format!("{HA_CF}ping 10.0.0.254\n"), AUTHKEYS, HARESOURCES);
+        assert_eq!(unfenced.differing(&reference).as_slice(), ["ha.cf"]);
+    }
+
+    #[test]
+    fn local_takeover_settings_keep_the_digest() {
+        let base = format!("{HA_CF}fence /sbin/fence-a\n");
+        let reference = digest(&base, AUTHKEYS, HARESOURCES);
+        let local = [
+            format!("{HA_CF}fence /usr/sbin/fence-b --other-args\n"),
+            format!("{base}fence_delay 0\nfence_timeout 5\n"),
+            format!("{base}on_stop_failure /bin/touch /tmp/marker\n"),
+            format!("{base}stop_retries 3\nstart_backoff 10\naction_timeout 120\n"),
+            format!("{base}deadping 60\n"),
+        ];
+        for text in local {
+            assert_eq!(digest(&text, AUTHKEYS, HARESOURCES), reference, "{text}");
+        }
+    }
+
+    #[test]
+    fn monitor_option_changes_only_haresources() {
+        let monitored = HARESOURCES.replace(" apache", " apache monitor::30");
+        let changed = digest(HA_CF, AUTHKEYS, &monitored);
+        assert_eq!(changed.differing(&guide()).as_slice(), ["haresources"]);
+        let same = HARESOURCES.replace(" apache", " monitor::30000ms::3 apache");
+        assert_eq!(digest(HA_CF, AUTHKEYS, &same), changed);
+        let count = HARESOURCES.replace(" apache", " apache monitor::30::2");
+        assert_ne!(digest(HA_CF, AUTHKEYS, &count), changed);
     }
 
     #[test]

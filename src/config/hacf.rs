@@ -111,8 +111,7 @@ pub const PING_NODES_MAX: usize = 16;
 /// Most addresses in one `ping_group`.
 pub const PING_GROUP_ADDRS_MAX: usize = 16;
 /// The error for Heartbeat's `stonith` and `stonith_host`.
-pub const STONITH_REFUSED: &str =
-    "stonith is not supported; use `fence COMMAND ARGS` (see README)";
+pub const STONITH_REFUSED: &str = "stonith is not supported; use `fence COMMAND ARGS` (see README)";
 
 /// Directives bascule implements.
 const IMPLEMENTED: [&str; 26] = [
@@ -898,7 +897,10 @@ impl Builder {
     /// `ping ADDR...`: one ping node per address.
     fn ping(&mut self, args: &[&str], line: usize) -> Result<(), ConfigError> {
         if args.is_empty() {
-            return Err(error(line, "`ping` needs at least one address, e.g. `ping 192.168.69.1`".into()));
+            return Err(error(
+                line,
+                "`ping` needs at least one address, e.g. `ping 192.168.69.1`".into(),
+            ));
         }
         for word in args {
             let addr = parse_ping_addr(word).map_err(|m| error(line, m))?;
@@ -917,18 +919,29 @@ impl Builder {
         let Some((name, words)) = args.split_first().filter(|(_, w)| !w.is_empty()) else {
             return Err(error(line, "`ping_group` takes NAME ADDR..., e.g. `ping_group routers 192.168.69.1 192.168.69.2`".into()));
         };
-        let plain = name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        let plain = name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
         if !plain || name.parse::<Ipv4Addr>().is_ok() {
             return Err(error(line, format!("ping_group name `{name}` must be a name of letters, digits, `_`, `.` and `-`, not an address")));
         }
         if words.len() > PING_GROUP_ADDRS_MAX {
-            return Err(error(line, format!("ping_group `{name}` has {} addresses: at most {PING_GROUP_ADDRS_MAX}", words.len())));
+            return Err(error(
+                line,
+                format!(
+                    "ping_group `{name}` has {} addresses: at most {PING_GROUP_ADDRS_MAX}",
+                    words.len()
+                ),
+            ));
         }
         let mut addrs = Vec::with_capacity(words.len());
         for word in words {
             let addr = parse_ping_addr(word).map_err(|m| error(line, m))?;
             if addrs.contains(&addr) {
-                return Err(error(line, format!("ping_group `{name}` lists {addr} twice")));
+                return Err(error(
+                    line,
+                    format!("ping_group `{name}` lists {addr} twice"),
+                ));
             }
             addrs.push(addr);
         }
@@ -949,7 +962,13 @@ impl Builder {
                 return Err(error(line, format!("ping address {addr} is already used on line {}: each address may be probed once", other.line)));
             }
             if other.name == node.name {
-                return Err(error(line, format!("ping_group `{}` is already declared on line {}", node.name, other.line)));
+                return Err(error(
+                    line,
+                    format!(
+                        "ping_group `{}` is already declared on line {}",
+                        node.name, other.line
+                    ),
+                ));
             }
         }
         if self.ping_nodes.len() == PING_NODES_MAX {
@@ -997,10 +1016,19 @@ impl Builder {
     /// `fence COMMAND [ARGS...]`: once only.
     fn fence(&mut self, args: &[&str], line: usize) -> Result<(), ConfigError> {
         if let Some(first) = &self.fence {
-            return Err(error(line, format!("fence is given twice (first on line {}): keep one command", first.line)));
+            return Err(error(
+                line,
+                format!(
+                    "fence is given twice (first on line {}): keep one command",
+                    first.line
+                ),
+            ));
         }
         let Some((program, rest)) = args.split_first() else {
-            return Err(error(line, "`fence` needs a command, e.g. `fence /usr/local/sbin/fence-peer debian2`".into()));
+            return Err(error(
+                line,
+                "`fence` needs a command, e.g. `fence /usr/local/sbin/fence-peer debian2`".into(),
+            ));
         };
         let bare = program
             .bytes()
@@ -1043,7 +1071,12 @@ impl Builder {
             .parse::<u32>()
             .ok()
             .filter(|n| *n <= STOP_RETRIES_MAX)
-            .ok_or_else(|| error(line, format!("stop_retries `{word}` must be a number from 0 to {STOP_RETRIES_MAX}")))?;
+            .ok_or_else(|| {
+                error(
+                    line,
+                    format!("stop_retries `{word}` must be a number from 0 to {STOP_RETRIES_MAX}"),
+                )
+            })?;
         self.stop_retries = Some(retries);
         self.setting("stop_retries", line, warnings);
         Ok(())
@@ -1177,7 +1210,10 @@ impl Builder {
     fn warn_policy(&self, timers: &Timers, warnings: &mut Vec<ConfigWarning>) {
         if let Some(At { line, value }) = self.deadping {
             if self.ping_nodes.is_empty() {
-                warnings.push(warning(line, "deadping has no effect without `ping` or `ping_group`".into()));
+                warnings.push(warning(
+                    line,
+                    "deadping has no effect without `ping` or `ping_group`".into(),
+                ));
             } else if value <= 2 * timers.keepalive {
                 let message = format!(
                     "deadping ({value} ms) is at most 2 x keepalive ({} ms): \
@@ -1188,9 +1224,15 @@ impl Builder {
             }
         }
         if self.fence.is_none() {
-            for (name, set) in [("fence_delay", self.fence_delay), ("fence_timeout", self.fence_timeout)] {
+            for (name, set) in [
+                ("fence_delay", self.fence_delay),
+                ("fence_timeout", self.fence_timeout),
+            ] {
                 if let Some(At { line, .. }) = set {
-                    warnings.push(warning(line, format!("{name} has no effect without `fence`")));
+                    warnings.push(warning(
+                        line,
+                        format!("{name} has no effect without `fence`"),
+                    ));
                 }
             }
         }
@@ -1364,7 +1406,9 @@ fn parse_ping_addr(word: &str) -> Result<Ipv4Addr, String> {
     word.parse::<Ipv4Addr>()
         .ok()
         .filter(|a| !a.is_unspecified() && !a.is_multicast() && !a.is_broadcast())
-        .ok_or_else(|| format!("ping address `{word}` is not a unicast IPv4 address such as 192.168.69.1"))
+        .ok_or_else(|| {
+            format!("ping address `{word}` is not a unicast IPv4 address such as 192.168.69.1")
+        })
 }
 
 /// A [`CommandLine`] from its words.
@@ -2032,6 +2076,280 @@ mod tests {
             "not a unicast IPv4 address",
         );
         assert_err("node a b\nucast eth1\n", 2, "takes 2 values");
+    }
+
+    // ==== Tests for takeover directives ====
+
+    #[test]
+    fn takeover_defaults_follow_heartbeat() {
+        let (ha, warnings) = ok(MINIMAL);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(ha.ping_nodes.is_empty());
+        assert_eq!(ms(ha.deadping), DEADTIME_DEFAULT_MS);
+        assert_eq!(ha.fence, None);
+        assert_eq!(ms(ha.fence_delay), FENCE_DELAY_DEFAULT_MS);
+        assert_eq!(ms(ha.fence_timeout), 60_000);
+        assert_eq!(ha.on_stop_failure, StopFailure::Reboot);
+        assert_eq!(ha.stop_retries, 3);
+        assert_eq!(ms(ha.start_backoff), 10_000);
+        assert_eq!(ms(ha.action_timeout), 120_000);
+        let (ha, _) = ok(&with("deadtime 12\n"));
+        assert_eq!(ms(ha.deadping), 12_000, "deadping defaults to deadtime");
+    }
+
+    #[test]
+    fn ping_and_ping_group_declare_ping_nodes() {
+        let (ha, warnings) = ok(&with(
+            "ping 10.0.0.254, 10.0.0.253\nping_group routers 10.0.1.1 10.0.1.2\nping 10.0.0.1\ndeadping 15\n",
+        ));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let single = |name: &str, addr: Ipv4Addr, line| PingNode {
+            name: name.into(),
+            addrs: vec![addr],
+            group: false,
+            line,
+        };
+        assert_eq!(
+            ha.ping_nodes,
+            [
+                single("10.0.0.254", Ipv4Addr::new(10, 0, 0, 254), 3),
+                single("10.0.0.253", Ipv4Addr::new(10, 0, 0, 253), 3),
+                PingNode {
+                    name: "routers".into(),
+                    addrs: vec![Ipv4Addr::new(10, 0, 1, 1), Ipv4Addr::new(10, 0, 1, 2)],
+                    group: true,
+                    line: 4,
+                },
+                single("10.0.0.1", Ipv4Addr::new(10, 0, 0, 1), 5),
+            ]
+        );
+        assert_eq!(ms(ha.deadping), 15_000);
+        assert_eq!(ha.digest_lines, [1, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn ping_errors_name_the_line() {
+        assert_err(&with("ping\n"), 3, "`ping` needs at least one address");
+        assert_err(
+            &with("ping 10.0.0.1 gateway\n"),
+            3,
+            "ping address `gateway` is not a unicast",
+        );
+        assert_err(&with("ping 224.0.0.1\n"), 3, "not a unicast IPv4 address");
+        assert_err(
+            &with("ping 10.0.0.1\nping 10.0.0.1\n"),
+            4,
+            "10.0.0.1 is already used on line 3",
+        );
+        assert_err(
+            &with("ping_group gw\n"),
+            3,
+            "`ping_group` takes NAME ADDR...",
+        );
+        assert_err(&with("ping_group 10.0.0.1 10.0.0.2\n"), 3, "not an address");
+        assert_err(
+            &with("ping_group g/w 10.0.0.2\n"),
+            3,
+            "ping_group name `g/w`",
+        );
+        assert_err(
+            &with("ping_group gw 10.0.0.2 10.0.0.2\n"),
+            3,
+            "lists 10.0.0.2 twice",
+        );
+        assert_err(
+            &with("ping_group gw 10.0.0.2\nping_group gw 10.0.0.3\n"),
+            4,
+            "`gw` is already declared on line 3",
+        );
+        assert_err(
+            &with("ping 10.0.0.2\nping_group gw 10.0.0.3 10.0.0.2\n"),
+            4,
+            "already used on line 3",
+        );
+        let many: Vec<String> = (1..=17).map(|i| format!("10.0.0.{i}")).collect();
+        assert_err(
+            &with(&format!("ping {}\n", many.join(" "))),
+            3,
+            "too many ping nodes: at most 16",
+        );
+        assert_err(
+            &with(&format!("ping_group gw {}\n", many.join(" "))),
+            3,
+            "has 17 addresses: at most 16",
+        );
+        assert_err(&with("deadping 0\n"), 3, "deadping must be more than 0 ms");
+        assert_err(
+            &with("deadping\n"),
+            3,
+            "`deadping` needs a value, e.g. `deadping 30`",
+        );
+    }
+
+    #[test]
+    fn deadping_warns_when_useless_or_short() {
+        let (_, warnings) = ok(&with("deadping 10\n"));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(warnings[0].line, 3);
+        assert!(warnings[0].message.contains("no effect without `ping`"));
+        let (_, warnings) = ok(&with("ping 10.0.0.1\ndeadping 2\n"));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(warnings[0].line, 4);
+        assert!(warnings[0].message.contains("at most 2 x keepalive"));
+    }
+
+    #[test]
+    fn fence_takes_the_rest_of_the_line() {
+        let (ha, warnings) = ok(&with(
+            "fence /usr/local/sbin/fence-peer --hosts=a,b  -t 5 # comment\nfence_delay 0\nfence_timeout 30\n",
+        ));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let fence = ha.fence.expect("fence");
+        assert_eq!(fence.program, "/usr/local/sbin/fence-peer");
+        assert_eq!(fence.args, ["--hosts=a,b", "-t", "5"]);
+        assert_eq!(fence.line, 3);
+        assert_eq!(
+            fence.render(),
+            "/usr/local/sbin/fence-peer --hosts=a,b -t 5"
+        );
+        assert_eq!((ms(ha.fence_delay), ms(ha.fence_timeout)), (0, 30_000));
+        assert_eq!(
+            ha.digest_lines,
+            [1, 3],
+            "only the fence line, not its timers"
+        );
+        let (ha, _) = ok(&with("fence fence_ipmilan\n"));
+        assert_eq!(ha.fence.unwrap().program, "fence_ipmilan");
+    }
+
+    #[test]
+    fn fence_errors_name_the_line() {
+        assert_err(&with("fence\n"), 3, "`fence` needs a command");
+        assert_err(
+            &with("fence bin/fence-peer\n"),
+            3,
+            "must be an absolute path or a bare command name",
+        );
+        assert_err(&with("fence ./fence-peer\n"), 3, "must be an absolute path");
+        assert_err(&with("fence -x\n"), 3, "must be an absolute path");
+        assert_err(
+            &with("fence /bin/true\nfence /bin/false\n"),
+            4,
+            "fence is given twice (first on line 3)",
+        );
+        assert_err(
+            &with("fence_timeout 0\n"),
+            3,
+            "fence_timeout must be more than 0 ms",
+        );
+        assert_err(
+            &with("fence_delay soon\n"),
+            3,
+            "fence_delay: `soon` is not a time",
+        );
+        let (_, warnings) = ok(&with("fence_delay 5\nfence_timeout 5\n"));
+        let lines: Vec<usize> = warnings.iter().map(|w| w.line).collect();
+        assert_eq!(lines, [3, 4], "{warnings:?}");
+        assert!(warnings[0]
+            .message
+            .contains("fence_delay has no effect without `fence`"));
+    }
+
+    #[test]
+    fn stonith_is_refused_with_the_fence_hint() {
+        for directive in [
+            "stonith baytech /etc/ha.d/conf/stonith.baytech",
+            "stonith_host * null debian1 debian2",
+        ] {
+            let e = err(&with(&format!("{directive}\n")));
+            assert_eq!(e.line, 3);
+            assert_eq!(e.message, STONITH_REFUSED);
+            assert!(e.message.contains("use `fence COMMAND ARGS`"));
+        }
+        assert!(!UNIMPLEMENTED.contains(&"stonith") && !UNIMPLEMENTED.contains(&"stonith_host"));
+    }
+
+    #[test]
+    fn stop_and_start_policies_parse() {
+        let (ha, warnings) = ok(&with(
+            "on_stop_failure /usr/local/sbin/escalate --why=stop,failed\nstop_retries 0\nstart_backoff 300\naction_timeout 500ms\n",
+        ));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let StopFailure::Command(command) = &ha.on_stop_failure else {
+            panic!("{:?}", ha.on_stop_failure)
+        };
+        assert_eq!(command.program, "/usr/local/sbin/escalate");
+        assert_eq!(command.args, ["--why=stop,failed"]);
+        assert_eq!(
+            ha.on_stop_failure.render(),
+            "/usr/local/sbin/escalate --why=stop,failed"
+        );
+        assert_eq!(ha.stop_retries, 0);
+        assert_eq!(ms(ha.start_backoff), START_BACKOFF_CAP_MS);
+        assert_eq!(ms(ha.action_timeout), 500);
+        assert_eq!(
+            ha.digest_lines,
+            [1, 4, 5, 6],
+            "not the on_stop_failure line"
+        );
+        let (ha, _) = ok(&with("on_stop_failure reboot\n"));
+        assert_eq!(ha.on_stop_failure, StopFailure::Reboot);
+        let (_, warnings) = ok(&with("stop_retries 2\nstop_retries 4\n"));
+        assert!(
+            warnings[0].message.contains("also set on line 3"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn stop_and_start_policy_errors_name_the_line() {
+        assert_err(
+            &with("on_stop_failure\n"),
+            3,
+            "needs `reboot` or an absolute command path",
+        );
+        assert_err(
+            &with("on_stop_failure ignore\n"),
+            3,
+            "`ignore` is refused: the peer would start a resource that may still run here",
+        );
+        assert_err(
+            &with("on_stop_failure reboot now\n"),
+            3,
+            "`on_stop_failure reboot` takes no arguments",
+        );
+        assert_err(
+            &with("on_stop_failure escalate\n"),
+            3,
+            "on_stop_failure `escalate` is not valid",
+        );
+        assert_err(
+            &with("stop_retries -1\n"),
+            3,
+            "stop_retries `-1` must be a number from 0 to 100",
+        );
+        assert_err(&with("stop_retries 101\n"), 3, "from 0 to 100");
+        assert_err(
+            &with("stop_retries 1 2\n"),
+            3,
+            "`stop_retries` takes one value",
+        );
+        assert_err(
+            &with("start_backoff 0\n"),
+            3,
+            "start_backoff must be more than 0 ms",
+        );
+        assert_err(&with("start_backoff 301\n"), 3, "may be at most 300000 ms");
+        assert_err(
+            &with("action_timeout 0\n"),
+            3,
+            "action_timeout must be more than 0 ms",
+        );
+        assert_err(
+            &with("action_timeout 2 days\n"),
+            3,
+            "`action_timeout` takes one value",
+        );
     }
 
     // ==== Tests for unknown and unimplemented directives ====

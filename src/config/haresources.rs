@@ -447,14 +447,15 @@ fn parse_filesystem(word: &str, args: &[String]) -> Result<Resource, String> {
 
 /// `MailTo::ADDR[,ADDR...][::SUBJECT]`.
 fn parse_mailto(word: &str, args: &[String]) -> Result<Resource, String> {
-    let (addr, subject) =
-        match args {
-            [a] => (a, None),
-            [a, s] => (a, Some(s.clone())),
-            _ => return Err(format!(
+    let (addr, subject) = match args {
+        [a] => (a, None),
+        [a, s] => (a, Some(s.clone())),
+        _ => {
+            return Err(format!(
                 "`{word}`: MailTo takes ADDR[,ADDR...][::SUBJECT], e.g. MailTo::admin@example.com"
-            )),
-        };
+            ))
+        }
+    };
     for one in addr.split(',') {
         if !looks_like_mail_address(one) {
             return Err(format!("`{word}`: `{one}` is not a mail address: use user@domain or a local user name, several separated by commas"));

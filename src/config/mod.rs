@@ -213,7 +213,11 @@ fn render_takeover(out: &mut String, ha: &HaCf) {
     for ping in &ha.ping_nodes {
         let addrs: Vec<String> = ping.addrs.iter().map(|a| a.to_string()).collect();
         if ping.group {
-            line(out, "ping_group", format!("{} {}", ping.name, addrs.join(" ")));
+            line(
+                out,
+                "ping_group",
+                format!("{} {}", ping.name, addrs.join(" ")),
+            );
         } else {
             line(out, "ping", &ping.name);
         }
@@ -327,7 +331,10 @@ fn fuzz_check_takeover(ha: &HaCf) {
     assert!(ha.ping_nodes.len() <= hacf::PING_NODES_MAX && ha.deadping.millis() > 0);
     for ping in &ha.ping_nodes {
         assert!(!ping.addrs.is_empty() && ping.addrs.len() <= hacf::PING_GROUP_ADDRS_MAX);
-        assert_eq!(ping.group, ping.addrs.len() != 1 || ping.name != ping.addrs[0].to_string());
+        assert_eq!(
+            ping.group,
+            ping.addrs.len() != 1 || ping.name != ping.addrs[0].to_string()
+        );
     }
     if let Some(fence) = &ha.fence {
         assert!(!fence.program.is_empty() && !fence.program.contains(char::is_whitespace));
@@ -343,17 +350,24 @@ fn fuzz_check_takeover(ha: &HaCf) {
 /// Every resource of an `Ok` group is typed consistently with its spec.
 fn fuzz_check_group(group: &Group) {
     assert!((1..=haresources::MONITOR_FAILURES_MAX).contains(&group.monitor_failures));
-    assert!(group.monitor.is_none_or(|m| m.millis() > 0));
+    assert!(group.monitor.map_or(true, |m| m.millis() > 0));
     for spec in &group.resources {
-        assert_eq!(spec.vip().is_some(), matches!(spec.typed, Resource::IpAddr { .. }));
+        assert_eq!(
+            spec.vip().is_some(),
+            matches!(spec.typed, Resource::IpAddr { .. })
+        );
         match &spec.typed {
-            Resource::Filesystem { mountpoint, fstype, .. } => {
+            Resource::Filesystem {
+                mountpoint, fstype, ..
+            } => {
                 assert!(mountpoint.starts_with('/') && !fstype.is_empty())
             }
             Resource::MailTo { .. } => assert!(spec.typed.mail_addrs().count() >= 1),
             Resource::DrbdDisk { resource } => assert!(!resource.is_empty()),
             Resource::Script { name, args } => {
-                assert!(name == &spec.name && args == &spec.args && name != haresources::MONITOR_WORD)
+                assert!(
+                    name == &spec.name && args == &spec.args && name != haresources::MONITOR_WORD
+                )
             }
             Resource::IpAddr { .. } => {}
         }
@@ -376,6 +390,9 @@ mod tests {
     const SERIAL_HA_CF: &str = include_str!("../../tests/fixtures/config/guide-serial/ha.cf");
     const AUTHKEYS: &str = include_str!("../../tests/fixtures/config/guide-bcast/authkeys");
     const HARESOURCES: &str = include_str!("../../tests/fixtures/config/guide-bcast/haresources");
+    const TAKEOVER_HA_CF: &str = include_str!("../../tests/fixtures/config/takeover/ha.cf");
+    const TAKEOVER_HARESOURCES: &str =
+        include_str!("../../tests/fixtures/config/takeover/haresources");
 
     // ==== Tests for Config::parse ====
 
@@ -395,6 +412,30 @@ mod tests {
                 config.warnings
             );
         }
+    }
+
+    #[test]
+    fn takeover_fixture_parses_with_every_new_setting() {
+        let config = Config::parse(TAKEOVER_HA_CF, AUTHKEYS, Some(TAKEOVER_HARESOURCES))
+            .expect("takeover fixture");
+        let ha = &config.ha;
+        let names: Vec<&str> = ha.ping_nodes.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["192.168.69.1", "switches"]);
+        assert_eq!(ha.deadping.millis(), 30_000);
+        let fence = ha.fence.as_ref().expect("fence");
+        assert_eq!(fence.args, ["--peer=debian2,debian1", "--timeout", "20"]);
+        assert_eq!(
+            (ha.fence_delay.millis(), ha.fence_timeout.millis()),
+            (10_000, 60_000)
+        );
+        assert!(matches!(ha.on_stop_failure, StopFailure::Command(_)));
+        assert_eq!(ha.stop_retries, 3);
+        let group = &config.resources.groups[0];
+        assert_eq!(group.resources.len(), 6);
+        assert_eq!(group.monitor, Some(crate::time::Duration::from_secs(30)));
+        assert_eq!(group.monitor_failures, 3);
+        // Only authkeys' md5 warning: nothing in the new directives is risky.
+        assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
     }
 
     #[test]
@@ -498,7 +539,10 @@ mod tests {
                         stop_retries 1\nstart_backoff_ms 5000\nstart_backoff_max_ms 300000\n\
                         action_timeout_ms 90000\n";
         assert!(text.contains(expected), "{text}");
-        assert!(text.contains("group a apache monitor::30000ms::3\n"), "{text}");
+        assert!(
+            text.contains("group a apache monitor::30000ms::3\n"),
+            "{text}"
+        );
     }
 
     // ==== Tests for fuzz_config ====
@@ -520,7 +564,12 @@ mod tests {
 
     #[test]
     fn guide_seeds_parse_ok() {
-        for name in ["guide-bcast", "guide-serial"] {
+        for name in [
+            "guide-bcast",
+            "guide-serial",
+            "takeover-full",
+            "takeover-commas-and-groups",
+        ] {
             let data = std::fs::read(corpus_dir().join(name)).unwrap();
             let parts: Vec<String> = data
                 .split(|b| *b == 0xFF)
@@ -546,7 +595,7 @@ mod tests {
             state ^= state << 17;
             state
         };
-        for name in ["guide-bcast", "crc-and-mcast-ucast"] {
+        for name in ["guide-bcast", "crc-and-mcast-ucast", "takeover-full"] {
             let seed = std::fs::read(corpus_dir().join(name)).unwrap();
             for _ in 0..ROUNDS {
                 let mut data = seed.clone();
@@ -561,6 +610,22 @@ mod tests {
                 }
                 fuzz_config(&data);
             }
+        }
+    }
+
+    #[test]
+    fn refused_seeds_fail_on_their_line() {
+        for (name, file, line) in [
+            ("stonith-refused", FileKind::HaCf, 3),
+            ("takeover-errors", FileKind::HaCf, 3),
+        ] {
+            let data = std::fs::read(corpus_dir().join(name)).unwrap();
+            let parts: Vec<String> = data
+                .split(|b| *b == 0xFF)
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect();
+            let e = Config::parse(&parts[0], &parts[1], Some(&parts[2])).unwrap_err();
+            assert_eq!((e.file, e.line), (file, line), "{name}: {e}");
         }
     }
 
