@@ -204,6 +204,7 @@ mod tests {
             format!("{HA_CF}fence /usr/sbin/fence-b --other-args\n"),
             format!("{base}fence_delay 0\nfence_timeout 5\n"),
             format!("{base}on_stop_failure /bin/touch /tmp/marker\n"),
+            // Shared settings written out at their defaults: values, not lines, count.
             format!("{base}stop_retries 3\nstart_backoff 10\naction_timeout 120\n"),
             format!("{base}deadping 60\n"),
         ];
