@@ -237,15 +237,17 @@ pub enum Medium {
 
 impl Medium {
     /// The link's name in logs and status: `eth1` for bcast, `eth1-mcast`,
-    /// `eth1-ucast`, and the device's basename (`ttyS0`) for serial.
+    /// `eth1-ucast`, and for serial the device without `/dev/` (`ttyS0`, and
+    /// `pts/3` rather than a bare `3` that would say nothing).
     pub fn link_name(&self) -> String {
         match self {
             Medium::Bcast { iface, .. } => iface.clone(),
             Medium::Mcast { iface, .. } => format!("{iface}-mcast"),
             Medium::Ucast { iface, .. } => format!("{iface}-ucast"),
-            Medium::Serial { device, .. } => {
-                device.rsplit('/').next().unwrap_or(device).to_string()
-            }
+            Medium::Serial { device, .. } => match device.strip_prefix("/dev/") {
+                Some(rest) => rest.to_string(),
+                None => device.rsplit('/').next().unwrap_or(device).to_string(),
+            },
         }
     }
 
