@@ -74,14 +74,13 @@ fn run(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A resource word typed by the haresources parser, as the daemon gets it.
 fn spec(word: &str) -> ResourceSpec {
-    let mut parts = word.split("::");
-    let name = parts.next().unwrap().to_string();
-    ResourceSpec {
-        name,
-        args: parts.map(str::to_string).collect(),
-        text: word.to_string(),
-    }
+    let text = format!("n {word}");
+    let mut parsed =
+        bascule::config::haresources::parse(&text, &["n".to_string()], &mut Vec::new())
+            .expect("a valid resource word");
+    parsed.groups.remove(0).resources.remove(0)
 }
 
 fn ctx(config_dir: &Path) -> AgentContext {

@@ -9,11 +9,8 @@
 //! `/`), with mountinfo's octal escapes (`\040` for a space) decoded.
 
 use super::runner::OpRequest;
-use super::{
-    find_program, Accept, AgentContext, AgentError, ErrorKind, Finished, Op, Plan, ResourceState,
-    Step,
-};
-use crate::config::ResourceSpec;
+use super::{find_program, Accept, AgentContext, Finished, Op, Plan, ResourceState, Step};
+use crate::config::{Resource, ResourceSpec};
 
 /// Types whose crash recovery is an fsck, not a journal replay: Heartbeat's
 /// Filesystem agent checks them before mounting a disk taken from a dead node.
@@ -34,25 +31,24 @@ pub struct FsArg {
     pub options: Option<String>,
 }
 
-/// Parses the resource's arguments.
-pub fn parse_args(args: &[String]) -> Result<FsArg, String> {
-    let [dev, mountpoint, fstype, rest @ ..] = args else {
-        return Err("Filesystem takes DEV::MOUNTPOINT::FSTYPE[::OPTIONS]".into());
-    };
-    if !mountpoint.starts_with('/') {
-        return Err(format!(
-            "mount point `{mountpoint}` is not an absolute path"
-        ));
+impl FsArg {
+    /// The typed resource's arguments, or None for another resource type.
+    pub fn of(resource: &Resource) -> Option<FsArg> {
+        match resource {
+            Resource::Filesystem {
+                device,
+                mountpoint,
+                fstype,
+                options,
+            } => Some(FsArg {
+                dev: device.clone(),
+                mountpoint: canonical(mountpoint),
+                fstype: fstype.clone(),
+                options: options.clone(),
+            }),
+            _ => None,
+        }
     }
-    if rest.len() > 1 {
-        return Err("Filesystem takes at most one OPTIONS argument (comma-separated)".into());
-    }
-    Ok(FsArg {
-        dev: dev.clone(),
-        mountpoint: canonical(mountpoint),
-        fstype: fstype.clone(),
-        options: rest.first().cloned(),
-    })
 }
 
 fn canonical(path: &str) -> String {
@@ -100,9 +96,8 @@ pub fn is_mounted(mountpoint: &str) -> bool {
 
 /// Plans `op`.
 pub(crate) fn plan(spec: &ResourceSpec, op: Op, ctx: &AgentContext) -> Plan {
-    let fs = match parse_args(&spec.args) {
-        Ok(fs) => fs,
-        Err(m) => return Plan::Done(Err(AgentError::plain(ErrorKind::BadArgs, spec, op, m))),
+    let Some(fs) = FsArg::of(&spec.typed) else {
+        unreachable!("Task::new dispatches only Filesystem resources here");
     };
     let mounted = is_mounted(&fs.mountpoint);
     let finish = |s| Finished {
@@ -162,8 +157,8 @@ mod tests {
     const INFO: &str = "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n\
         40 22 7:0 / /srv/my\\040data rw shared:2 - ext3 /dev/loop0 rw\n";
 
-    fn args(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| s.to_string()).collect()
+    fn parse(word: &str) -> FsArg {
+        FsArg::of(&super::super::spec(word).typed).unwrap()
     }
 
     fn ctx() -> AgentContext {
@@ -183,7 +178,7 @@ mod tests {
 
     #[test]
     fn start_ext2_runs_fsck_then_mount_with_options() {
-        let fs = parse_args(&args(&["/dev/sdb1", "/nonexistent-mp/", "ext2", "noatime"])).unwrap();
+        let fs = parse("Filesystem::/dev/sdb1::/nonexistent-mp/::ext2::noatime");
         let lines: Vec<String> = start_steps(&fs, &ctx())
             .iter()
             .map(|s| s.req.command_line())
@@ -197,24 +192,10 @@ mod tests {
 
     #[test]
     fn start_ext3_skips_fsck() {
-        let fs = parse_args(&args(&["/dev/drbd0", "/data", "ext3"])).unwrap();
+        let fs = parse("Filesystem::/dev/drbd0::/data::ext3");
         let steps = start_steps(&fs, &ctx());
         assert_eq!(steps.len(), 1);
         assert_eq!(steps[0].accept, Accept::Zero);
-    }
-
-    #[test]
-    fn start_bad_args_rejected() {
-        assert!(parse_args(&args(&["/dev/sdb1", "/data"])).is_err());
-        assert!(parse_args(&args(&["/dev/sdb1", "data", "ext3"])).is_err());
-        let s = super::super::spec("Filesystem::/dev/x");
-        assert!(matches!(
-            plan(&s, Op::Start, &ctx()),
-            Plan::Done(Err(AgentError {
-                kind: ErrorKind::BadArgs,
-                ..
-            }))
-        ));
     }
 
     // ==== Tests for the Stop state ====
@@ -223,7 +204,7 @@ mod tests {
     fn stop_unmounted_succeeds_and_mounted_kills_then_unmounts_with_retry() {
         let s = super::super::spec("Filesystem::/dev/x::/nonexistent-mp::ext3");
         assert!(matches!(plan(&s, Op::Stop, &ctx()), Plan::Done(Ok(_))));
-        let fs = parse_args(&s.args).unwrap();
+        let fs = FsArg::of(&s.typed).unwrap();
         let steps = stop_steps(&fs, &ctx());
         assert!(steps[0]
             .req

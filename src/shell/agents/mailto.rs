@@ -6,10 +6,8 @@
 //! is always `Running`: a mail has nothing to monitor or restart.
 
 use super::runner::OpRequest;
-use super::{
-    Accept, AgentContext, AgentError, ErrorKind, Finished, Op, Plan, ResourceState, Step, Warning,
-};
-use crate::config::ResourceSpec;
+use super::{Accept, AgentContext, Finished, Op, Plan, ResourceState, Step, Warning};
+use crate::config::{Resource, ResourceSpec};
 
 /// The MTA entry point every MTA (exim, postfix, msmtp...) installs.
 pub const SENDMAIL: &str = "/usr/sbin/sendmail";
@@ -27,13 +25,8 @@ pub fn message(to: &str, subject: &str, op: Op, node: &str) -> String {
 
 /// Plans `op`.
 pub(crate) fn plan(spec: &ResourceSpec, op: Op, ctx: &AgentContext) -> Plan {
-    let Some(to) = spec.args.first() else {
-        return Plan::Done(Err(AgentError::plain(
-            ErrorKind::BadArgs,
-            spec,
-            op,
-            "MailTo takes ADDR[::SUBJECT]".into(),
-        )));
+    let Resource::MailTo { addr: to, subject } = &spec.typed else {
+        unreachable!("Task::new dispatches only MailTo resources here");
     };
     let state = if op == Op::Stop {
         ResourceState::Stopped
@@ -55,7 +48,7 @@ pub(crate) fn plan(spec: &ResourceSpec, op: Op, ctx: &AgentContext) -> Plan {
             ..finish
         }));
     }
-    let subject = spec.args.get(1).map_or(SUBJECT_DEFAULT, String::as_str);
+    let subject = subject.as_deref().unwrap_or(SUBJECT_DEFAULT);
     let mut req = OpRequest::new(&ctx.sendmail.to_string_lossy(), &["-t"], ctx.timeout);
     req.stdin = Some(message(to, subject, op, &ctx.node));
     Plan::Steps {

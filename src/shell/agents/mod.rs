@@ -17,6 +17,8 @@
 //! // on OpDone for id: task.on_done(&done)
 //! ```
 //!
+//! Arguments come checked and typed from the parser (`ResourceSpec::typed`);
+//! agents never re-parse them, they only look at the host.
 //! Agents: `IPaddr`/`IPaddr2` (ipaddr.rs, GARP in garp.rs), `Filesystem`
 //! (filesystem.rs), `MailTo` (mailto.rs), anything else is a script or a
 //! systemd unit (script.rs). `drbddisk` is refused at start until the
@@ -36,7 +38,7 @@ use core::fmt;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use crate::config::ResourceSpec;
+use crate::config::{Resource, ResourceSpec};
 use crate::time::Duration;
 use runner::{OpDone, OpRequest, Outcome, SpawnError};
 
@@ -144,8 +146,6 @@ impl Finished {
 pub enum ErrorKind {
     /// The resource is not supported by this version (`drbddisk`).
     Refused,
-    /// The arguments make no sense here (bad address, missing mountpoint...).
-    BadArgs,
     /// No interface carries a subnet containing the VIP.
     NoInterface,
     /// No script in resource.d or init.d and no systemd unit.
@@ -167,7 +167,6 @@ impl ErrorKind {
     pub const fn name(self) -> &'static str {
         match self {
             ErrorKind::Refused => "refused",
-            ErrorKind::BadArgs => "bad_args",
             ErrorKind::NoInterface => "no_interface",
             ErrorKind::NoScript => "no_script",
             ErrorKind::Exit => "failed",
@@ -351,12 +350,12 @@ pub enum Next {
 impl Task {
     /// Plans `op` on `spec` (reads the host: interfaces, mounts, script paths).
     pub fn new(spec: &ResourceSpec, op: Op, ctx: &AgentContext) -> Task {
-        let plan = match spec.name.as_str() {
-            "IPaddr" | "IPaddr2" => ipaddr::plan(spec, op, ctx),
-            "Filesystem" => filesystem::plan(spec, op, ctx),
-            "MailTo" => mailto::plan(spec, op, ctx),
-            "drbddisk" => drbddisk_plan(spec, op),
-            _ => script::plan(spec, op, ctx),
+        let plan = match &spec.typed {
+            Resource::IpAddr { .. } => ipaddr::plan(spec, op, ctx),
+            Resource::Filesystem { .. } => filesystem::plan(spec, op, ctx),
+            Resource::MailTo { .. } => mailto::plan(spec, op, ctx),
+            Resource::DrbdDisk { .. } => drbddisk_plan(spec, op),
+            Resource::Script { .. } => script::plan(spec, op, ctx),
         };
         Task {
             resource: spec.text.clone(),
@@ -532,16 +531,11 @@ fn drbddisk_plan(spec: &ResourceSpec, op: Op) -> Plan {
 /// cause of a split service. Scripts are asked `status` (blocking, at most
 /// `STARTUP_STATUS_TIMEOUT`): call this before the loop starts.
 pub fn check_already_active(spec: &ResourceSpec, ctx: &AgentContext) -> bool {
-    match spec.name.as_str() {
-        "IPaddr" | "IPaddr2" => spec
-            .vip()
-            .is_some_and(|vip| ipaddr::find_vip(vip).is_some()),
-        "Filesystem" => spec
-            .args
-            .get(1)
-            .is_some_and(|mp| filesystem::is_mounted(mp)),
-        "MailTo" | "drbddisk" => false,
-        _ => {
+    match &spec.typed {
+        Resource::IpAddr { addr, .. } => ipaddr::find_vip(*addr).is_some(),
+        Resource::Filesystem { mountpoint, .. } => filesystem::is_mounted(mountpoint),
+        Resource::MailTo { .. } | Resource::DrbdDisk { .. } => false,
+        Resource::Script { .. } => {
             let mut short = ctx.clone();
             short.timeout = STARTUP_STATUS_TIMEOUT;
             let task = Task::new(spec, Op::Status, &short);
@@ -645,15 +639,13 @@ impl AgentEvent<'_> {
     }
 }
 
+/// A resource as the haresources parser types it (tests write one word).
 #[cfg(test)]
 pub(crate) fn spec(word: &str) -> ResourceSpec {
-    let mut parts = word.split("::");
-    let name = parts.next().unwrap().to_string();
-    ResourceSpec {
-        name,
-        args: parts.map(str::to_string).collect(),
-        text: word.to_string(),
-    }
+    let text = format!("n {word}");
+    let mut parsed = crate::config::haresources::parse(&text, &["n".to_string()], &mut Vec::new())
+        .expect("a valid resource word");
+    parsed.groups.remove(0).resources.remove(0)
 }
 
 #[cfg(test)]

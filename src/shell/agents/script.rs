@@ -15,7 +15,7 @@ use super::{
     find_program, Accept, AgentContext, AgentError, ErrorKind, Finished, Op, Plan, ResourceState,
     Step,
 };
-use crate::config::ResourceSpec;
+use crate::config::{Resource, ResourceSpec};
 
 /// Where the script for `name` is, if anywhere.
 pub fn locate(name: &str, ctx: &AgentContext) -> Option<PathBuf> {
@@ -29,6 +29,9 @@ pub fn locate(name: &str, ctx: &AgentContext) -> Option<PathBuf> {
 
 /// Plans `op`.
 pub(crate) fn plan(spec: &ResourceSpec, op: Op, ctx: &AgentContext) -> Plan {
+    let Resource::Script { name, args } = &spec.typed else {
+        unreachable!("Task::new dispatches only Script resources here");
+    };
     let state = if op == Op::Stop {
         ResourceState::Stopped
     } else {
@@ -45,7 +48,7 @@ pub(crate) fn plan(spec: &ResourceSpec, op: Op, ctx: &AgentContext) -> Plan {
     } else {
         Accept::Zero
     };
-    if let Some(path) = locate(&spec.name, ctx) {
+    if let Some(path) = locate(name, ctx) {
         let mut req = OpRequest::new(&path.to_string_lossy(), &[], ctx.timeout);
         req.args = spec
             .args
@@ -58,13 +61,13 @@ pub(crate) fn plan(spec: &ResourceSpec, op: Op, ctx: &AgentContext) -> Plan {
             finish,
         };
     }
-    if ctx.systemd && spec.args.is_empty() {
+    if ctx.systemd && args.is_empty() {
         let verb = if op == Op::Status {
             "is-active"
         } else {
             op.word()
         };
-        let req = OpRequest::new(&find_program("systemctl"), &[verb, &spec.name], ctx.timeout);
+        let req = OpRequest::new(&find_program("systemctl"), &[verb, name], ctx.timeout);
         return Plan::Steps {
             steps: vec![Step::new(req, accept)],
             finish,
@@ -83,7 +86,7 @@ pub(crate) fn plan(spec: &ResourceSpec, op: Op, ctx: &AgentContext) -> Plan {
     };
     let message = format!(
         "no script `{}` in {} or {}{unit}",
-        spec.name,
+        name,
         ctx.config_dir.join("resource.d").display(),
         ctx.init_d.display()
     );
