@@ -271,7 +271,9 @@ impl Runner {
     }
 
     /// The pipe fds of `id` (stdout, stderr), for a loop that registers them
-    /// itself (it must then deregister them when `reap` reports `id`).
+    /// itself (`Runner::new` only). Prefer `with_registry`: a pipe kept as an
+    /// orphan at `reap` stays open under the loop's token, and only the runner
+    /// knows when it closes.
     pub fn fds(&self, id: OpId) -> Vec<RawFd> {
         let Some(slot) = self.slots.iter().flatten().find(|s| s.id == id) else {
             return Vec::new();
