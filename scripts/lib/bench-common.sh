@@ -3,10 +3,11 @@
 # bench-footprint share: mode flags, the work dir and its cleanup trap, a two-node
 # pair of bascule daemons in network namespaces, and the reporting helpers.
 #
-# Invariants: every process we start is recorded in BENCH_PIDS and every namespace in
-# BENCH_NETNS; the EXIT trap kills exactly those PIDs (and their descendants) and
-# deletes exactly those namespaces. Traffic stays on the veth pair between our
-# namespaces. Nothing opens /dev/ttyS0 (the VM console).
+# Invariants: every process we start ourselves is recorded in BENCH_PIDS; the EXIT trap
+# kills exactly those PIDs (and their descendants), then `scripts/lab down` stops what
+# the lab started (bascule daemons, the null-modem relay) and deletes its namespaces.
+# Traffic stays inside the lab's namespaces. Nothing opens /dev/ttyS0 (the VM console:
+# the lab bind-mounts a pty over it inside each node's mount namespace).
 
 set -euo pipefail
 
@@ -17,10 +18,13 @@ source "$BENCH_REPO/scripts/lib/heartbeat3.sh"
 
 BENCH_MODE=full
 BENCH_PIDS=()
-BENCH_NETNS=()
+BENCH_LAB_UP=0
+# The lab script; BENCH_LAB overrides it (e.g. to try another branch's lab).
+BENCH_LAB=${BENCH_LAB:-$BENCH_REPO/scripts/lab}
 BENCH_FAILED=0
-# Namespace prefix unique to this run, so a bench never collides with the lab or tests.
-BENCH_NS="bn$$"
+# Lab prefix unique to this run (lab rule: 1-8 chars [a-z0-9]), so a bench never
+# collides with another lab, a test or another bench.
+BENCH_NS="bb$(($$ % 100000))"
 
 bench_usage() {
 	echo "usage: $0 [--short] [--no-heartbeat] [--keep]" >&2
@@ -82,9 +86,7 @@ bench_cleanup() {
 	for pid in "${BENCH_PIDS[@]}"; do
 		bench_kill_tree "$pid"
 	done
-	for ns in "${BENCH_NETNS[@]}"; do
-		ip netns del "$ns" 2>/dev/null
-	done
+	((BENCH_LAB_UP)) && "$BENCH_LAB" down >/dev/null 2>&1
 	if ((BENCH_KEEP)) || ((rc != 0)); then
 		echo "bench: work dir kept: $BENCH_WORK" >&2
 	else
@@ -111,101 +113,120 @@ bench_forget() {
 	BENCH_PIDS=("${keep[@]}")
 }
 
-# bench_netns_up: namespaces $BENCH_NS-debian1/2 joined by veth eth1 (10.0.0.1/2/8).
-bench_netns_up() {
-	BENCH_NETNS+=("$BENCH_NS-debian1" "$BENCH_NS-debian2")
-	hb3_netns_up "$BENCH_NS"
+# ---- the lab (scripts/lab) -------------------------------------------------------
+
+# bench_lab_up: the project's namespace lab (debian1, debian2, crossover eth1, paced
+# null-modem) under $BENCH_WORK/lab; `lab down` in the EXIT trap stops what it started.
+bench_lab_up() {
+	export LAB_PREFIX=$BENCH_NS LAB_DIR=$BENCH_WORK/lab BASCULE_BIN
+	BENCH_LAB_UP=1
+	"$BENCH_LAB" up
+	bench_lab_broadcast debian1 10.0.0.1/8
+	bench_lab_broadcast debian2 10.0.0.2/8
 }
 
-# ---- bascule pair ----------------------------------------------------------------
-
-# bascule_prepare NODE HA_CF_TEXT: config dir (guide's files, our ha.cf with the
-# logfile moved into the work dir), run dir and state dir under $BENCH_WORK/bascule/NODE.
-bascule_prepare() {
-	local node=$1 dir=$BENCH_WORK/bascule/$1
-	mkdir -p "$dir/etc" "$dir/run" "$dir/state"
-	printf '%s\n' "$2" | sed "s|^logfile .*|logfile $dir/ha.log|" >"$dir/etc/ha.cf"
-	printf '%s\n' "$HB3_AUTHKEYS" >"$dir/etc/authkeys"
-	chmod 0600 "$dir/etc/authkeys"
-	: >"$dir/ha.log"
+# bench_lab_broadcast NODE ADDR: give eth1's address its broadcast address when the lab
+# left it unset, as Debian's ifupdown does on a real host. Heartbeat 3's `bcast eth1`
+# sends to the interface's broadcast address: without one, its heartbeats never leave
+# the node. No-op when the address already has a brd.
+bench_lab_broadcast() {
+	local ns
+	ns=$(lab_ns "$1")
+	if ! ip -n "$ns" -4 addr show dev eth1 | grep -q " brd "; then
+		ip -n "$ns" addr del "$2" dev eth1
+		ip -n "$ns" addr add "$2" brd + dev eth1
+	fi
 }
 
-# bascule_start NODE NETNS -> sets BASCULE_PID[NODE]; stderr in .../NODE/stderr.log.
+lab() { "$BENCH_LAB" "$@"; }
+lab_ns() { printf '%s-%s\n' "$BENCH_NS" "$1"; }
+# The daemon's stderr (every catalogue line, ISO timestamp first), appended across restarts.
+lab_log() { printf '%s/%s/log/daemon.log\n' "$LAB_DIR" "$1"; }
+
+# ---- bascule pair, driven through the lab -------------------------------------------
+
+# bascule_config VARIANT KEY=VALUE...: the lab's guide ha.cf/authkeys on both nodes.
+bascule_config() {
+	lab config debian1 "$@" >/dev/null
+	lab config debian2 "$@" >/dev/null
+}
+
+# bascule_start NODE: start through the lab; sets BASCULE_PID[NODE].
 declare -A BASCULE_PID=()
 bascule_start() {
-	local node=$1 dir=$BENCH_WORK/bascule/$1
-	ip netns exec "$2" "$BASCULE_BIN" --config-dir "$dir/etc" --node "$node" \
-		--run-dir "$dir/run" --state-dir "$dir/state" run \
-		</dev/null >>"$dir/stderr.log" 2>&1 &
-	BASCULE_PID[$node]=$!
-	BENCH_PIDS+=("$!")
+	BASCULE_PID[$1]=$(lab start "$1")
 }
 
-# bascule_kill NODE: kill -9, reap, forget.
+# bascule_kill NODE: kill -9 the daemon (nothing else: links stay up) and wait it out.
 bascule_kill() {
 	local pid=${BASCULE_PID[$1]}
 	kill -9 "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
-	bench_forget "$pid"
+	while [[ -e /proc/$pid ]] && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null; do
+		sleep 0.005
+	done
 }
 
-# bascule_status NODE: `bascule status --json` of NODE (control socket in its run dir).
-bascule_status() {
-	"$BASCULE_BIN" --run-dir "$BENCH_WORK/bascule/$1/run" status --json
-}
-
-# bascule_json NODE EXPR: a field of the status JSON, EXPR in Python (j = the object).
+# bascule_json NODE EXPR: a field of `bascule status --json` (EXPR in Python, j = object).
 bascule_json() {
-	bascule_status "$1" 2>/dev/null | /usr/bin/python3 -c \
+	lab status "$1" --json 2>/dev/null | /usr/bin/python3 -c \
 		"import json,sys; j=json.load(sys.stdin); print($2)"
 }
 
 # bascule_wait_alive NODE TIMEOUT_S: NODE's status shows its peer Alive.
 bascule_wait_alive() {
-	local deadline=$((SECONDS + $2)) state
+	local deadline=$((SECONDS + $2)) state=
 	while ((SECONDS < deadline)); do
 		state=$(bascule_json "$1" "j['peer']['state']" || true)
 		[[ $state == Alive ]] && return 0
 		sleep 0.05
 	done
-	echo "bench: $1 does not see its peer Alive after $2 s (last state: ${state:-none})" >&2
+	echo "bench: $1 does not see its peer Alive after $2 s (last state: ${state:-none}); log: $(lab_log "$1")" >&2
 	return 1
 }
 
-# bascule_pair_start HA_CF_TEXT: both nodes, each sees the other Alive (or exit 1).
+# bascule_pair_start VARIANT KEY=VALUE...: configure, start both, both see the other Alive.
 bascule_pair_start() {
-	local node
-	for node in debian1 debian2; do
-		bascule_prepare "$node" "$1"
-		bascule_start "$node" "$BENCH_NS-$node"
-	done
+	bascule_config "$@"
+	bascule_start debian1
+	bascule_start debian2
 	bascule_wait_alive debian1 20
 	bascule_wait_alive debian2 20
 }
 
 bascule_pair_stop() {
-	bascule_kill debian1
-	bascule_kill debian2
+	lab stop debian1 >/dev/null 2>&1 || true
+	lab stop debian2 >/dev/null 2>&1 || true
 }
 
 # ---- Heartbeat 3 pair ------------------------------------------------------------
 
-# hb_pair_start KEEPALIVE_MS WARNTIME_MS DEADTIME_MS INITDEAD_MS MEDIA_LINE...
-# Both nodes in our namespaces; returns once each has finished its initial resource
-# acquisition (Heartbeat waits ~10 s for it), i.e. steady state.
+# hb_pair_start HA_CF_TEXT: both nodes in the lab's namespaces; returns once each hears
+# the other ("Link PEER:eth1 up") and has finished its initial resource acquisition
+# (Heartbeat waits ~10 s for it): steady state. Once in a while (seen 1 start in ~10
+# here) a freshly started pair never hears each other; a second start always did.
 hb_pair_start() {
-	local cf node
-	cf=$(hb3_ha_cf "$@")
+	local attempt
+	for attempt in 1 2; do
+		hb_pair_start_once "$1" && return 0
+		echo "bench: heartbeat pair did not come up (attempt $attempt), restarting it" >&2
+		hb_pair_stop
+	done
+	return 1
+}
+
+hb_pair_start_once() {
+	local cf=$1 node peer log
 	for node in debian1 debian2; do
 		hb3_node_prepare "$BENCH_WORK/hb3" "$node" "$cf"
-		hb3_node_start "$BENCH_WORK/hb3" "$node" "$BENCH_NS-$node"
+		hb3_node_start "$BENCH_WORK/hb3" "$node" "$(lab_ns "$node")"
 		BENCH_PIDS+=("${HB3_PID[$node]}")
 	done
 	for node in debian1 debian2; do
-		hb3_wait_log "$BENCH_WORK/hb3/$node/log/ha.log" "Initial resource acquisition complete" 60 || {
-			echo "bench: heartbeat on $node did not reach steady state (see $BENCH_WORK/hb3/$node)" >&2
-			return 1
-		}
+		peer=debian2
+		[[ $node == debian2 ]] && peer=debian1
+		log=$BENCH_WORK/hb3/$node/log/ha.log
+		hb3_wait_log "$log" "Link $peer:eth1 up" 15 || return 1
+		hb3_wait_log "$log" "Initial resource acquisition complete" 60 || return 1
 	done
 }
 

@@ -87,6 +87,8 @@ hb3_node_start() {
 		exec "$3" -f' hb3 "$node" "$dir" "$HB3_BIN" \
 		</dev/null >>"$dir/stderr.log" 2>&1 &
 	HB3_PID[$node]=$!
+	# Not a job of ours any more: no "Killed" notice from bash when we kill it.
+	disown "$!"
 }
 
 # hb3_descendants PID -> PID and all its descendants, one per line.
@@ -105,7 +107,10 @@ hb3_node_stop() {
 	pids=$(hb3_descendants "$pid")
 	# shellcheck disable=SC2086
 	[[ -n $pids ]] && kill -9 $pids 2>/dev/null
-	wait "$pid" 2>/dev/null || true
+	# Disowned, so not `wait`able: poll until it is gone (or a zombie).
+	while [[ -e /proc/$pid ]] && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null; do
+		sleep 0.01
+	done
 }
 
 # hb3_wait_log FILE REGEX TIMEOUT_S: wait until FILE has a line matching REGEX.
