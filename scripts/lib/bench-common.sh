@@ -86,8 +86,19 @@ bench_cleanup() {
 	for pid in "${BENCH_PIDS[@]}"; do
 		bench_kill_tree "$pid"
 	done
-	((BENCH_LAB_UP)) && "$BENCH_LAB" down >/dev/null 2>&1
-	if ((BENCH_KEEP)) || ((rc != 0)); then
+	local keep=0 node
+	((BENCH_KEEP)) || ((rc != 0)) && keep=1
+	if ((BENCH_LAB_UP)); then
+		# `lab down` deletes the lab dir: save the daemons' logs and configs first.
+		if ((keep)); then
+			for node in debian1 debian2; do
+				mkdir -p "$BENCH_WORK/lab-saved/$node"
+				cp -a "$LAB_DIR/$node/log" "$LAB_DIR/$node/etc" "$BENCH_WORK/lab-saved/$node/" 2>/dev/null
+			done
+		fi
+		"$BENCH_LAB" down >/dev/null 2>&1
+	fi
+	if ((keep)); then
 		echo "bench: work dir kept: $BENCH_WORK" >&2
 	else
 		rm -rf "$BENCH_WORK"
