@@ -249,6 +249,15 @@ hb_pair_stop() {
 	done
 }
 
+# bench_sched PID...: "PID:POLICY/PRIO" for each (does `realtime on` hold?).
+bench_sched() {
+	local pid out=()
+	for pid in "$@"; do
+		out+=("$pid:$(chrt -p "$pid" 2>/dev/null | awk -F': ' '/policy/ { p = $2 } /priority/ { r = $2 } END { print p "/" r }')")
+	done
+	echo "${out[*]}"
+}
+
 # ---- reporting -----------------------------------------------------------------
 
 # bench_field JSON EXPR: a field of a JSON object (EXPR in Python, j = the object).

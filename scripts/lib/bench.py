@@ -10,7 +10,10 @@ Subcommands (each prints one JSON object on stdout unless said otherwise):
       (SO_TIMESTAMPNS), so a capture process delayed by a CPU hog does not inflate gaps.
       Outgoing packets (our own node's heartbeats) are skipped. --contains keeps only
       datagrams holding TEXT (Heartbeat 3 sends other messages than "t=status").
-      -> {"packets", "gap_max_ms", "gap_p50_ms", "gap_p99_ms", "seconds"}
+      -> {"packets", "gap_max_ms", "gap_p50_ms", "gap_p99_ms", "seconds",
+          "gaps_top": [[ms, "HH:MM:SS.mmm" UTC when the gap ended], ...],
+          "steal_ms": CPU time the hypervisor took from the VM meanwhile (all vCPUs),
+          "loadavg_1m"}
 
   follow   FILE REGEX OFFSET TIMEOUT_S
       Poll FILE (every POLL_S) from byte OFFSET for the first line matching REGEX.
@@ -55,6 +58,7 @@ def capture(ifname, port, seconds, contains):
     sock.bind((ifname, ETH_P_IP))
     needle = contains.encode() if contains else None
     arrivals = []
+    steal_start = steal_ms()
     deadline = time.monotonic() + seconds
     while True:
         left = deadline - time.monotonic()
@@ -70,7 +74,19 @@ def capture(ifname, port, seconds, contains):
             continue
         arrivals.append(kernel_time(ancdata))
     sock.close()
-    return gaps_report(arrivals, seconds)
+    report = gaps_report(arrivals, seconds)
+    report["steal_ms"] = steal_ms() - steal_start
+    with open("/proc/loadavg") as f:
+        report["loadavg_1m"] = float(f.read().split()[0])
+    return report
+
+
+def steal_ms():
+    """Time the hypervisor ran something else on our vCPUs (all CPUs, /proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    # "cpu user nice system idle iowait irq softirq steal ...", in USER_HZ ticks.
+    return int(fields[8]) * 1000 // CLK_TCK
 
 
 def is_udp_to(packet, port):
@@ -92,9 +108,14 @@ def kernel_time(ancdata):
     return time.time()
 
 
+# How many of the largest gaps the report lists, with the UTC time each one ended.
+GAPS_TOP = 3
+
+
 def gaps_report(arrivals, seconds):
-    gaps = [(b - a) * 1000.0 for a, b in zip(arrivals, arrivals[1:])]
-    gaps.sort()
+    ended = [((b - a) * 1000.0, b) for a, b in zip(arrivals, arrivals[1:])]
+    top = sorted(ended, reverse=True)[:GAPS_TOP]
+    gaps = sorted(gap for gap, _ in ended)
 
     def pct(p):
         return round(gaps[min(len(gaps) - 1, int(p * len(gaps)))], 2) if gaps else None
@@ -105,7 +126,13 @@ def gaps_report(arrivals, seconds):
         "gap_p50_ms": pct(0.50),
         "gap_p99_ms": pct(0.99),
         "seconds": seconds,
+        "gaps_top": [[round(gap, 2), utc_ms(at)] for gap, at in top],
     }
+
+
+def utc_ms(epoch_s):
+    stamp = datetime.datetime.fromtimestamp(epoch_s, datetime.timezone.utc)
+    return stamp.strftime("%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}"
 
 
 ISO_RE = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?)Z")
@@ -153,13 +180,25 @@ def stats(values):
     }
 
 
-def cpu_ns(pid):
-    """CPU time of every thread of `pid` (schedstat: ns resolution, where utime+stime
-    count 10 ms ticks) plus the reaped children's cutime+cstime (ticks)."""
-    total = 0
+def thread_stats(pid):
+    """{tid: (comm, run_ns, timeslices)} from schedstat: the run time in ns (utime+stime
+    count 10 ms ticks) and how many times the thread was scheduled in (its wakeups)."""
+    out = {}
     for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/schedstat") as f:
-            total += int(f.read().split()[0])
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                run_ns, _wait_ns, slices = (int(x) for x in f.read().split()[:3])
+            with open(f"/proc/{pid}/task/{task}/comm") as f:
+                comm = f.read().strip()
+        except FileNotFoundError:
+            continue
+        out[int(task)] = (comm, run_ns, slices)
+    return out
+
+
+def cpu_ns(pid):
+    """CPU time of every thread of `pid` plus the reaped children's cutime+cstime."""
+    total = sum(run_ns for _comm, run_ns, _slices in thread_stats(pid).values())
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     # fields[0] is field 3 (state); cutime, cstime are fields 16 and 17.
@@ -181,6 +220,7 @@ def proc_status(pid):
 
 def footprint(seconds, pids):
     start = {pid: cpu_ns(pid) for pid in pids}
+    threads_start = {pid: thread_stats(pid) for pid in pids}
     t0 = time.monotonic()
     time.sleep(seconds)
     wall = time.monotonic() - t0
@@ -189,9 +229,10 @@ def footprint(seconds, pids):
         try:
             used_ns = cpu_ns(pid) - start[pid]
             status = proc_status(pid)
+            threads = threads_report(threads_start[pid], thread_stats(pid), wall)
         except FileNotFoundError:
-            used_ns, status = 0, {"rss_kib": 0, "locked_kib": 0, "threads": 0}
-        per.append({"pid": pid, "cpu_ms": round(used_ns / 1e6, 2), **status})
+            used_ns, status, threads = 0, {"rss_kib": 0, "locked_kib": 0, "threads": 0}, []
+        per.append({"pid": pid, "cpu_ms": round(used_ns / 1e6, 2), **status, "per_thread": threads})
     cpu_ms = round(sum(p["cpu_ms"] for p in per), 2)
     return {
         "processes": len(pids),
@@ -203,6 +244,21 @@ def footprint(seconds, pids):
         "seconds": round(wall, 1),
         "per_process": per,
     }
+
+
+def threads_report(before, after, wall_s):
+    """Per thread over the window: CPU ms and wakeups per second (a daemon that is idle
+    should wake about twice per keepalive: one send, one receive)."""
+    out = []
+    for tid, (comm, run_ns, slices) in sorted(after.items()):
+        _c, run0, slices0 = before.get(tid, (comm, 0, 0))
+        out.append({
+            "tid": tid,
+            "comm": comm,
+            "cpu_ms": round((run_ns - run0) / 1e6, 2),
+            "wakeups_per_s": round((slices - slices0) / wall_s, 1),
+        })
+    return out
 
 
 def main(argv):
