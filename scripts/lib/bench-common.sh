@@ -106,9 +106,14 @@ bench_cleanup() {
 	exit "$rc"
 }
 
+# What the benches start themselves; a recorded PID whose command line matches none of
+# these has been recycled by the system and is left alone.
+BENCH_OWN_RE='heartbeat|bascule|stress-ng|fio'
+
 # bench_kill_tree PID: SIGKILL PID and its descendants (all started by us).
 bench_kill_tree() {
 	local pids
+	grep -qaE "$BENCH_OWN_RE" "/proc/$1/cmdline" 2>/dev/null || return 0
 	pids=$(hb3_descendants "$1" 2>/dev/null) || return 0
 	# shellcheck disable=SC2086
 	[[ -n $pids ]] && kill -9 $pids 2>/dev/null
@@ -244,8 +249,10 @@ hb_pair_start_once() {
 hb_pair_stop() {
 	local node
 	for node in debian1 debian2; do
+		[[ -n ${HB3_PID[$node]:-} ]] || continue
 		hb3_node_stop "${HB3_PID[$node]}"
 		bench_forget "${HB3_PID[$node]}"
+		HB3_PID[$node]=
 	done
 }
 

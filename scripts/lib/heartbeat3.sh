@@ -104,6 +104,8 @@ hb3_descendants() {
 hb3_node_stop() {
 	local pid=$1 pids
 	[[ -n $pid ]] || return 0
+	# Gone, or a recycled PID that is not a heartbeat: nothing of ours to stop.
+	grep -qa heartbeat "/proc/$pid/cmdline" 2>/dev/null || return 0
 	pids=$(hb3_descendants "$pid")
 	# shellcheck disable=SC2086
 	[[ -n $pids ]] && kill -9 $pids 2>/dev/null
