@@ -57,6 +57,10 @@ bench_init() {
 		echo "SKIP: $1 needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN for namespaces)"
 		exit 0
 	fi
+	[[ -x $BENCH_LAB ]] || {
+		echo "bench: no lab script at $BENCH_LAB (set BENCH_LAB or merge the lab)" >&2
+		exit 1
+	}
 	BENCH_WORK=$(mktemp -d "/tmp/bench-$1.XXXXXX")
 	trap bench_cleanup EXIT
 	trap 'exit 130' INT TERM
