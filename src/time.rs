@@ -66,7 +66,12 @@ impl Add<Duration> for Instant {
 impl Sub<Instant> for Instant {
     type Output = Duration;
     fn sub(self, rhs: Instant) -> Duration {
-        assert!(self.0 >= rhs.0, "time went backwards: {} < {}", self.0, rhs.0);
+        assert!(
+            self.0 >= rhs.0,
+            "time went backwards: {} < {}",
+            self.0,
+            rhs.0
+        );
         Duration(self.0 - rhs.0)
     }
 }

@@ -5,6 +5,55 @@
 //! heartbeat so a node can say *which file* differs from its peer's.
 
 use super::Config;
+use core::fmt::Write;
+
+/// CRC-32C (Castagnoli, the iSCSI polynomial), the same CRC as the frame trailer.
+const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+
+/// CRC-32C of a canonical text.
+fn crc32c(text: &str) -> u32 {
+    CRC32C.checksum(text.as_bytes())
+}
+
+/// ha.cf's cluster-wide settings from the parsed values, one `key value` per line,
+/// so comments, spacing, units (`2` vs `2000ms`) and line order do not matter.
+/// Media, logging and `realtime` are local and excluded.
+pub fn ha_cf_canonical(config: &Config) -> String {
+    let ha = &config.ha;
+    let mut out = String::new();
+    for node in &ha.nodes {
+        let _ = writeln!(out, "node {node}");
+    }
+    let _ = writeln!(out, "keepalive_ms {}", ha.keepalive.millis());
+    let _ = writeln!(out, "warntime_ms {}", ha.warntime.millis());
+    let _ = writeln!(out, "deadtime_ms {}", ha.deadtime.millis());
+    let _ = writeln!(out, "initdead_ms {}", ha.initdead.millis());
+    let _ = writeln!(out, "auto_failback {}", ha.auto_failback.name());
+    let _ = writeln!(out, "udpport {}", ha.udpport);
+    let _ = writeln!(out, "baud {}", ha.baud);
+    out
+}
+
+/// haresources' groups, one line each: node, then every resource as
+/// `Name::arg::arg` (a bare address as `IPaddr::ADDR`).
+pub fn haresources_canonical(config: &Config) -> String {
+    let mut out = String::new();
+    for group in &config.resources.groups {
+        out.push_str(&group.node);
+        for resource in &group.resources {
+            out.push(' ');
+            out.push_str(&resource.canonical());
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The active authkeys method and key id: never the secret.
+pub fn authkeys_canonical(config: &Config) -> String {
+    let key = config.auth.active_key();
+    format!("auth {} {}\n", key.id, key.method.name())
+}
 
 /// Per-file digests, in the order ha.cf, haresources, authkeys.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -20,8 +69,11 @@ pub struct ConfigDigest {
 impl ConfigDigest {
     /// Computes the digest of a parsed configuration.
     pub fn of(config: &Config) -> ConfigDigest {
-        let _ = config;
-        todo!("config helper")
+        ConfigDigest {
+            ha_cf: crc32c(&ha_cf_canonical(config)),
+            haresources: crc32c(&haresources_canonical(config)),
+            authkeys: crc32c(&authkeys_canonical(config)),
+        }
     }
 
     /// Names of the files whose digests differ, e.g. `["ha.cf", "haresources"]`.
@@ -37,5 +89,129 @@ impl ConfigDigest {
             let _ = out.push("authkeys");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HA_CF: &str = include_str!("../../tests/fixtures/config/guide-bcast/ha.cf");
+    const AUTHKEYS: &str = include_str!("../../tests/fixtures/config/guide-bcast/authkeys");
+    const HARESOURCES: &str = include_str!("../../tests/fixtures/config/guide-bcast/haresources");
+
+    fn digest(ha_cf: &str, authkeys: &str, haresources: &str) -> ConfigDigest {
+        let config = Config::parse(ha_cf, authkeys, Some(haresources)).expect("valid config");
+        ConfigDigest::of(&config)
+    }
+
+    fn guide() -> ConfigDigest {
+        digest(HA_CF, AUTHKEYS, HARESOURCES)
+    }
+
+    #[test]
+    fn reformatting_keeps_every_digest() {
+        let ha_cf = "# same settings, other spelling\nnode debian1\nnode debian2\n\
+                     bcast eth1\nudpport 694\ninitdead 80000ms\ndeadtime 60 # s\n\
+                     warntime 10.0\nkeepalive 2000ms\nauto_failback no\nlogfile /tmp/x\n";
+        let authkeys = "# comment\n1 md5 \"Icimonsupermotdepasse\"\nauth 1\n";
+        let haresources = "# group\ndebian1   IPaddr::192.168.69.16 192.168.69.100 \\\n  drbddisk::repl \
+                           Filesystem::/dev/drbd0::/mnt/repl::ext3 apache MailTo::admin@example.com\n";
+        assert_eq!(digest(ha_cf, authkeys, haresources), guide());
+    }
+
+    #[test]
+    fn media_do_not_change_the_digest() {
+        let serial = include_str!("../../tests/fixtures/config/guide-serial/ha.cf");
+        let with_baud_19200 = serial.replace("baud 9600", "baud 19200");
+        assert_eq!(
+            digest(&with_baud_19200, AUTHKEYS, HARESOURCES).ha_cf,
+            guide().ha_cf
+        );
+    }
+
+    #[test]
+    fn changing_deadtime_changes_only_ha_cf() {
+        let changed = digest(
+            &HA_CF.replace("deadtime 60", "deadtime 50"),
+            AUTHKEYS,
+            HARESOURCES,
+        );
+        assert_eq!(changed.differing(&guide()).as_slice(), ["ha.cf"]);
+    }
+
+    #[test]
+    fn changing_each_cluster_setting_changes_ha_cf() {
+        let edits = [
+            ("keepalive 2", "keepalive 1"),
+            ("warntime 10", "warntime 11"),
+            ("initdead 80", "initdead 90"),
+            ("auto_failback off", "auto_failback on"),
+            ("udpport 694", "udpport 695"),
+            ("node debian1 debian2", "node debian2 debian1"),
+        ];
+        for (from, to) in edits {
+            let changed = digest(&HA_CF.replace(from, to), AUTHKEYS, HARESOURCES);
+            assert_eq!(changed.differing(&guide()).as_slice(), ["ha.cf"], "{to}");
+        }
+    }
+
+    #[test]
+    fn changing_the_secret_keeps_the_authkeys_digest() {
+        let changed = digest(
+            HA_CF,
+            &AUTHKEYS.replace("Icimonsupermotdepasse", "other"),
+            HARESOURCES,
+        );
+        assert_eq!(changed, guide());
+    }
+
+    #[test]
+    fn changing_the_method_changes_only_authkeys() {
+        let changed = digest(HA_CF, &AUTHKEYS.replace("md5", "sha256"), HARESOURCES);
+        assert_eq!(changed.differing(&guide()).as_slice(), ["authkeys"]);
+        let other_id = "auth 2\n2 md5 \"Icimonsupermotdepasse\"\n";
+        assert_eq!(
+            digest(HA_CF, other_id, HARESOURCES)
+                .differing(&guide())
+                .as_slice(),
+            ["authkeys"]
+        );
+    }
+
+    #[test]
+    fn changing_a_group_changes_only_haresources() {
+        let changed = digest(HA_CF, AUTHKEYS, &HARESOURCES.replace(" apache", " nginx"));
+        assert_eq!(changed.differing(&guide()).as_slice(), ["haresources"]);
+        let absent = Config::parse(HA_CF, AUTHKEYS, None).unwrap();
+        assert_eq!(
+            ConfigDigest::of(&absent).differing(&guide()).as_slice(),
+            ["haresources"]
+        );
+    }
+
+    #[test]
+    fn canonical_texts_never_hold_the_secret() {
+        let config = Config::parse(HA_CF, AUTHKEYS, Some(HARESOURCES)).unwrap();
+        assert_eq!(authkeys_canonical(&config), "auth 1 md5\n");
+        assert!(
+            !ha_cf_canonical(&config).contains("eth1"),
+            "media are local"
+        );
+        assert!(haresources_canonical(&config).starts_with("debian1 IPaddr::192.168.69.16 "));
+    }
+
+    #[test]
+    fn differing_lists_every_file() {
+        let a = ConfigDigest {
+            ha_cf: 1,
+            haresources: 2,
+            authkeys: 3,
+        };
+        assert!(a.differing(&a).is_empty());
+        assert_eq!(
+            a.differing(&ConfigDigest::default()).as_slice(),
+            ["ha.cf", "haresources", "authkeys"]
+        );
     }
 }

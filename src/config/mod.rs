@@ -3,18 +3,18 @@
 //!
 //! Layer: pure. Every parser takes the file's text (and its name, for messages) and
 //! returns typed settings or a [`ConfigError`] with `file:line`. Reading the files,
-//! checking the authkeys mode and resolving interfaces is the shell's job
-//! (`shell::config_load`). Warnings (directives Heartbeat has that bascule does not
+//! checking the authkeys mode (with [`authkeys::check_mode`]) and resolving
+//! interfaces is the shell's job (`shell::config_load`). Warnings (directives Heartbeat has that bascule does not
 //! implement yet, risky timings, the unauthenticated `crc` method) are returned as
 //! values, never logged here.
 
 pub mod authkeys;
 pub mod digest;
-pub mod haresources;
 pub mod hacf;
+pub mod haresources;
 
 pub use authkeys::{AuthKey, AuthKeys, AuthMethod};
-pub use hacf::{AutoFailback, HaCf, Medium};
+pub use hacf::{AutoFailback, HaCf, LogFacility, Medium};
 pub use haresources::{Group, Haresources, ResourceSpec};
 
 use core::fmt;
@@ -31,6 +31,15 @@ pub enum FileKind {
 }
 
 impl FileKind {
+    /// Position in the order files are read and reported (ha.cf, authkeys, haresources).
+    pub const fn order(self) -> u8 {
+        match self {
+            FileKind::HaCf => 0,
+            FileKind::AuthKeys => 1,
+            FileKind::Haresources => 2,
+        }
+    }
+
     /// The file's name inside the config dir, as operators know it.
     pub const fn file_name(self) -> &'static str {
         match self {
@@ -58,7 +67,13 @@ impl fmt::Display for ConfigError {
         if self.line == 0 {
             write!(f, "{}: {}", self.file.file_name(), self.message)
         } else {
-            write!(f, "{}:{}: {}", self.file.file_name(), self.line, self.message)
+            write!(
+                f,
+                "{}:{}: {}",
+                self.file.file_name(),
+                self.line,
+                self.message
+            )
         }
     }
 }
@@ -82,7 +97,13 @@ impl fmt::Display for ConfigWarning {
         if self.line == 0 {
             write!(f, "{}: {}", self.file.file_name(), self.message)
         } else {
-            write!(f, "{}:{}: {}", self.file.file_name(), self.line, self.message)
+            write!(
+                f,
+                "{}:{}: {}",
+                self.file.file_name(),
+                self.line,
+                self.message
+            )
         }
     }
 }
@@ -115,6 +136,360 @@ impl Config {
             Some(text) => haresources::parse(text, &ha.nodes, &mut warnings)?,
             None => Haresources::default(),
         };
-        Ok(Config { ha, auth, resources, warnings })
+        warnings.sort_by_key(|w| (w.file.order(), w.line));
+        Ok(Config {
+            ha,
+            auth,
+            resources,
+            warnings,
+        })
+    }
+
+    /// The effective settings for `bascule check-config`: one `key value` line
+    /// each, in a fixed order, defaults filled in, timers in milliseconds, one
+    /// `link NAME KIND ...` line per medium, the auth method and key id (never the
+    /// secret), one `group NODE RESOURCE...` line per group, and the per-file
+    /// digests the peer will compare.
+    pub fn render_effective(&self) -> String {
+        let ha = &self.ha;
+        let mut out = String::new();
+        for node in &ha.nodes {
+            line(&mut out, "node", node);
+        }
+        line(&mut out, "keepalive_ms", ha.keepalive.millis());
+        line(&mut out, "warntime_ms", ha.warntime.millis());
+        line(&mut out, "deadtime_ms", ha.deadtime.millis());
+        line(&mut out, "initdead_ms", ha.initdead.millis());
+        line(&mut out, "auto_failback", ha.auto_failback.name());
+        line(&mut out, "udpport", ha.udpport);
+        line(&mut out, "baud", ha.baud);
+        line(&mut out, "realtime", if ha.realtime { "on" } else { "off" });
+        line(&mut out, "logfile", ha.logfile.as_deref().unwrap_or("none"));
+        line(
+            &mut out,
+            "debugfile",
+            ha.debugfile.as_deref().unwrap_or("none"),
+        );
+        line(&mut out, "logfacility", ha.logfacility.name());
+        for medium in &ha.media {
+            line(&mut out, "link", render_medium(medium, ha));
+        }
+        let key = self.auth.active_key();
+        line(&mut out, "auth_method", key.method.name());
+        line(&mut out, "auth_id", key.id);
+        let ids: Vec<String> = self
+            .auth
+            .keys
+            .iter()
+            .map(|k| format!("{}:{}", k.id, k.method.name()))
+            .collect();
+        line(&mut out, "auth_accepted", ids.join(" "));
+        for group in &self.resources.groups {
+            let resources: Vec<String> = group
+                .resources
+                .iter()
+                .map(ResourceSpec::canonical)
+                .collect();
+            line(
+                &mut out,
+                "group",
+                format!("{} {}", group.node, resources.join(" ")),
+            );
+        }
+        let d = digest::ConfigDigest::of(self);
+        line(&mut out, "digest_ha_cf", format!("{:08x}", d.ha_cf));
+        line(
+            &mut out,
+            "digest_haresources",
+            format!("{:08x}", d.haresources),
+        );
+        line(&mut out, "digest_authkeys", format!("{:08x}", d.authkeys));
+        out
+    }
+}
+
+/// Appends one `key value` line.
+fn line(out: &mut String, key: &str, value: impl fmt::Display) {
+    use fmt::Write;
+    let _ = writeln!(out, "{key} {value}");
+}
+
+/// `NAME KIND key=value...` for one medium.
+fn render_medium(medium: &Medium, ha: &HaCf) -> String {
+    let name = medium.link_name();
+    match medium {
+        Medium::Bcast { iface, .. } => format!("{name} bcast iface={iface} port={}", ha.udpport),
+        Medium::Mcast {
+            iface,
+            group,
+            port,
+            ttl,
+            loopback,
+            ..
+        } => {
+            format!(
+                "{name} mcast iface={iface} group={group} port={port} ttl={ttl} loop={}",
+                u8::from(*loopback)
+            )
+        }
+        Medium::Ucast { iface, addr, .. } => {
+            format!("{name} ucast iface={iface} addr={addr} port={}", ha.udpport)
+        }
+        Medium::Serial { device, .. } => format!("{name} serial device={device} baud={}", ha.baud),
+    }
+}
+
+/// Fuzz entry for the config parsers (target `config_parse`): `data` holds
+/// ha.cf, authkeys and haresources separated by 0xFF bytes (lossy UTF-8). Runs
+/// every parser and asserts their invariants: no panic, errors carry a line
+/// inside the file and a message, and every `Ok` result is well formed.
+pub fn fuzz_config(data: &[u8]) {
+    /// Separator between the three texts: never valid in UTF-8.
+    const SEPARATOR: u8 = 0xFF;
+    let mut parts = data
+        .splitn(3, |b| *b == SEPARATOR)
+        .map(String::from_utf8_lossy);
+    let ha_text = parts.next().unwrap_or_default();
+    let auth_text = parts.next().unwrap_or_default();
+    let res_text = parts.next().unwrap_or_default();
+    let mut warnings = Vec::new();
+    let ha = hacf::parse(&ha_text, &mut warnings);
+    fuzz_check_error(&ha, &ha_text);
+    if let Ok(ha) = &ha {
+        assert_eq!(ha.nodes.len(), 2);
+        assert_ne!(ha.nodes[0], ha.nodes[1]);
+        assert!(
+            ha.keepalive.millis() > 0 && ha.keepalive < ha.deadtime && ha.deadtime <= ha.initdead
+        );
+        assert!(ha.warntime.millis() > 0 && !ha.media.is_empty());
+        assert!(ha
+            .digest_lines
+            .iter()
+            .all(|l| (1..=ha_text.lines().count()).contains(l)));
+    }
+    let auth = authkeys::parse(&auth_text, &mut warnings);
+    fuzz_check_error(&auth, &auth_text);
+    if let Ok(auth) = &auth {
+        assert!(auth.key(auth.active).is_some());
+        for key in &auth.keys {
+            assert!(key.id >= 1 && key.secret.len() <= authkeys::KEY_LEN_MAX);
+            assert_eq!(key.secret.is_empty(), key.method == AuthMethod::Crc);
+            assert_eq!(auth.keys.iter().filter(|k| k.id == key.id).count(), 1);
+        }
+    }
+    let nodes = match &ha {
+        Ok(ha) => ha.nodes.clone(),
+        Err(_) => vec!["debian1".to_string(), "debian2".to_string()],
+    };
+    let resources = haresources::parse(&res_text, &nodes, &mut warnings);
+    fuzz_check_error(&resources, &res_text);
+    if let Ok(resources) = &resources {
+        for group in &resources.groups {
+            assert!(!group.resources.is_empty() && nodes.contains(&group.node));
+        }
+    }
+    let all_ok = ha.is_ok() && auth.is_ok() && resources.is_ok();
+    match Config::parse(&ha_text, &auth_text, Some(&res_text)) {
+        Ok(config) => {
+            assert!(all_ok);
+            assert_eq!(
+                digest::ConfigDigest::of(&config),
+                digest::ConfigDigest::of(&config)
+            );
+            assert!(config.render_effective().contains("auth_method "));
+        }
+        Err(_) => assert!(!all_ok),
+    }
+}
+
+/// A parser error must point inside the file and say something.
+fn fuzz_check_error<T>(result: &Result<T, ConfigError>, text: &str) {
+    if let Err(e) = result {
+        assert!(e.line <= text.lines().count(), "{e}: line past the end");
+        assert!(!e.message.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BCAST_HA_CF: &str = include_str!("../../tests/fixtures/config/guide-bcast/ha.cf");
+    const SERIAL_HA_CF: &str = include_str!("../../tests/fixtures/config/guide-serial/ha.cf");
+    const AUTHKEYS: &str = include_str!("../../tests/fixtures/config/guide-bcast/authkeys");
+    const HARESOURCES: &str = include_str!("../../tests/fixtures/config/guide-bcast/haresources");
+
+    // ==== Tests for Config::parse ====
+
+    #[test]
+    fn guide_files_parse_together() {
+        for ha_cf in [BCAST_HA_CF, SERIAL_HA_CF] {
+            let config = Config::parse(ha_cf, AUTHKEYS, Some(HARESOURCES)).expect("guide files");
+            assert_eq!(config.ha.nodes, ["debian1", "debian2"]);
+            assert_eq!(config.auth.active_key().method, AuthMethod::Md5);
+            assert_eq!(config.resources.groups.len(), 1);
+            // initdead < 2 x deadtime (ha.cf), then md5 is weaker (authkeys).
+            let files: Vec<FileKind> = config.warnings.iter().map(|w| w.file).collect();
+            assert_eq!(
+                files,
+                [FileKind::HaCf, FileKind::AuthKeys],
+                "{:?}",
+                config.warnings
+            );
+        }
+    }
+
+    #[test]
+    fn absent_haresources_is_empty() {
+        let config = Config::parse(BCAST_HA_CF, AUTHKEYS, None).unwrap();
+        assert!(config.resources.groups.is_empty());
+    }
+
+    #[test]
+    fn first_error_names_its_file() {
+        let e = Config::parse("node a\nbcast eth1\n", AUTHKEYS, None).unwrap_err();
+        assert_eq!(e.file, FileKind::HaCf);
+        let e = Config::parse(BCAST_HA_CF, "auth 2\n1 md5 x\n", None).unwrap_err();
+        assert_eq!(e.to_string(), format!("authkeys:1: {}", e.message));
+        let e = Config::parse(BCAST_HA_CF, AUTHKEYS, Some("debian3 apache\n")).unwrap_err();
+        assert_eq!(e.file, FileKind::Haresources);
+    }
+
+    #[test]
+    fn warnings_are_sorted_by_file_then_line() {
+        let ha_cf = "node a b\nbcast eth1\nrespawn x /bin/true\ndeadtime 30\ninitdead 40\n";
+        let config = Config::parse(ha_cf, "auth 1\n1 crc\n", None).unwrap();
+        let order: Vec<(u8, usize)> = config
+            .warnings
+            .iter()
+            .map(|w| (w.file.order(), w.line))
+            .collect();
+        assert_eq!(order, [(0, 0), (0, 5), (1, 0)], "{:?}", config.warnings);
+    }
+
+    #[test]
+    fn config_error_display_omits_line_zero() {
+        let e = ConfigError {
+            file: FileKind::HaCf,
+            line: 0,
+            message: "no `node` line".into(),
+        };
+        assert_eq!(e.to_string(), "ha.cf: no `node` line");
+        let w = ConfigWarning {
+            file: FileKind::Haresources,
+            line: 4,
+            message: "m".into(),
+        };
+        assert_eq!(w.to_string(), "haresources:4: m");
+    }
+
+    // ==== Tests for render_effective ====
+
+    #[test]
+    fn render_effective_prints_the_serial_guide() {
+        let config = Config::parse(SERIAL_HA_CF, AUTHKEYS, Some(HARESOURCES)).unwrap();
+        let d = digest::ConfigDigest::of(&config);
+        let expected = format!(
+            "node debian1\nnode debian2\nkeepalive_ms 2000\nwarntime_ms 10000\ndeadtime_ms 60000\n\
+             initdead_ms 80000\nauto_failback off\nudpport 694\nbaud 9600\nrealtime on\n\
+             logfile /var/log/ha.log\ndebugfile none\nlogfacility local0\n\
+             link eth0 bcast iface=eth0 port=694\nlink ttyS0 serial device=/dev/ttyS0 baud=9600\n\
+             auth_method md5\nauth_id 1\nauth_accepted 1:md5\n\
+             group debian1 IPaddr::192.168.69.16 IPaddr::192.168.69.100 drbddisk::repl \
+             Filesystem::/dev/drbd0::/mnt/repl::ext3 apache MailTo::admin@example.com\n\
+             digest_ha_cf {:08x}\ndigest_haresources {:08x}\ndigest_authkeys {:08x}\n",
+            d.ha_cf, d.haresources, d.authkeys
+        );
+        assert_eq!(config.render_effective(), expected);
+    }
+
+    #[test]
+    fn render_effective_names_mcast_and_ucast_links_and_hides_secrets() {
+        let ha_cf = "node a b\nmcast eth1 225.0.0.1 700 2 1\nucast eth0 10.0.0.2\n";
+        let config = Config::parse(ha_cf, "auth 1\n1 sha256 topsecret\n2 crc\n", None).unwrap();
+        let text = config.render_effective();
+        assert!(
+            text.contains(
+                "link eth1-mcast mcast iface=eth1 group=225.0.0.1 port=700 ttl=2 loop=1\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("link eth0-ucast ucast iface=eth0 addr=10.0.0.2 port=694\n"),
+            "{text}"
+        );
+        assert!(text.contains("auth_accepted 1:sha256 2:crc\n"), "{text}");
+        assert!(!text.contains("topsecret"), "{text}");
+        assert!(!text.contains("group "), "{text}");
+    }
+
+    // ==== Tests for fuzz_config ====
+
+    fn corpus_dir() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/config_parse")
+    }
+
+    #[test]
+    fn fuzz_config_accepts_every_seed() {
+        let mut seen = 0;
+        for entry in std::fs::read_dir(corpus_dir()).expect("corpus dir") {
+            let data = std::fs::read(entry.unwrap().path()).unwrap();
+            fuzz_config(&data);
+            seen += 1;
+        }
+        assert!(seen >= 5, "only {seen} seeds");
+    }
+
+    #[test]
+    fn guide_seeds_parse_ok() {
+        for name in ["guide-bcast", "guide-serial"] {
+            let data = std::fs::read(corpus_dir().join(name)).unwrap();
+            let parts: Vec<String> = data
+                .split(|b| *b == 0xFF)
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect();
+            assert!(
+                Config::parse(&parts[0], &parts[1], Some(&parts[2])).is_ok(),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn fuzz_config_survives_seeded_mutations() {
+        // Deterministic xorshift mutations of the guide seeds: byte flips, inserts of
+        // syntax characters, truncations. Bounded: 2 seeds x 2000 rounds.
+        const ROUNDS: usize = 2000;
+        const ALPHABET: &[u8] = b" \t\n\\#:/.,-0123456789msu\xffabcdefnodeauthcrc";
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for name in ["guide-bcast", "crc-and-mcast-ucast"] {
+            let seed = std::fs::read(corpus_dir().join(name)).unwrap();
+            for _ in 0..ROUNDS {
+                let mut data = seed.clone();
+                for _ in 0..(next() % 4 + 1) {
+                    let at = (next() as usize) % data.len().max(1);
+                    let byte = ALPHABET[(next() as usize) % ALPHABET.len()];
+                    match next() % 3 {
+                        0 if !data.is_empty() => data[at] = byte,
+                        1 => data.insert(at.min(data.len()), byte),
+                        _ => data.truncate(at.max(1)),
+                    }
+                }
+                fuzz_config(&data);
+            }
+        }
+    }
+
+    #[test]
+    fn fuzz_config_handles_empty_and_binary_input() {
+        fuzz_config(b"");
+        fuzz_config(b"\xff\xff\xff\xff");
+        fuzz_config(&[0u8, 0x80, 0xfe, 0xff, b'\n', 0xc3]);
     }
 }

@@ -29,7 +29,10 @@ pub struct Names {
 
 impl Names {
     fn link(&self, id: LinkId) -> &str {
-        self.links.get(id.0 as usize).map(String::as_str).unwrap_or("?")
+        self.links
+            .get(id.0 as usize)
+            .map(String::as_str)
+            .unwrap_or("?")
     }
 }
 
@@ -73,7 +76,11 @@ impl FileSet {
 impl fmt::Display for FileSet {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         let mut first = true;
-        for (bit, name) in [(Self::HA_CF, "ha.cf"), (Self::HARESOURCES, "haresources"), (Self::AUTHKEYS, "authkeys")] {
+        for (bit, name) in [
+            (Self::HA_CF, "ha.cf"),
+            (Self::HARESOURCES, "haresources"),
+            (Self::AUTHKEYS, "authkeys"),
+        ] {
             if self.0 & bit != 0 {
                 if !first {
                     f.write_char(',')?;

@@ -1,6 +1,349 @@
 //! Command line: `bascule [--config-dir DIR] [--node NAME] [--run-dir DIR] [--state-dir DIR] COMMAND`.
+//!
+//! Layer: shell. Parses arguments by hand (no clap: the binary stays small), runs
+//! one command and maps every failure to one line on stderr and its own exit code.
+//! Nothing here knows about frames or timers.
+//!
+//! Exit codes (stable; scripts and the init script rely on them):
+//!
+//! | code | meaning |
+//! |------|---------|
+//! | 0 | success (`run` stopped by SIGTERM/SIGINT, `check-config` found no error) |
+//! | 1 | internal error (a bug: please report) |
+//! | 2 | usage: unknown option or command, missing argument |
+//! | 3 | configuration: a file is missing or wrong (`file:line: message`), or this node is not in ha.cf |
+//! | 4 | authkeys: readable or writable by group or others (must be mode 0600), or unreadable |
+//! | 5 | I/O: the state dir, run dir, control socket or a log file cannot be written |
+//! | 6 | serial: a serial port cannot be used at all (permission denied) |
+//! | 7 | Ethernet: a UDP socket cannot be set up at all (permission denied, port in use) |
+//! | 8 | `status`: no daemon answers on the control socket (not running) |
+//! | 9 | `run`: another bascule already answers on the control socket |
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// Default configuration directory (the guide's files are copied here).
+pub const CONFIG_DIR_DEFAULT: &str = "/etc/bascule";
+/// Default run directory (the control socket lives here).
+pub const RUN_DIR_DEFAULT: &str = "/run/bascule";
+/// Default state directory (the boot epoch lives here).
+pub const STATE_DIR_DEFAULT: &str = "/var/lib/bascule";
+
+/// Every way the shell can fail; each kind has its own exit code (see the module doc).
+#[derive(Debug)]
+pub enum ShellError {
+    /// Bad command line; the message says what and the usage follows.
+    Usage(String),
+    /// A configuration file is missing or wrong; the message starts with `path:line:`.
+    Config(String),
+    /// authkeys has a bad mode or cannot be read; the message names the file and reason.
+    Auth(String),
+    /// A file or socket the daemon needs cannot be used.
+    Io {
+        /// What we were doing, with the path.
+        what: String,
+        /// The OS error.
+        error: io::Error,
+    },
+    /// A serial port cannot be used at all.
+    Serial {
+        /// Device path.
+        device: String,
+        /// Why.
+        error: String,
+    },
+    /// A UDP link cannot be set up at all.
+    Eth {
+        /// Link name (`eth1`, `eth1-mcast`...).
+        link: String,
+        /// The OS error.
+        error: io::Error,
+    },
+    /// `status`: no daemon answers on the control socket.
+    NotRunning(String),
+    /// `run`: another daemon answers on the control socket.
+    AlreadyRunning(String),
+    /// A bug; should never be seen.
+    Internal(String),
+}
+
+impl ShellError {
+    /// The process exit code for this kind of failure.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ShellError::Internal(_) => 1,
+            ShellError::Usage(_) => 2,
+            ShellError::Config(_) => 3,
+            ShellError::Auth(_) => 4,
+            ShellError::Io { .. } => 5,
+            ShellError::Serial { .. } => 6,
+            ShellError::Eth { .. } => 7,
+            ShellError::NotRunning(_) => 8,
+            ShellError::AlreadyRunning(_) => 9,
+        }
+    }
+
+    /// Wraps an I/O error with what we were doing.
+    pub fn io(what: impl Into<String>, error: io::Error) -> ShellError {
+        ShellError::Io {
+            what: what.into(),
+            error,
+        }
+    }
+}
+
+impl fmt::Display for ShellError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            ShellError::Usage(m) => write!(f, "usage: {m} (try `bascule help`)"),
+            ShellError::Config(m) | ShellError::Auth(m) => f.write_str(m),
+            ShellError::Io { what, error } => write!(f, "{what}: {error}"),
+            ShellError::Serial { device, error } => write!(f, "serial {device}: {error}"),
+            ShellError::Eth { link, error } => write!(f, "link {link}: {error}"),
+            ShellError::NotRunning(m) | ShellError::AlreadyRunning(m) => f.write_str(m),
+            ShellError::Internal(m) => write!(f, "internal error: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for ShellError {}
+
+/// What to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// The daemon, in the foreground.
+    Run,
+    /// Validate every file and print the effective settings.
+    CheckConfig,
+    /// Ask the running daemon for its state.
+    Status {
+        /// JSON instead of text.
+        json: bool,
+    },
+    /// Print the version.
+    Version,
+    /// Print the usage.
+    Help,
+}
+
+/// The parsed command line, defaults filled in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Args {
+    /// Where ha.cf, authkeys and haresources are.
+    pub config_dir: PathBuf,
+    /// This node's name (`uname -n` unless given).
+    pub node: Option<String>,
+    /// Where the control socket lives.
+    pub run_dir: PathBuf,
+    /// Where the boot epoch lives.
+    pub state_dir: PathBuf,
+    /// The command.
+    pub command: Command,
+}
+
+/// The text of `bascule help`.
+pub const USAGE: &str = "\
+usage: bascule [--config-dir DIR] [--node NAME] [--run-dir DIR] [--state-dir DIR] COMMAND
+
+commands:
+  run            run the daemon in the foreground (stop with SIGTERM or SIGINT)
+  check-config   validate ha.cf, authkeys, haresources; print the effective settings
+  status [--json]  ask the running daemon for the peer and link states
+  version        print the version
+  help           print this text
+
+defaults: --config-dir /etc/bascule, --node `uname -n`, --run-dir /run/bascule,
+          --state-dir /var/lib/bascule
+";
+
+/// Parses the arguments after the program name.
+pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Args, ShellError> {
+    let mut parsed = Args {
+        config_dir: PathBuf::from(CONFIG_DIR_DEFAULT),
+        node: None,
+        run_dir: PathBuf::from(RUN_DIR_DEFAULT),
+        state_dir: PathBuf::from(STATE_DIR_DEFAULT),
+        command: Command::Help,
+    };
+    let mut command: Option<Command> = None;
+    let mut iter = args.into_iter();
+    while let Some(arg) = iter.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |name: &str| -> Result<String, ShellError> {
+            match inline.clone().or_else(|| iter.next()) {
+                Some(v) if !v.is_empty() => Ok(v),
+                _ => Err(ShellError::Usage(format!("{name} needs a value"))),
+            }
+        };
+        match (flag.as_str(), &command) {
+            ("--config-dir", None) => parsed.config_dir = PathBuf::from(value("--config-dir")?),
+            ("--node", None) => parsed.node = Some(value("--node")?),
+            ("--run-dir", None) => parsed.run_dir = PathBuf::from(value("--run-dir")?),
+            ("--state-dir", None) => parsed.state_dir = PathBuf::from(value("--state-dir")?),
+            ("--json", Some(Command::Status { .. })) => {
+                command = Some(Command::Status { json: true })
+            }
+            ("-h" | "--help", _) => command = Some(Command::Help),
+            ("--version", None) => command = Some(Command::Version),
+            (word, None) if !word.starts_with('-') => command = Some(parse_command(word)?),
+            (word, _) => return Err(ShellError::Usage(format!("unexpected argument `{word}`"))),
+        }
+    }
+    parsed.command = command.ok_or_else(|| ShellError::Usage("missing command".into()))?;
+    Ok(parsed)
+}
+
+fn parse_command(word: &str) -> Result<Command, ShellError> {
+    match word {
+        "run" => Ok(Command::Run),
+        "check-config" => Ok(Command::CheckConfig),
+        "status" => Ok(Command::Status { json: false }),
+        "version" => Ok(Command::Version),
+        "help" => Ok(Command::Help),
+        other => Err(ShellError::Usage(format!("unknown command `{other}`"))),
+    }
+}
+
+/// This host's node name, as `uname -n` prints it.
+pub fn default_node_name() -> Result<String, ShellError> {
+    let name = nix::unistd::gethostname()
+        .map_err(|e| ShellError::io("gethostname", io::Error::from_raw_os_error(e as i32)))?;
+    name.into_string()
+        .map_err(|_| ShellError::Config("host name is not UTF-8; pass --node NAME".into()))
+}
 
 /// Entry point; returns the process exit code.
 pub fn main() -> i32 {
-    todo!("shell helper")
+    match parse_args(std::env::args().skip(1)).and_then(dispatch) {
+        Ok(()) => 0,
+        Err(error @ (ShellError::Config(_) | ShellError::Auth(_))) => {
+            // Already `path[:line]: message`, as compilers print it.
+            eprintln!("{error}");
+            error.exit_code()
+        }
+        Err(error) => {
+            eprintln!("bascule: {error}");
+            error.exit_code()
+        }
+    }
+}
+
+fn dispatch(args: Args) -> Result<(), ShellError> {
+    match args.command {
+        Command::Help => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Command::Version => {
+            println!("bascule {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::CheckConfig => {
+            let node = node_name(&args)?;
+            print!(
+                "{}",
+                super::config_load::check_config(&args.config_dir, &node)?
+            );
+            Ok(())
+        }
+        Command::Status { json } => {
+            print!("{}", super::control::client_status(&args.run_dir, json)?);
+            Ok(())
+        }
+        Command::Run => {
+            let node = node_name(&args)?;
+            super::event_loop::run(&args, &node)
+        }
+    }
+}
+
+fn node_name(args: &Args) -> Result<String, ShellError> {
+    match &args.node {
+        Some(n) => Ok(n.clone()),
+        None => default_node_name(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(words: &[&str]) -> Result<Args, ShellError> {
+        parse_args(words.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn parse_defaults_filled_in() {
+        let a = parse(&["run"]).unwrap();
+        assert_eq!(a.command, Command::Run);
+        assert_eq!(a.config_dir, PathBuf::from(CONFIG_DIR_DEFAULT));
+        assert_eq!(a.run_dir, PathBuf::from(RUN_DIR_DEFAULT));
+        assert_eq!(a.state_dir, PathBuf::from(STATE_DIR_DEFAULT));
+        assert_eq!(a.node, None);
+    }
+
+    #[test]
+    fn parse_every_option_both_forms() {
+        let a = parse(&[
+            "--config-dir",
+            "/c",
+            "--node=debian2",
+            "--run-dir=/r",
+            "--state-dir",
+            "/s",
+            "status",
+            "--json",
+        ])
+        .unwrap();
+        assert_eq!(a.config_dir, PathBuf::from("/c"));
+        assert_eq!(a.node.as_deref(), Some("debian2"));
+        assert_eq!(a.run_dir, PathBuf::from("/r"));
+        assert_eq!(a.state_dir, PathBuf::from("/s"));
+        assert_eq!(a.command, Command::Status { json: true });
+    }
+
+    #[test]
+    fn parse_bad_input_is_usage_error() {
+        for bad in [
+            &[][..],
+            &["frobnicate"],
+            &["--node"],
+            &["run", "extra"],
+            &["--json", "status"],
+            &["--bogus", "run"],
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn exit_codes_are_distinct() {
+        let io = || io::Error::from_raw_os_error(libc::EIO);
+        let all = [
+            ShellError::Internal(String::new()),
+            ShellError::Usage(String::new()),
+            ShellError::Config(String::new()),
+            ShellError::Auth(String::new()),
+            ShellError::io("x", io()),
+            ShellError::Serial {
+                device: String::new(),
+                error: String::new(),
+            },
+            ShellError::Eth {
+                link: String::new(),
+                error: io(),
+            },
+            ShellError::NotRunning(String::new()),
+            ShellError::AlreadyRunning(String::new()),
+        ];
+        let mut codes: Vec<i32> = all.iter().map(ShellError::exit_code).collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), all.len());
+    }
 }

@@ -5,5 +5,20 @@
 //! `CLOCK_MONOTONIC` once per iteration and feeds the core. Writing the log to a
 //! file or syslog happens on a logger thread, so a stalled disk never delays a
 //! heartbeat.
+//!
+//! Modules: `cli` (arguments, exit codes), `config_load` (files, authkeys mode),
+//! `event_loop` (the `Daemon`), `link`/`udp`/`serial` (media), `control` (status
+//! socket), `log` (catalogue lines and the backend), `state` (boot epoch),
+//! `realtime` (mlockall, SCHED_RR).
 
+pub mod alloc_count;
 pub mod cli;
+pub mod config_load;
+pub mod control;
+pub mod event_loop;
+pub mod link;
+pub mod log;
+pub mod realtime;
+pub mod serial;
+pub mod state;
+pub mod udp;
