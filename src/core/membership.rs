@@ -293,6 +293,8 @@ struct Peer {
     mismatch: Option<FileSet>,
     /// The group adverts and ping count of the last accepted heartbeat.
     adverts: Option<(Adverts, u8)>,
+    /// The last accepted heartbeat's status says the peer sees us alive.
+    sees_us: bool,
 }
 
 /// How a frame that passed the replay checks relates to the peer's epoch.
@@ -351,6 +353,7 @@ impl Membership {
             echo_rx_at: now,
             mismatch: None,
             adverts: None,
+            sees_us: false,
         };
         Membership {
             config,
@@ -486,6 +489,13 @@ impl Membership {
     /// on only while the peer is alive.
     pub fn peer_adverts(&self) -> Option<&[GroupAdvert]> {
         self.peer.adverts.as_ref().map(|(adverts, _)| adverts.as_slice())
+    }
+
+    /// Whether the peer's last accepted heartbeat says it sees us alive (its
+    /// `status`). Until it does, the peer may hold us dead and take every group,
+    /// so the takeover starts nothing on its word.
+    pub fn peer_sees_us(&self) -> bool {
+        self.peer.adverts.is_some() && self.peer.sees_us
     }
 
     /// How many ping nodes the peer reaches, from its last accepted heartbeat.
@@ -644,6 +654,7 @@ impl Membership {
         self.peer.echo_ms = heartbeat.sent_ms;
         self.peer.echo_rx_at = now;
         self.peer.adverts = Some((heartbeat.adverts, heartbeat.ping_reachable));
+        self.peer.sees_us = heartbeat.status & STATUS_PEER_ALIVE != 0;
         self.on_digest(heartbeat.digest, epoch != Epoch::Same);
     }
 
@@ -1312,6 +1323,11 @@ mod tests {
         assert_eq!(m.handle_frame(at(150), ETH, &repr), Ok(()));
         assert_eq!(m.peer_adverts(), Some(&theirs[..]));
         assert_eq!(m.peer_ping_reachable(), Some(1));
+        assert!(m.peer_sees_us(), "frame() carries status 1");
+        repr = frame(PEER_EPOCH, 3);
+        repr.heartbeat.status = 0;
+        assert_eq!(m.handle_frame(at(160), ETH, &repr), Ok(()));
+        assert!(!m.peer_sees_us());
     }
 
     #[test]
