@@ -866,6 +866,8 @@ impl Takeover {
             GroupState::Failed { until } if now >= until => {
                 self.groups[g].soft_offer = true;
                 self.set_state(g, GroupState::Stopped, Reason::BackoffDone);
+                // Once more, now Stopped (a dead peer's group starts at once).
+                self.step_group(g, now);
             }
             GroupState::Stopped => {
                 if let Some(reason) = self.may_start(g, now) {
@@ -1108,5 +1110,613 @@ impl Takeover {
             && Self::alive(self.peer)
             && self.groups[g].state == GroupState::Stopped
             && peer_runs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::string::String;
+    use std::vec::Vec as StdVec;
+
+    const SETTLE: u64 = 200;
+    const BACKOFF_MIN: u64 = 1_000;
+    const BACKOFF_MAX: u64 = 3_000;
+
+    /// Node 0, one group preferred by `preferred` with two resources.
+    fn config(local: u8, preferred: u8) -> TakeoverConfig {
+        let mut groups = Vec::new();
+        let group = GroupConfig { preferred, resources: 2, monitor: None };
+        groups.push(group).unwrap();
+        TakeoverConfig {
+            local,
+            groups,
+            auto_failback: AutoFailback::On,
+            fence: None,
+            ping_configured: false,
+            stop_retries: 1,
+            backoff_min: Duration::from_millis(BACKOFF_MIN),
+            backoff_max: Duration::from_millis(BACKOFF_MAX),
+            settle: Duration::from_millis(SETTLE),
+            monitor_failures_max: 2,
+        }
+    }
+
+    fn at(ms: u64) -> Instant {
+        Instant::from_millis(ms)
+    }
+
+    fn adv(state: AdvertState, offer: bool, want: bool) -> GroupAdvert {
+        GroupAdvert { state, offer, want }
+    }
+
+    const STOPPED: GroupAdvert = GroupAdvert { state: AdvertState::Stopped, offer: false, want: false };
+    const OFFER: GroupAdvert = GroupAdvert { state: AdvertState::Stopped, offer: true, want: false };
+    const RUNNING: GroupAdvert = GroupAdvert { state: AdvertState::Running, offer: false, want: false };
+
+    /// The peer, alive and seeing us, advertises `a` for group 0.
+    fn peer(t: &mut Takeover, ms: u64, a: GroupAdvert) {
+        t.handle_peer(at(ms), PeerState::Alive, Some(&[a]), true);
+    }
+
+    fn dead(t: &mut Takeover, ms: u64) {
+        t.handle_peer(at(ms), PeerState::Dead, None, false);
+    }
+
+    fn action(op: Op, resource: u8) -> Option<Action> {
+        Some(Action { group: 0, resource, op })
+    }
+
+    fn ok(t: &mut Takeover, ms: u64, resource: u8, op: Op) {
+        t.handle_action_done(at(ms), 0, resource, op, Outcome::Ok);
+    }
+
+    fn failed(t: &mut Takeover, ms: u64, resource: u8, op: Op) {
+        t.handle_action_done(at(ms), 0, resource, op, Outcome::Failed { code: 1 });
+    }
+
+    fn events(t: &mut Takeover) -> StdVec<String> {
+        let mut out = StdVec::new();
+        while let Some(e) = t.poll_event() {
+            let mut line = String::new();
+            e.render(&mut line).unwrap();
+            out.push(line);
+        }
+        out
+    }
+
+    fn advert(t: &Takeover) -> GroupAdvert {
+        t.adverts()[0]
+    }
+
+    /// Preferred node 0 with the peer alive and Stopped, before `settle`.
+    fn stopped() -> Takeover {
+        let mut t = Takeover::new(config(0, 0), at(0));
+        peer(&mut t, 10, STOPPED);
+        assert_eq!(t.poll_action(), None);
+        t
+    }
+
+    /// Starts group 0 at `SETTLE`; the first start is handed out.
+    fn starting() -> Takeover {
+        let mut t = stopped();
+        t.handle_timeout(at(SETTLE));
+        assert_eq!(t.poll_action(), action(Op::Start, 0));
+        t
+    }
+
+    fn running() -> Takeover {
+        let mut t = starting();
+        ok(&mut t, 210, 0, Op::Start);
+        assert_eq!(t.poll_action(), action(Op::Start, 1));
+        ok(&mut t, 220, 1, Op::Start);
+        assert_eq!(t.group_state(0), GroupState::Running);
+        events(&mut t);
+        t
+    }
+
+    /// Running, then `standby`: the last resource's stop is handed out.
+    fn stopping() -> Takeover {
+        let mut t = running();
+        t.handle_command(at(300), Command::Standby(Which::All));
+        assert_eq!(t.poll_action(), action(Op::Stop, 1));
+        t
+    }
+
+    /// A start failed at once and was rolled back (Failed until 1230).
+    fn failed_state() -> Takeover {
+        let mut t = starting();
+        failed(&mut t, 210, 0, Op::Start);
+        assert_eq!(t.poll_action(), action(Op::Stop, 0));
+        ok(&mut t, 230, 0, Op::Stop);
+        assert_eq!(t.group_state(0), GroupState::Failed { until: at(230 + BACKOFF_MIN) });
+        t
+    }
+
+    fn blocked() -> Takeover {
+        let mut t = stopping();
+        failed(&mut t, 310, 1, Op::Stop);
+        assert_eq!(t.poll_action(), action(Op::Stop, 1), "one retry");
+        failed(&mut t, 320, 1, Op::Stop);
+        assert_eq!(t.group_state(0), GroupState::Blocked);
+        t
+    }
+
+    // ==== Tests for the Stopped state ====
+
+    #[test]
+    fn stopped_peer_waiting_starts_nothing() {
+        let mut t = Takeover::new(config(0, 0), at(0));
+        t.handle_timeout(at(5_000));
+        assert_eq!(t.poll_action(), None);
+        assert_eq!(t.group_state(0), GroupState::Stopped);
+    }
+
+    #[test]
+    fn stopped_peer_dead_without_fence_starts_every_group() {
+        let mut t = Takeover::new(config(1, 0), at(0));
+        dead(&mut t, 1_000);
+        assert_eq!(t.poll_action(), action(Op::Start, 0));
+        assert_eq!(events(&mut t), ["group_state group=0 from=Stopped to=Starting reason=peer_dead"]);
+    }
+
+    #[test]
+    fn stopped_preferred_waits_settle_then_starts() {
+        let mut t = stopped();
+        assert_eq!(t.poll_timeout(), Some(at(SETTLE)));
+        t.handle_timeout(at(SETTLE - 1));
+        assert_eq!(t.poll_action(), None);
+        t.handle_timeout(at(SETTLE));
+        assert_eq!(t.poll_action(), action(Op::Start, 0));
+        assert_eq!(events(&mut t), ["group_state group=0 from=Stopped to=Starting reason=preferred"]);
+    }
+
+    #[test]
+    fn stopped_not_preferred_waits_for_offer_then_starts_at_once() {
+        let mut t = Takeover::new(config(1, 0), at(0));
+        peer(&mut t, 10, STOPPED);
+        t.handle_timeout(at(5_000));
+        assert_eq!(t.poll_action(), None);
+        peer(&mut t, 5_001, OFFER);
+        assert_eq!(t.poll_action(), action(Op::Start, 0));
+    }
+
+    #[test]
+    fn stopped_peer_holding_is_never_started() {
+        for state in [AdvertState::Starting, AdvertState::Running, AdvertState::Stopping, AdvertState::Blocked] {
+            for (offer, want) in [(false, false), (true, false), (true, true), (false, true)] {
+                let mut t = Takeover::new(config(1, 0), at(0));
+                peer(&mut t, 10, adv(state, offer, want));
+                t.handle_timeout(at(5_000));
+                assert_eq!(t.poll_action(), None, "{state:?} offer={offer} want={want}");
+            }
+        }
+    }
+
+    #[test]
+    fn stopped_peer_not_seeing_us_starts_nothing() {
+        let mut t = Takeover::new(config(1, 0), at(0));
+        t.handle_peer(at(10), PeerState::Alive, Some(&[OFFER]), false);
+        t.handle_timeout(at(5_000));
+        assert_eq!(t.poll_action(), None);
+        t.handle_peer(at(5_001), PeerState::Alive, Some(&[OFFER]), true);
+        assert_eq!(t.poll_action(), action(Op::Start, 0));
+    }
+
+    #[test]
+    fn stopped_peer_without_advert_for_group_starts_nothing() {
+        let mut t = Takeover::new(config(0, 0), at(0));
+        t.handle_peer(at(10), PeerState::Alive, Some(&[]), true);
+        t.handle_timeout(at(5_000));
+        assert_eq!(t.poll_action(), None);
+    }
+
+    #[test]
+    fn stopped_dead_peer_last_blocked_without_fence_not_started() {
+        let mut t = Takeover::new(config(1, 0), at(0));
+        peer(&mut t, 10, adv(AdvertState::Blocked, false, false));
+        dead(&mut t, 500);
+        t.handle_timeout(at(5_000));
+        assert_eq!(t.poll_action(), None);
+    }
+
+    #[test]
+    fn stopped_dead_peer_fenced_first_retry_on_failure() {
+        let mut c = config(0, 0);
+        c.fence = Some(FenceConfig { delay: Duration::from_millis(100), retry: Duration::from_millis(300) });
+        let mut t = Takeover::new(c, at(0));
+        dead(&mut t, 1_000);
+        assert_eq!(t.poll_action(), None, "no takeover before the fence");
+        assert_eq!(t.poll_fence(), Some(()), "preferred node: no delay");
+        assert_eq!(t.poll_fence(), None);
+        t.handle_fence_done(at(1_050), false);
+        assert_eq!(t.poll_action(), None, "a failed fence blocks the takeover");
+        assert_eq!(t.poll_timeout(), Some(at(1_350)));
+        t.handle_timeout(at(1_350));
+        assert_eq!(t.poll_fence(), Some(()));
+        t.handle_fence_done(at(1_400), true);
+        assert!(t.fenced());
+        assert_eq!(t.poll_action(), action(Op::Start, 0));
+        assert_eq!(
+            events(&mut t),
+            [
+                "fence_start",
+                "fence result=failed",
+                "fence_start",
+                "fence result=ok",
+                "group_state group=0 from=Stopped to=Starting reason=peer_dead"
+            ]
+        );
+    }
+
+    #[test]
+    fn stopped_dead_peer_fence_delayed_when_not_preferred() {
+        let mut c = config(1, 0);
+        c.fence = Some(FenceConfig { delay: Duration::from_millis(100), retry: Duration::from_millis(300) });
+        let mut t = Takeover::new(c, at(0));
+        peer(&mut t, 10, RUNNING);
+        dead(&mut t, 1_000);
+        assert_eq!(t.poll_fence(), None);
+        assert_eq!(t.poll_timeout(), Some(at(1_100)));
+        t.handle_timeout(at(1_100));
+        assert_eq!(t.poll_fence(), Some(()));
+        // The peer comes back before the fence ends: its result no longer counts.
+        peer(&mut t, 1_150, RUNNING);
+        t.handle_fence_done(at(1_200), true);
+        assert!(!t.fenced());
+        assert_eq!(t.stale_inputs(), 1);
+        assert_eq!(t.poll_action(), None);
+    }
+
+    #[test]
+    fn stopped_peer_wants_we_offer() {
+        let mut t = stopped();
+        peer(&mut t, 20, adv(AdvertState::Stopped, false, true));
+        assert_eq!(advert(&t), adv(AdvertState::Stopped, true, true), "willing offer");
+        t.handle_timeout(at(1_000));
+        assert_eq!(t.poll_action(), None, "an offering node never starts");
+    }
+
+    #[test]
+    fn stopped_failback_on_preferred_wants_group_back() {
+        let mut t = Takeover::new(config(0, 0), at(0));
+        peer(&mut t, 10, RUNNING);
+        assert_eq!(advert(&t), adv(AdvertState::Stopped, false, true));
+        assert!(t.take_changed());
+        peer(&mut t, 500, OFFER);
+        assert_eq!(t.poll_action(), action(Op::Start, 0), "the released group comes back");
+    }
+
+    #[test]
+    fn stopped_failback_off_no_want() {
+        let mut c = config(0, 0);
+        c.auto_failback = AutoFailback::Off;
+        let mut t = Takeover::new(c, at(0));
+        peer(&mut t, 10, RUNNING);
+        assert_eq!(advert(&t), STOPPED);
+        assert!(!t.changed());
+    }
+
+    #[test]
+    fn stopped_both_offer_preferred_takes_it_after_settle() {
+        // Both nodes stand by, then the preferred one's standby ends.
+        let mut t = stopped();
+        t.handle_command(at(20), Command::Standby(Which::All));
+        peer(&mut t, 30, OFFER);
+        t.handle_command(at(1_000), Command::Takeover(Which::All));
+        assert_eq!(advert(&t), adv(AdvertState::Stopped, true, true), "willing first");
+        assert_eq!(t.poll_action(), None);
+        t.handle_timeout(at(1_000 + SETTLE));
+        assert_eq!(t.poll_action(), action(Op::Start, 0));
+    }
+
+    #[test]
+    fn stopped_not_preferred_willing_waits_for_hard_offer() {
+        let mut t = Takeover::new(config(1, 0), at(0));
+        t.handle_command(at(0), Command::Standby(Which::All));
+        t.handle_command(at(5), Command::Takeover(Which::All));
+        peer(&mut t, 10, adv(AdvertState::Stopped, true, true));
+        t.handle_timeout(at(1_000));
+        assert_eq!(t.poll_action(), None, "the willing preferred node takes it");
+        peer(&mut t, 1_001, OFFER);
+        t.handle_timeout(at(1_001 + SETTLE));
+        assert_eq!(t.poll_action(), action(Op::Start, 0), "a hard offer is taken");
+    }
+
+    // ==== Tests for the Starting state ====
+
+    #[test]
+    fn starting_left_to_right_then_running() {
+        let mut t = starting();
+        assert_eq!(advert(&t).state, AdvertState::Starting);
+        assert_eq!(t.poll_action(), None, "one action at a time");
+        ok(&mut t, 230, 0, Op::Start);
+        assert_eq!(t.poll_action(), action(Op::Start, 1));
+        ok(&mut t, 260, 1, Op::Start);
+        assert_eq!(t.group_state(0), GroupState::Running);
+        assert_eq!(
+            events(&mut t)[1..],
+            [
+                "takeover_step group=0 resource=0 op=start result=ok took_ms=30",
+                "takeover_step group=0 resource=1 op=start result=ok took_ms=30",
+                "group_state group=0 from=Starting to=Running reason=started"
+            ]
+        );
+    }
+
+    #[test]
+    fn starting_failure_rolls_back_right_to_left_then_failed() {
+        let mut t = starting();
+        ok(&mut t, 210, 0, Op::Start);
+        assert_eq!(t.poll_action(), action(Op::Start, 1));
+        t.handle_action_done(at(220), 0, 1, Op::Start, Outcome::Timeout);
+        assert_eq!(t.poll_action(), action(Op::Stop, 1), "the failed one too");
+        ok(&mut t, 230, 1, Op::Stop);
+        assert_eq!(t.poll_action(), action(Op::Stop, 0));
+        ok(&mut t, 240, 0, Op::Stop);
+        assert_eq!(t.group_state(0), GroupState::Failed { until: at(240 + BACKOFF_MIN) });
+        assert_eq!(advert(&t), adv(AdvertState::Failed, true, false));
+        let lines = events(&mut t);
+        assert!(lines.contains(&"takeover_step group=0 resource=1 op=start result=timeout took_ms=10".into()));
+        assert!(lines.contains(&"group_state group=0 from=Starting to=Stopping reason=start_failed".into()));
+        assert!(lines.contains(&"group_state group=0 from=Stopping to=Failed reason=rolled_back".into()));
+    }
+
+    #[test]
+    fn starting_standby_aborts_after_current_step() {
+        let mut t = starting();
+        t.handle_command(at(205), Command::Standby(Which::Local));
+        assert_eq!(t.poll_action(), None, "the running step finishes first");
+        ok(&mut t, 210, 0, Op::Start);
+        assert_eq!(t.poll_action(), action(Op::Stop, 0));
+        ok(&mut t, 220, 0, Op::Stop);
+        assert_eq!(t.group_state(0), GroupState::Stopped);
+        assert_eq!(advert(&t), OFFER);
+    }
+
+    // ==== Tests for the Running state ====
+
+    #[test]
+    fn running_standby_stops_right_to_left_then_offers() {
+        let mut t = stopping();
+        ok(&mut t, 310, 1, Op::Stop);
+        assert_eq!(t.poll_action(), action(Op::Stop, 0));
+        assert_eq!(advert(&t).state, AdvertState::Stopping);
+        ok(&mut t, 320, 0, Op::Stop);
+        assert_eq!(advert(&t), OFFER, "hard offer: the peer starts it");
+        assert!(t.take_changed());
+        peer(&mut t, 330, RUNNING);
+        assert_eq!(advert(&t), OFFER, "standby stays until takeover");
+    }
+
+    #[test]
+    fn running_peer_want_releases_with_willing_offer() {
+        let mut t = Takeover::new(config(1, 0), at(0));
+        dead(&mut t, 10);
+        assert_eq!(t.poll_action(), action(Op::Start, 0));
+        ok(&mut t, 20, 0, Op::Start);
+        assert_eq!(t.poll_action(), action(Op::Start, 1));
+        ok(&mut t, 30, 1, Op::Start);
+        peer(&mut t, 40, adv(AdvertState::Stopped, false, true));
+        assert_eq!(t.poll_action(), action(Op::Stop, 1));
+        ok(&mut t, 50, 1, Op::Stop);
+        assert_eq!(t.poll_action(), action(Op::Stop, 0));
+        ok(&mut t, 60, 0, Op::Stop);
+        assert_eq!(advert(&t), adv(AdvertState::Stopped, true, true));
+        peer(&mut t, 70, adv(AdvertState::Starting, false, false));
+        assert_eq!(advert(&t), STOPPED, "the offer clears once the peer holds it");
+    }
+
+    #[test]
+    fn running_both_running_non_keeper_stops_keeper_stays() {
+        let mut keeper = running();
+        peer(&mut keeper, 300, RUNNING);
+        assert_eq!(keeper.poll_action(), None, "the preferred node keeps it");
+        let mut other = Takeover::new(config(1, 0), at(0));
+        dead(&mut other, 10);
+        assert_eq!(other.poll_action(), action(Op::Start, 0));
+        ok(&mut other, 20, 0, Op::Start);
+        assert_eq!(other.poll_action(), action(Op::Start, 1));
+        ok(&mut other, 30, 1, Op::Start);
+        events(&mut other);
+        peer(&mut other, 300, RUNNING);
+        assert_eq!(other.poll_action(), action(Op::Stop, 1));
+        assert_eq!(events(&mut other), ["group_state group=0 from=Running to=Stopping reason=conflict"]);
+    }
+
+    #[test]
+    fn running_ping_worse_than_peer_releases_and_keeps_on_conflict_when_better() {
+        let mut c = config(0, 0);
+        c.ping_configured = true;
+        let mut t = Takeover::new(c.clone(), at(0));
+        peer(&mut t, 10, STOPPED);
+        t.handle_ping(at(10), 2, Some(2));
+        t.handle_timeout(at(SETTLE));
+        assert_eq!(t.poll_action(), action(Op::Start, 0));
+        ok(&mut t, 210, 0, Op::Start);
+        assert_eq!(t.poll_action(), action(Op::Start, 1));
+        ok(&mut t, 220, 1, Op::Start);
+        events(&mut t);
+        t.handle_ping(at(300), 1, Some(2));
+        assert_eq!(t.poll_action(), action(Op::Stop, 1));
+        assert_eq!(events(&mut t), ["group_state group=0 from=Running to=Stopping reason=ping"]);
+        assert_eq!(advert(&t), adv(AdvertState::Stopping, true, false));
+        // The non-preferred node with better reachability keeps a conflict.
+        let mut c1 = c;
+        c1.local = 1;
+        let mut other = Takeover::new(c1, at(0));
+        other.handle_ping(at(0), 3, Some(1));
+        dead(&mut other, 10);
+        assert_eq!(other.poll_action(), action(Op::Start, 0));
+        ok(&mut other, 20, 0, Op::Start);
+        assert_eq!(other.poll_action(), action(Op::Start, 1));
+        ok(&mut other, 30, 1, Op::Start);
+        peer(&mut other, 40, RUNNING);
+        assert_eq!(other.poll_action(), None);
+    }
+
+    #[test]
+    fn running_monitor_restarts_then_gives_up() {
+        let mut c = config(0, 0);
+        c.groups[0].monitor = Some(Duration::from_millis(1_000));
+        let mut t = Takeover::new(c, at(0));
+        peer(&mut t, 10, STOPPED);
+        t.handle_timeout(at(SETTLE));
+        assert_eq!(t.poll_action(), action(Op::Start, 0));
+        ok(&mut t, 210, 0, Op::Start);
+        assert_eq!(t.poll_action(), action(Op::Start, 1));
+        ok(&mut t, 220, 1, Op::Start);
+        assert!(t.poll_timeout() <= Some(at(1_220)));
+        t.handle_timeout(at(1_219));
+        assert_eq!(t.poll_action(), None);
+        t.handle_timeout(at(1_220));
+        assert_eq!(t.poll_action(), action(Op::Status, 0));
+        ok(&mut t, 1_230, 0, Op::Status);
+        assert_eq!(t.poll_action(), action(Op::Status, 1));
+        failed(&mut t, 1_240, 1, Op::Status);
+        assert_eq!(t.poll_action(), action(Op::Stop, 1), "restart: stop");
+        ok(&mut t, 1_250, 1, Op::Stop);
+        assert_eq!(t.poll_action(), action(Op::Start, 1), "restart: start");
+        ok(&mut t, 1_260, 1, Op::Start);
+        assert_eq!(t.group_state(0), GroupState::Running);
+        t.handle_timeout(at(2_260));
+        assert_eq!(t.poll_action(), action(Op::Status, 0));
+        failed(&mut t, 2_270, 0, Op::Status);
+        assert_eq!(t.poll_action(), action(Op::Stop, 1), "second failure: the group goes");
+        ok(&mut t, 2_280, 1, Op::Stop);
+        assert_eq!(t.poll_action(), action(Op::Stop, 0));
+        ok(&mut t, 2_290, 0, Op::Stop);
+        assert!(matches!(t.group_state(0), GroupState::Failed { .. }));
+        assert_eq!(advert(&t).state, AdvertState::Failed);
+    }
+
+    // ==== Tests for the Stopping state ====
+
+    #[test]
+    fn stopping_failure_retried_then_blocked_and_escalated() {
+        let mut t = blocked();
+        assert_eq!(t.poll_escalate(), Some(0));
+        assert_eq!(t.poll_escalate(), None, "once");
+        assert_eq!(advert(&t).state, AdvertState::Blocked);
+        let lines = events(&mut t);
+        assert!(lines.contains(&"group_state group=0 from=Stopping to=Blocked reason=stop_failed".into()));
+        assert!(lines.contains(&"escalate group=0".into()));
+    }
+
+    #[test]
+    fn stopping_retry_success_continues() {
+        let mut t = stopping();
+        failed(&mut t, 310, 1, Op::Stop);
+        assert_eq!(t.poll_action(), action(Op::Stop, 1));
+        ok(&mut t, 320, 1, Op::Stop);
+        assert_eq!(t.poll_action(), action(Op::Stop, 0));
+    }
+
+    // ==== Tests for the Failed state ====
+
+    #[test]
+    fn failed_backoff_over_becomes_willing_and_doubles() {
+        let mut t = failed_state();
+        assert!(t.poll_timeout() <= Some(at(1_230)));
+        t.handle_timeout(at(1_229));
+        assert!(matches!(t.group_state(0), GroupState::Failed { .. }));
+        t.handle_timeout(at(1_230));
+        assert_eq!(t.group_state(0), GroupState::Stopped);
+        assert_eq!(advert(&t), adv(AdvertState::Stopped, true, true));
+        // The peer failed too (hard): we take it again after settle, and the
+        // next failure backs off twice as long.
+        peer(&mut t, 1_240, adv(AdvertState::Failed, true, false));
+        t.handle_timeout(at(1_230 + SETTLE));
+        assert_eq!(t.poll_action(), action(Op::Start, 0));
+        failed(&mut t, 1_500, 0, Op::Start);
+        assert_eq!(t.poll_action(), action(Op::Stop, 0));
+        ok(&mut t, 1_510, 0, Op::Stop);
+        assert_eq!(t.group_state(0), GroupState::Failed { until: at(1_510 + 2 * BACKOFF_MIN) });
+    }
+
+    #[test]
+    fn failed_peer_failed_lets_us_start() {
+        let mut t = Takeover::new(config(1, 0), at(0));
+        peer(&mut t, 10, adv(AdvertState::Failed, true, false));
+        assert_eq!(t.poll_action(), action(Op::Start, 0));
+        assert_eq!(events(&mut t), ["group_state group=0 from=Stopped to=Starting reason=peer_failed"]);
+    }
+
+    #[test]
+    fn failed_never_starts_during_backoff() {
+        let mut t = failed_state();
+        peer(&mut t, 300, OFFER);
+        dead(&mut t, 400);
+        t.handle_timeout(at(1_229));
+        assert_eq!(t.poll_action(), None);
+        t.handle_timeout(at(1_230));
+        assert_eq!(t.poll_action(), action(Op::Start, 0), "dead peer: backoff over, start");
+    }
+
+    // ==== Tests for the Blocked state ====
+
+    #[test]
+    fn blocked_stays_blocked_whatever_comes() {
+        let mut t = blocked();
+        peer(&mut t, 400, OFFER);
+        dead(&mut t, 500);
+        t.handle_command(at(600), Command::Takeover(Which::All));
+        t.handle_timeout(at(10_000));
+        assert_eq!(t.group_state(0), GroupState::Blocked);
+        assert_eq!(t.poll_action(), None);
+    }
+
+    // ==== Tests for commands ====
+
+    #[test]
+    fn command_which_selects_local_or_foreign_groups() {
+        let mut c = config(0, 0);
+        c.groups.push(GroupConfig { preferred: 1, resources: 1, monitor: None }).unwrap();
+        let mut t = Takeover::new(c, at(0));
+        t.handle_command(at(0), Command::Standby(Which::Foreign));
+        assert_eq!(t.adverts()[..], [STOPPED, OFFER]);
+        t.handle_command(at(1), Command::Takeover(Which::Local));
+        assert_eq!(t.adverts()[..], [adv(AdvertState::Stopped, false, true), OFFER]);
+    }
+
+    // ==== Tests for stale and invalid inputs ====
+
+    #[test]
+    fn stale_action_results_are_counted_and_ignored() {
+        let mut t = stopped();
+        ok(&mut t, 20, 0, Op::Start);
+        t.handle_action_done(at(20), 7, 0, Op::Start, Outcome::Ok);
+        assert_eq!(t.stale_inputs(), 2, "idle group, unknown group");
+        let mut t = Takeover::new(config(1, 0), at(0));
+        dead(&mut t, 10);
+        ok(&mut t, 11, 0, Op::Start);
+        assert_eq!(t.stale_inputs(), 1, "not handed out yet");
+        assert_eq!(t.poll_action(), action(Op::Start, 0));
+        ok(&mut t, 12, 1, Op::Start);
+        ok(&mut t, 12, 0, Op::Stop);
+        assert_eq!(t.stale_inputs(), 3, "wrong resource, wrong op");
+        ok(&mut t, 13, 0, Op::Start);
+        ok(&mut t, 14, 0, Op::Start);
+        assert_eq!(t.stale_inputs(), 4, "duplicate");
+        assert_eq!(t.poll_action(), action(Op::Start, 1));
+        t.handle_fence_done(at(15), true);
+        assert_eq!(t.stale_inputs(), 5, "no fence running");
+    }
+
+    #[test]
+    #[should_panic(expected = "time went backwards")]
+    fn any_time_backwards_panics() {
+        let mut t = stopped();
+        t.handle_timeout(at(5));
+    }
+
+    #[test]
+    fn adverts_change_flags_send_now() {
+        let mut t = stopped();
+        assert!(!t.take_changed());
+        t.handle_timeout(at(SETTLE));
+        assert!(t.changed());
+        assert!(t.take_changed());
+        assert!(!t.changed());
     }
 }
