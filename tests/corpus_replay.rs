@@ -122,7 +122,6 @@ fn carve_bytes(repr: &Repr) -> Vec<u8> {
     out
 }
 
-
 /// Between 0 and `GROUPS_MAX` random valid adverts.
 fn seed_adverts(rng: &mut Rng) -> Adverts {
     let count = rng.below(GROUPS_MAX as u64 + 1) as usize;

@@ -488,7 +488,10 @@ impl Membership {
     /// before the first). They stay after the peer dies: the caller passes them
     /// on only while the peer is alive.
     pub fn peer_adverts(&self) -> Option<&[GroupAdvert]> {
-        self.peer.adverts.as_ref().map(|(adverts, _)| adverts.as_slice())
+        self.peer
+            .adverts
+            .as_ref()
+            .map(|(adverts, _)| adverts.as_slice())
     }
 
     /// Whether the peer's last accepted heartbeat says it sees us alive (its

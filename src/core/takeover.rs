@@ -295,12 +295,23 @@ impl TakeoverEvent {
     pub fn render(&self, out: &mut impl Write) -> fmt::Result {
         out.write_str(self.name())?;
         match *self {
-            TakeoverEvent::GroupState { group, from, to, reason } => write!(
+            TakeoverEvent::GroupState {
+                group,
+                from,
+                to,
+                reason,
+            } => write!(
                 out,
                 " group={group} from={from:?} to={to:?} reason={}",
                 reason.name()
             ),
-            TakeoverEvent::Step { group, resource, op, outcome, took_ms } => {
+            TakeoverEvent::Step {
+                group,
+                resource,
+                op,
+                outcome,
+                took_ms,
+            } => {
                 write!(out, " group={group} resource={resource} op={}", op.name())?;
                 match outcome {
                     Outcome::Ok => write!(out, " result=ok")?,
@@ -474,7 +485,9 @@ impl Takeover {
                 monitor_failures: 0,
                 escalate: false,
             };
-            groups.push(group).expect("config.groups has the same capacity");
+            groups
+                .push(group)
+                .expect("config.groups has the same capacity");
         }
         Takeover {
             config,
@@ -561,19 +574,34 @@ impl Takeover {
 
     /// A resource agent finished. A result that matches no outstanding action (a
     /// stale or duplicate report) is counted and ignored.
-    pub fn handle_action_done(&mut self, now: Instant, group: u8, resource: u8, op: Op, outcome: Outcome) {
+    pub fn handle_action_done(
+        &mut self,
+        now: Instant,
+        group: u8,
+        resource: u8,
+        op: Op,
+        outcome: Outcome,
+    ) {
         self.tick(now);
         let g = group as usize;
-        let matches = self.groups.get(g).and_then(|grp| grp.action).is_some_and(|p| {
-            p.polled && p.action.resource == resource && p.action.op == op
-        });
+        let matches = self
+            .groups
+            .get(g)
+            .and_then(|grp| grp.action)
+            .is_some_and(|p| p.polled && p.action.resource == resource && p.action.op == op);
         if !matches {
             self.stale_inputs += 1;
             return;
         }
         let pending = self.groups[g].action.take().expect("checked above");
         let took_ms = now.saturating_since(pending.issued).millis();
-        self.push(TakeoverEvent::Step { group, resource, op, outcome, took_ms });
+        self.push(TakeoverEvent::Step {
+            group,
+            resource,
+            op,
+            outcome,
+            took_ms,
+        });
         let ok = outcome == Outcome::Ok;
         match (self.groups[g].state, op) {
             (GroupState::Starting { next }, Op::Start) => self.on_start_done(now, g, next, ok),
@@ -611,7 +639,11 @@ impl Takeover {
     /// The next resource agent operation to run (each handed out once).
     #[must_use]
     pub fn poll_action(&mut self) -> Option<Action> {
-        let p = self.groups.iter_mut().filter_map(|g| g.action.as_mut()).find(|p| !p.polled)?;
+        let p = self
+            .groups
+            .iter_mut()
+            .filter_map(|g| g.action.as_mut())
+            .find(|p| !p.polled)?;
         p.polled = true;
         Some(p.action)
     }
@@ -707,7 +739,11 @@ impl Takeover {
     // ---- Internals ----
 
     fn tick(&mut self, now: Instant) {
-        assert!(now >= self.now_last, "time went backwards: {now} < {}", self.now_last);
+        assert!(
+            now >= self.now_last,
+            "time went backwards: {now} < {}",
+            self.now_last
+        );
         self.now_last = now;
     }
 
@@ -774,7 +810,11 @@ impl Takeover {
             let peer_idle = matches!(p.state, AdvertState::Stopped | AdvertState::Failed);
             let peer_offers = p.offer || p.state == AdvertState::Failed;
             let peer_hard = (p.offer && !p.want) || p.state == AdvertState::Failed;
-            let wins = if self.me_preferred(g) { peer_offers } else { peer_hard };
+            let wins = if self.me_preferred(g) {
+                peer_offers
+            } else {
+                peer_hard
+            };
             peer_idle && wins
         });
         let settled = self.settled(g, now);
@@ -797,7 +837,13 @@ impl Takeover {
         // when our stance changed in this very evaluation (not yet published).
         let published = self.compute_advert(g) == self.groups[g].advert;
         let grp = &mut self.groups[g];
-        if grp.soft_offer && !hard && state == GroupState::Stopped && tie_break && settled && published {
+        if grp.soft_offer
+            && !hard
+            && state == GroupState::Stopped
+            && tie_break
+            && settled
+            && published
+        {
             grp.soft_offer = false;
         }
     }
@@ -819,7 +865,9 @@ impl Takeover {
                 match p.state {
                     AdvertState::Failed => Some(Reason::PeerFailed),
                     AdvertState::Stopped if p.offer => Some(Reason::PeerOffer),
-                    AdvertState::Stopped if self.me_preferred(g) && !p.want && self.stable(g, now) => {
+                    AdvertState::Stopped
+                        if self.me_preferred(g) && !p.want && self.stable(g, now) =>
+                    {
                         Some(Reason::Preferred)
                     }
                     _ => None,
@@ -851,7 +899,9 @@ impl Takeover {
         }
         let p = self.peer_adverts[g]?;
         match p.state {
-            AdvertState::Starting | AdvertState::Running if !self.keeper(g) => Some(Reason::Conflict),
+            AdvertState::Starting | AdvertState::Running if !self.keeper(g) => {
+                Some(Reason::Conflict)
+            }
             AdvertState::Stopped if p.want && !p.offer => Some(Reason::PeerWant),
             _ => None,
         }
@@ -902,13 +952,31 @@ impl Takeover {
         let peer = self.peer_adverts[g];
         if Self::alive(self.peer) {
             let p = peer.expect("start with an alive peer needs its advert");
-            assert!(self.peer_sees_us, "group {g}: start while the peer may hold us dead");
-            assert!(!p.state.holds(), "group {g}: start while the peer advertises {:?}", p.state);
+            assert!(
+                self.peer_sees_us,
+                "group {g}: start while the peer may hold us dead"
+            );
+            assert!(
+                !p.state.holds(),
+                "group {g}: start while the peer advertises {:?}",
+                p.state
+            );
         } else {
-            assert_eq!(self.peer, PeerState::Dead, "group {g}: start while the peer is {:?}", self.peer);
-            assert!(self.config.fence.is_none() || self.fence == Fence::Done, "group {g}: start before fencing");
+            assert_eq!(
+                self.peer,
+                PeerState::Dead,
+                "group {g}: start while the peer is {:?}",
+                self.peer
+            );
+            assert!(
+                self.config.fence.is_none() || self.fence == Fence::Done,
+                "group {g}: start before fencing"
+            );
             let blocked = peer.is_some_and(|p| p.state == AdvertState::Blocked);
-            assert!(!blocked || self.fence == Fence::Done, "group {g}: start while the dead peer is Blocked");
+            assert!(
+                !blocked || self.fence == Fence::Done,
+                "group {g}: start while the dead peer is Blocked"
+            );
         }
     }
 
@@ -1038,9 +1106,20 @@ impl Takeover {
     fn issue(&mut self, g: usize, now: Instant, resource: u8, op: Op) {
         let grp = &mut self.groups[g];
         assert!(grp.action.is_none(), "group {g}: second outstanding action");
-        assert!(resource < grp.config.resources, "group {g}: resource {resource}");
-        let action = Action { group: g as u8, resource, op };
-        grp.action = Some(Pending { action, issued: now, polled: false });
+        assert!(
+            resource < grp.config.resources,
+            "group {g}: resource {resource}"
+        );
+        let action = Action {
+            group: g as u8,
+            resource,
+            op,
+        };
+        grp.action = Some(Pending {
+            action,
+            issued: now,
+            polled: false,
+        });
     }
 
     /// Changes a group's state; one `group_state` event when the advertised state changes.
@@ -1049,7 +1128,12 @@ impl Takeover {
         self.groups[g].state = to;
         if from.advert() != to.advert() {
             let group = g as u8;
-            self.push(TakeoverEvent::GroupState { group, from: from.advert(), to: to.advert(), reason });
+            self.push(TakeoverEvent::GroupState {
+                group,
+                from: from.advert(),
+                to: to.advert(),
+                reason,
+            });
         }
     }
 
@@ -1061,8 +1145,16 @@ impl Takeover {
         }
         match self.fence {
             Fence::Idle if self.wants_dead_takeover() => {
-                let delayed = self.config.groups.first().is_some_and(|g| g.preferred != self.config.local);
-                self.fence = if delayed { Fence::Delay(now + f.delay) } else { Fence::Due };
+                let delayed = self
+                    .config
+                    .groups
+                    .first()
+                    .is_some_and(|g| g.preferred != self.config.local);
+                self.fence = if delayed {
+                    Fence::Delay(now + f.delay)
+                } else {
+                    Fence::Due
+                };
             }
             Fence::Delay(t) | Fence::Retry(t) if now >= t => self.fence = Fence::Due,
             _ => {}
@@ -1071,7 +1163,9 @@ impl Takeover {
 
     /// Some group would start here if the dead peer were fenced.
     fn wants_dead_takeover(&self) -> bool {
-        self.groups.iter().any(|g| g.state == GroupState::Stopped && !g.standby)
+        self.groups
+            .iter()
+            .any(|g| g.state == GroupState::Stopped && !g.standby)
     }
 
     fn refresh_adverts(&mut self, now: Instant) {
@@ -1097,14 +1191,17 @@ impl Takeover {
         } else {
             grp.want_cmd || self.failback_want(g)
         };
-        GroupAdvert { state: grp.state.advert(), offer, want }
+        GroupAdvert {
+            state: grp.state.advert(),
+            offer,
+            want,
+        }
     }
 
     /// Rule 4: the preferred node asks for its group back.
     fn failback_want(&self, g: usize) -> bool {
-        let peer_runs = self.peer_adverts[g].is_some_and(|p| {
-            matches!(p.state, AdvertState::Starting | AdvertState::Running)
-        });
+        let peer_runs = self.peer_adverts[g]
+            .is_some_and(|p| matches!(p.state, AdvertState::Starting | AdvertState::Running));
         self.config.auto_failback != AutoFailback::Off
             && self.me_preferred(g)
             && Self::alive(self.peer)
@@ -1126,7 +1223,11 @@ mod tests {
     /// Node 0, one group preferred by `preferred` with two resources.
     fn config(local: u8, preferred: u8) -> TakeoverConfig {
         let mut groups = Vec::new();
-        let group = GroupConfig { preferred, resources: 2, monitor: None };
+        let group = GroupConfig {
+            preferred,
+            resources: 2,
+            monitor: None,
+        };
         groups.push(group).unwrap();
         TakeoverConfig {
             local,
@@ -1150,9 +1251,21 @@ mod tests {
         GroupAdvert { state, offer, want }
     }
 
-    const STOPPED: GroupAdvert = GroupAdvert { state: AdvertState::Stopped, offer: false, want: false };
-    const OFFER: GroupAdvert = GroupAdvert { state: AdvertState::Stopped, offer: true, want: false };
-    const RUNNING: GroupAdvert = GroupAdvert { state: AdvertState::Running, offer: false, want: false };
+    const STOPPED: GroupAdvert = GroupAdvert {
+        state: AdvertState::Stopped,
+        offer: false,
+        want: false,
+    };
+    const OFFER: GroupAdvert = GroupAdvert {
+        state: AdvertState::Stopped,
+        offer: true,
+        want: false,
+    };
+    const RUNNING: GroupAdvert = GroupAdvert {
+        state: AdvertState::Running,
+        offer: false,
+        want: false,
+    };
 
     /// The peer, alive and seeing us, advertises `a` for group 0.
     fn peer(t: &mut Takeover, ms: u64, a: GroupAdvert) {
@@ -1164,7 +1277,11 @@ mod tests {
     }
 
     fn action(op: Op, resource: u8) -> Option<Action> {
-        Some(Action { group: 0, resource, op })
+        Some(Action {
+            group: 0,
+            resource,
+            op,
+        })
     }
 
     fn ok(t: &mut Takeover, ms: u64, resource: u8, op: Op) {
@@ -1229,7 +1346,12 @@ mod tests {
         failed(&mut t, 210, 0, Op::Start);
         assert_eq!(t.poll_action(), action(Op::Stop, 0));
         ok(&mut t, 230, 0, Op::Stop);
-        assert_eq!(t.group_state(0), GroupState::Failed { until: at(230 + BACKOFF_MIN) });
+        assert_eq!(
+            t.group_state(0),
+            GroupState::Failed {
+                until: at(230 + BACKOFF_MIN)
+            }
+        );
         t
     }
 
@@ -1257,7 +1379,10 @@ mod tests {
         let mut t = Takeover::new(config(1, 0), at(0));
         dead(&mut t, 1_000);
         assert_eq!(t.poll_action(), action(Op::Start, 0));
-        assert_eq!(events(&mut t), ["group_state group=0 from=Stopped to=Starting reason=peer_dead"]);
+        assert_eq!(
+            events(&mut t),
+            ["group_state group=0 from=Stopped to=Starting reason=peer_dead"]
+        );
     }
 
     #[test]
@@ -1268,7 +1393,10 @@ mod tests {
         assert_eq!(t.poll_action(), None);
         t.handle_timeout(at(SETTLE));
         assert_eq!(t.poll_action(), action(Op::Start, 0));
-        assert_eq!(events(&mut t), ["group_state group=0 from=Stopped to=Starting reason=preferred"]);
+        assert_eq!(
+            events(&mut t),
+            ["group_state group=0 from=Stopped to=Starting reason=preferred"]
+        );
     }
 
     #[test]
@@ -1283,7 +1411,12 @@ mod tests {
 
     #[test]
     fn stopped_peer_holding_is_never_started() {
-        for state in [AdvertState::Starting, AdvertState::Running, AdvertState::Stopping, AdvertState::Blocked] {
+        for state in [
+            AdvertState::Starting,
+            AdvertState::Running,
+            AdvertState::Stopping,
+            AdvertState::Blocked,
+        ] {
             for (offer, want) in [(false, false), (true, false), (true, true), (false, true)] {
                 let mut t = Takeover::new(config(1, 0), at(0));
                 peer(&mut t, 10, adv(state, offer, want));
@@ -1323,7 +1456,10 @@ mod tests {
     #[test]
     fn stopped_dead_peer_fenced_first_retry_on_failure() {
         let mut c = config(0, 0);
-        c.fence = Some(FenceConfig { delay: Duration::from_millis(100), retry: Duration::from_millis(300) });
+        c.fence = Some(FenceConfig {
+            delay: Duration::from_millis(100),
+            retry: Duration::from_millis(300),
+        });
         let mut t = Takeover::new(c, at(0));
         dead(&mut t, 1_000);
         assert_eq!(t.poll_action(), None, "no takeover before the fence");
@@ -1352,7 +1488,10 @@ mod tests {
     #[test]
     fn stopped_dead_peer_fence_delayed_when_not_preferred() {
         let mut c = config(1, 0);
-        c.fence = Some(FenceConfig { delay: Duration::from_millis(100), retry: Duration::from_millis(300) });
+        c.fence = Some(FenceConfig {
+            delay: Duration::from_millis(100),
+            retry: Duration::from_millis(300),
+        });
         let mut t = Takeover::new(c, at(0));
         peer(&mut t, 10, RUNNING);
         dead(&mut t, 1_000);
@@ -1372,7 +1511,11 @@ mod tests {
     fn stopped_peer_wants_we_offer() {
         let mut t = stopped();
         peer(&mut t, 20, adv(AdvertState::Stopped, false, true));
-        assert_eq!(advert(&t), adv(AdvertState::Stopped, true, true), "willing offer");
+        assert_eq!(
+            advert(&t),
+            adv(AdvertState::Stopped, true, true),
+            "willing offer"
+        );
         t.handle_timeout(at(1_000));
         assert_eq!(t.poll_action(), None, "an offering node never starts");
     }
@@ -1384,7 +1527,11 @@ mod tests {
         assert_eq!(advert(&t), adv(AdvertState::Stopped, false, true));
         assert!(t.take_changed());
         peer(&mut t, 500, OFFER);
-        assert_eq!(t.poll_action(), action(Op::Start, 0), "the released group comes back");
+        assert_eq!(
+            t.poll_action(),
+            action(Op::Start, 0),
+            "the released group comes back"
+        );
     }
 
     #[test]
@@ -1404,7 +1551,11 @@ mod tests {
         t.handle_command(at(20), Command::Standby(Which::All));
         peer(&mut t, 30, OFFER);
         t.handle_command(at(1_000), Command::Takeover(Which::All));
-        assert_eq!(advert(&t), adv(AdvertState::Stopped, true, true), "willing first");
+        assert_eq!(
+            advert(&t),
+            adv(AdvertState::Stopped, true, true),
+            "willing first"
+        );
         assert_eq!(t.poll_action(), None);
         t.handle_timeout(at(1_000 + SETTLE));
         assert_eq!(t.poll_action(), action(Op::Start, 0));
@@ -1420,7 +1571,11 @@ mod tests {
         assert_eq!(t.poll_action(), None, "the willing preferred node takes it");
         peer(&mut t, 1_001, OFFER);
         t.handle_timeout(at(1_001 + SETTLE));
-        assert_eq!(t.poll_action(), action(Op::Start, 0), "a hard offer is taken");
+        assert_eq!(
+            t.poll_action(),
+            action(Op::Start, 0),
+            "a hard offer is taken"
+        );
     }
 
     // ==== Tests for the Starting state ====
@@ -1454,12 +1609,21 @@ mod tests {
         ok(&mut t, 230, 1, Op::Stop);
         assert_eq!(t.poll_action(), action(Op::Stop, 0));
         ok(&mut t, 240, 0, Op::Stop);
-        assert_eq!(t.group_state(0), GroupState::Failed { until: at(240 + BACKOFF_MIN) });
+        assert_eq!(
+            t.group_state(0),
+            GroupState::Failed {
+                until: at(240 + BACKOFF_MIN)
+            }
+        );
         assert_eq!(advert(&t), adv(AdvertState::Failed, true, false));
         let lines = events(&mut t);
-        assert!(lines.contains(&"takeover_step group=0 resource=1 op=start result=timeout took_ms=10".into()));
-        assert!(lines.contains(&"group_state group=0 from=Starting to=Stopping reason=start_failed".into()));
-        assert!(lines.contains(&"group_state group=0 from=Stopping to=Failed reason=rolled_back".into()));
+        assert!(lines.contains(
+            &"takeover_step group=0 resource=1 op=start result=timeout took_ms=10".into()
+        ));
+        assert!(lines
+            .contains(&"group_state group=0 from=Starting to=Stopping reason=start_failed".into()));
+        assert!(lines
+            .contains(&"group_state group=0 from=Stopping to=Failed reason=rolled_back".into()));
     }
 
     #[test]
@@ -1504,7 +1668,11 @@ mod tests {
         ok(&mut t, 60, 0, Op::Stop);
         assert_eq!(advert(&t), adv(AdvertState::Stopped, true, true));
         peer(&mut t, 70, adv(AdvertState::Starting, false, false));
-        assert_eq!(advert(&t), STOPPED, "the offer clears once the peer holds it");
+        assert_eq!(
+            advert(&t),
+            STOPPED,
+            "the offer clears once the peer holds it"
+        );
     }
 
     #[test]
@@ -1521,7 +1689,10 @@ mod tests {
         events(&mut other);
         peer(&mut other, 300, RUNNING);
         assert_eq!(other.poll_action(), action(Op::Stop, 1));
-        assert_eq!(events(&mut other), ["group_state group=0 from=Running to=Stopping reason=conflict"]);
+        assert_eq!(
+            events(&mut other),
+            ["group_state group=0 from=Running to=Stopping reason=conflict"]
+        );
     }
 
     #[test]
@@ -1539,7 +1710,10 @@ mod tests {
         events(&mut t);
         t.handle_ping(at(300), 1, Some(2));
         assert_eq!(t.poll_action(), action(Op::Stop, 1));
-        assert_eq!(events(&mut t), ["group_state group=0 from=Running to=Stopping reason=ping"]);
+        assert_eq!(
+            events(&mut t),
+            ["group_state group=0 from=Running to=Stopping reason=ping"]
+        );
         assert_eq!(advert(&t), adv(AdvertState::Stopping, true, false));
         // The non-preferred node with better reachability keeps a conflict.
         let mut c1 = c;
@@ -1582,7 +1756,11 @@ mod tests {
         t.handle_timeout(at(2_260));
         assert_eq!(t.poll_action(), action(Op::Status, 0));
         failed(&mut t, 2_270, 0, Op::Status);
-        assert_eq!(t.poll_action(), action(Op::Stop, 1), "second failure: the group goes");
+        assert_eq!(
+            t.poll_action(),
+            action(Op::Stop, 1),
+            "second failure: the group goes"
+        );
         ok(&mut t, 2_280, 1, Op::Stop);
         assert_eq!(t.poll_action(), action(Op::Stop, 0));
         ok(&mut t, 2_290, 0, Op::Stop);
@@ -1599,7 +1777,8 @@ mod tests {
         assert_eq!(t.poll_escalate(), None, "once");
         assert_eq!(advert(&t).state, AdvertState::Blocked);
         let lines = events(&mut t);
-        assert!(lines.contains(&"group_state group=0 from=Stopping to=Blocked reason=stop_failed".into()));
+        assert!(lines
+            .contains(&"group_state group=0 from=Stopping to=Blocked reason=stop_failed".into()));
         assert!(lines.contains(&"escalate group=0".into()));
     }
 
@@ -1631,7 +1810,12 @@ mod tests {
         failed(&mut t, 1_500, 0, Op::Start);
         assert_eq!(t.poll_action(), action(Op::Stop, 0));
         ok(&mut t, 1_510, 0, Op::Stop);
-        assert_eq!(t.group_state(0), GroupState::Failed { until: at(1_510 + 2 * BACKOFF_MIN) });
+        assert_eq!(
+            t.group_state(0),
+            GroupState::Failed {
+                until: at(1_510 + 2 * BACKOFF_MIN)
+            }
+        );
     }
 
     #[test]
@@ -1639,7 +1823,10 @@ mod tests {
         let mut t = Takeover::new(config(1, 0), at(0));
         peer(&mut t, 10, adv(AdvertState::Failed, true, false));
         assert_eq!(t.poll_action(), action(Op::Start, 0));
-        assert_eq!(events(&mut t), ["group_state group=0 from=Stopped to=Starting reason=peer_failed"]);
+        assert_eq!(
+            events(&mut t),
+            ["group_state group=0 from=Stopped to=Starting reason=peer_failed"]
+        );
     }
 
     #[test]
@@ -1650,7 +1837,11 @@ mod tests {
         t.handle_timeout(at(1_229));
         assert_eq!(t.poll_action(), None);
         t.handle_timeout(at(1_230));
-        assert_eq!(t.poll_action(), action(Op::Start, 0), "dead peer: backoff over, start");
+        assert_eq!(
+            t.poll_action(),
+            action(Op::Start, 0),
+            "dead peer: backoff over, start"
+        );
     }
 
     // ==== Tests for the Blocked state ====
@@ -1671,12 +1862,21 @@ mod tests {
     #[test]
     fn command_which_selects_local_or_foreign_groups() {
         let mut c = config(0, 0);
-        c.groups.push(GroupConfig { preferred: 1, resources: 1, monitor: None }).unwrap();
+        c.groups
+            .push(GroupConfig {
+                preferred: 1,
+                resources: 1,
+                monitor: None,
+            })
+            .unwrap();
         let mut t = Takeover::new(c, at(0));
         t.handle_command(at(0), Command::Standby(Which::Foreign));
         assert_eq!(t.adverts()[..], [STOPPED, OFFER]);
         t.handle_command(at(1), Command::Takeover(Which::Local));
-        assert_eq!(t.adverts()[..], [adv(AdvertState::Stopped, false, true), OFFER]);
+        assert_eq!(
+            t.adverts()[..],
+            [adv(AdvertState::Stopped, false, true), OFFER]
+        );
     }
 
     // ==== Tests for stale and invalid inputs ====

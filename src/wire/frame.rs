@@ -52,7 +52,8 @@ const _: () = assert!(HEARTBEAT_LEN == 36);
 
 /// Most resource groups a heartbeat can describe (one advert byte each).
 pub const GROUPS_MAX: usize = 8;
-const _: () = assert!(field::heartbeat::ADVERTS.end - field::heartbeat::ADVERTS.start == GROUPS_MAX);
+const _: () =
+    assert!(field::heartbeat::ADVERTS.end - field::heartbeat::ADVERTS.start == GROUPS_MAX);
 
 /// CRC-32C (Castagnoli, as iSCSI and ext4 use): better burst detection than the
 /// Ethernet CRC-32 at the same cost.

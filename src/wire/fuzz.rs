@@ -139,7 +139,6 @@ pub fn carve_repr(c: &mut Carver) -> Repr {
     }
 }
 
-
 /// Fuzz target `frame_stream`: random bytes, split at random points, through the
 /// stream decoder and `decode`; then a valid frame, which must come out.
 ///
