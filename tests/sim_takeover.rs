@@ -57,7 +57,12 @@ struct Knobs {
     stop_fail: f64,
     fence_fail: f64,
     resource_death: f64,
+    /// Ping nodes configured: each node's reachability (0..=PING_NODES) changes.
+    ping: bool,
 }
+
+/// Ping nodes in runs with `Knobs::ping`.
+const PING_NODES: u8 = 2;
 
 /// A node: its machines and the truth about its resources.
 struct Node {
@@ -71,6 +76,8 @@ struct Node {
     /// Outstanding agent runs: (done at, action, outcome).
     actions: Vec<(Instant, Action, Outcome)>,
     fence_done: Option<(Instant, bool)>,
+    /// Ping nodes this node reaches.
+    reach: u8,
 }
 
 struct World {
@@ -86,6 +93,9 @@ struct World {
     overlap_since: [Option<Instant>; GROUPS],
     healthy_since: Instant,
     quiet: bool,
+    /// Both nodes saw each other alive when this step began (a decision taken in
+    /// the step may rest on that view, before the step's frames arrived).
+    seen_before: bool,
     log: String,
 }
 
@@ -127,7 +137,7 @@ fn takeover_config(local: u8, knobs: &Knobs) -> TakeoverConfig {
             delay: Duration::from_millis(100),
             retry: Duration::from_millis(150),
         }),
-        ping_configured: false,
+        ping_configured: knobs.ping,
         stop_retries: 2,
         backoff_min: Duration::from_millis(300),
         backoff_max: Duration::from_millis(2_000),
@@ -148,6 +158,7 @@ impl Node {
             running: [[false; 3]; GROUPS],
             actions: Vec::new(),
             fence_done: None,
+            reach: PING_NODES,
         }
     }
 
@@ -179,6 +190,7 @@ impl World {
             stop_fail: [0.0, 0.05, 0.3][rng.below(3) as usize],
             fence_fail: 0.3,
             resource_death: [0.0, 0.0005][rng.below(2) as usize],
+            ping: rng.chance(0.5),
         };
         let now = Instant::ZERO;
         World {
@@ -192,6 +204,7 @@ impl World {
             overlap_since: [None; GROUPS],
             healthy_since: now,
             quiet: false,
+            seen_before: false,
             log: String::new(),
         }
     }
@@ -247,6 +260,12 @@ impl World {
                 self.note(format!("command node={n} {cmd:?}"));
                 self.nodes[n].t.handle_command(self.now, cmd);
             }
+        }
+        if self.knobs.ping && self.rng.chance(0.0005) {
+            let n = self.rng.below(2) as usize;
+            let reach = self.rng.below(PING_NODES as u64 + 1) as u8;
+            self.nodes[n].reach = reach;
+            self.note(format!("fault node={n} ping_reachable={reach}"));
         }
         let death = self.knobs.resource_death;
         for n in 0..2 {
@@ -440,6 +459,11 @@ impl World {
             node.m.peer_adverts(),
             node.m.peer_sees_us(),
         );
+        if self.knobs.ping {
+            node.m.set_local_ping_reachable(node.reach);
+            node.t
+                .handle_ping(now, node.reach, node.m.peer_ping_reachable());
+        }
         if node.t.poll_timeout().is_some_and(|t| t <= now) {
             node.t.handle_timeout(now);
         }
@@ -456,7 +480,8 @@ impl World {
             match (both, self.overlap_since[g]) {
                 (false, _) => self.overlap_since[g] = None,
                 (true, None) => {
-                    let seen = self.nodes[0].sees_peer_alive() && self.nodes[1].sees_peer_alive();
+                    let seen_now = self.nodes.iter().all(Node::sees_peer_alive);
+                    let seen = seen_now && self.seen_before;
                     if self.knobs.fence || seen {
                         return Err(self.fail(format!(
                             "group {g} active on both nodes (seen alive: {seen})"
@@ -525,9 +550,13 @@ impl World {
             if !self.quiet && self.now.millis() >= CHAOS_MS {
                 self.quiet = true;
                 self.partition_until = self.now;
+                for node in self.nodes.iter_mut() {
+                    node.reach = PING_NODES;
+                }
                 self.note("quiet phase".into());
             }
             self.reboot_due();
+            self.seen_before = self.nodes.iter().all(Node::sees_peer_alive);
             if self.quiet && self.now.millis() == CHAOS_MS + 4_000 {
                 let n = self.rng.below(2) as usize;
                 self.note(format!("command node={n} takeover all (quiet)"));
