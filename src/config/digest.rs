@@ -17,7 +17,10 @@ fn crc32c(text: &str) -> u32 {
 
 /// ha.cf's cluster-wide settings from the parsed values, one `key value` per line,
 /// so comments, spacing, units (`2` vs `2000ms`) and line order do not matter.
-/// Media, logging and `realtime` are local and excluded.
+/// Media, logging and `realtime` are local and excluded, and so are the fence
+/// command, fence_delay, fence_timeout and on_stop_failure (how this node acts);
+/// whether fencing is on is shared, so one node never takes over unfenced while
+/// the other would fence first.
 pub fn ha_cf_canonical(config: &Config) -> String {
     let ha = &config.ha;
     let mut out = String::new();
@@ -31,19 +34,31 @@ pub fn ha_cf_canonical(config: &Config) -> String {
     let _ = writeln!(out, "auto_failback {}", ha.auto_failback.name());
     let _ = writeln!(out, "udpport {}", ha.udpport);
     let _ = writeln!(out, "baud {}", ha.baud);
+    for ping in &ha.ping_nodes {
+        let _ = write!(out, "ping {}", ping.name);
+        for addr in &ping.addrs {
+            let _ = write!(out, " {addr}");
+        }
+        out.push('\n');
+    }
+    let _ = writeln!(out, "deadping_ms {}", ha.deadping.millis());
+    let _ = writeln!(
+        out,
+        "fence {}",
+        if ha.fence.is_some() { "on" } else { "off" }
+    );
+    let _ = writeln!(out, "stop_retries {}", ha.stop_retries);
+    let _ = writeln!(out, "start_backoff_ms {}", ha.start_backoff.millis());
+    let _ = writeln!(out, "action_timeout_ms {}", ha.action_timeout.millis());
     out
 }
 
 /// haresources' groups, one line each: node, then every resource as
-/// `Name::arg::arg` (a bare address as `IPaddr::ADDR`).
+/// `Name::arg::arg` (a bare address as `IPaddr::ADDR`), then the monitor option.
 pub fn haresources_canonical(config: &Config) -> String {
     let mut out = String::new();
     for group in &config.resources.groups {
-        out.push_str(&group.node);
-        for resource in &group.resources {
-            out.push(' ');
-            out.push_str(&resource.canonical());
-        }
+        out.push_str(&group.canonical());
         out.push('\n');
     }
     out
@@ -154,6 +169,59 @@ mod tests {
             let changed = digest(&HA_CF.replace(from, to), AUTHKEYS, HARESOURCES);
             assert_eq!(changed.differing(&guide()).as_slice(), ["ha.cf"], "{to}");
         }
+    }
+
+    #[test]
+    fn shared_takeover_settings_change_ha_cf() {
+        let base = format!("{HA_CF}ping 10.0.0.254\nfence /sbin/fence-a\n");
+        let reference = digest(&base, AUTHKEYS, HARESOURCES);
+        assert_eq!(reference.differing(&guide()).as_slice(), ["ha.cf"]);
+        let shared = [
+            "ping 10.0.0.253\n",
+            "ping_group gw 10.0.1.1\n",
+            "deadping 20\n",
+            "stop_retries 2\n",
+            "start_backoff 20\n",
+            "action_timeout 60\n",
+        ];
+        for extra in shared {
+            let changed = digest(&format!("{base}{extra}"), AUTHKEYS, HARESOURCES);
+            assert_eq!(
+                changed.differing(&reference).as_slice(),
+                ["ha.cf"],
+                "{extra}"
+            );
+        }
+        let unfenced = digest(&format!("{HA_CF}ping 10.0.0.254\n"), AUTHKEYS, HARESOURCES);
+        assert_eq!(unfenced.differing(&reference).as_slice(), ["ha.cf"]);
+    }
+
+    #[test]
+    fn local_takeover_settings_keep_the_digest() {
+        let base = format!("{HA_CF}fence /sbin/fence-a\n");
+        let reference = digest(&base, AUTHKEYS, HARESOURCES);
+        let local = [
+            format!("{HA_CF}fence /usr/sbin/fence-b --other-args\n"),
+            format!("{base}fence_delay 0\nfence_timeout 5\n"),
+            format!("{base}on_stop_failure /bin/touch /tmp/marker\n"),
+            // Shared settings written out at their defaults: values, not lines, count.
+            format!("{base}stop_retries 3\nstart_backoff 10\naction_timeout 120\n"),
+            format!("{base}deadping 60\n"),
+        ];
+        for text in local {
+            assert_eq!(digest(&text, AUTHKEYS, HARESOURCES), reference, "{text}");
+        }
+    }
+
+    #[test]
+    fn monitor_option_changes_only_haresources() {
+        let monitored = HARESOURCES.replace(" apache", " apache monitor::30");
+        let changed = digest(HA_CF, AUTHKEYS, &monitored);
+        assert_eq!(changed.differing(&guide()).as_slice(), ["haresources"]);
+        let same = HARESOURCES.replace(" apache", " monitor::30000ms::3 apache");
+        assert_eq!(digest(HA_CF, AUTHKEYS, &same), changed);
+        let count = HARESOURCES.replace(" apache", " apache monitor::30::2");
+        assert_ne!(digest(HA_CF, AUTHKEYS, &count), changed);
     }
 
     #[test]

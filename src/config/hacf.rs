@@ -30,6 +30,30 @@
 //!   shell drops the one naming this node's own address); any other repeated link
 //!   name is an error, since links are named in logs and status.
 //!
+//! - Takeover directives (bascule's own where Heartbeat has none):
+//!   - `ping ADDR...` and `ping_group NAME ADDR...` declare ping nodes, as Heartbeat
+//!     (a group counts as reachable when any member answers); `deadping T`
+//!     (default deadtime, as Heartbeat) is the silence after which one is lost.
+//!   - `fence COMMAND [ARGS...]` runs before taking over from a dead peer; the rest
+//!     of the line is split on blanks only (commas stay in arguments); COMMAND is an
+//!     absolute path or a bare name looked up in PATH. `fence_delay T` (default
+//!     [`FENCE_DELAY_DEFAULT_MS`], 0 allowed) is how long the non-preferred node
+//!     waits before fencing, so the pair never shoot each other at once;
+//!     `fence_timeout T` (default [`FENCE_TIMEOUT_DEFAULT_MS`]) bounds one attempt.
+//!   - `stonith` and `stonith_host` are refused ([`STONITH_REFUSED`]): Heartbeat's
+//!     plugins do not exist here and silently ignoring them would drop fencing.
+//!   - `on_stop_failure reboot|/ABS/COMMAND [ARGS...]` (default reboot, as
+//!     Heartbeat) after `stop_retries N` (default 3) failed stops; `ignore` is
+//!     refused, since the peer would then start a resource that may still run here.
+//!   - `start_backoff T` (default 10 s; doubled per failed start up to
+//!     [`START_BACKOFF_CAP_MS`]) and `action_timeout T` (default 120 s, as
+//!     Heartbeat's resource timeout) per start, stop or status.
+//! - The digest ([`HaCf::digest_lines`], `digest.rs`) carries what both nodes must
+//!   share to decide ownership alike: nodes, timers, auto_failback, ports, ping
+//!   nodes and deadping, whether fencing is on, stop_retries, start_backoff and
+//!   action_timeout. The fence command, fence_delay, fence_timeout and
+//!   on_stop_failure are how *this* node acts and may differ.
+//!
 //! Invariants of an `Ok(HaCf)`: two distinct nodes, at least one and at most
 //! [`LINKS_MAX`] media with distinct link names, 0 < keepalive < deadtime <=
 //! initdead, 0 < warntime, every time <= [`TIME_MAX_MS`].
@@ -67,9 +91,30 @@ pub const IFACE_LEN_MAX: usize = 15;
 pub const NODE_LEN_MAX: usize = 64;
 /// Nodes in a bascule cluster: a pair.
 pub const NODES: usize = 2;
+/// Default `fence_delay`: long enough for a typical power switch or IPMI fence to
+/// cut the non-preferred node before it fires its own.
+pub const FENCE_DELAY_DEFAULT_MS: u64 = 10_000;
+/// Default `fence_timeout`: one fence attempt, then it counts as failed (retried).
+pub const FENCE_TIMEOUT_DEFAULT_MS: u64 = 60_000;
+/// Default `stop_retries`: stops tried again before escalating.
+pub const STOP_RETRIES_DEFAULT: u32 = 3;
+/// Largest `stop_retries` accepted (more only delays the escalation).
+pub const STOP_RETRIES_MAX: u32 = 100;
+/// Default `start_backoff`: wait after a failed, rolled-back start.
+pub const START_BACKOFF_DEFAULT_MS: u64 = 10_000;
+/// The doubled backoff never exceeds this (5 min), and neither may `start_backoff`.
+pub const START_BACKOFF_CAP_MS: u64 = 300_000;
+/// Default `action_timeout` per start, stop or status (Heartbeat's resource timeout).
+pub const ACTION_TIMEOUT_DEFAULT_MS: u64 = 120_000;
+/// Most ping nodes (`ping` addresses plus `ping_group`s): a count fits in the heartbeat.
+pub const PING_NODES_MAX: usize = 16;
+/// Most addresses in one `ping_group`.
+pub const PING_GROUP_ADDRS_MAX: usize = 16;
+/// The error for Heartbeat's `stonith` and `stonith_host`.
+pub const STONITH_REFUSED: &str = "stonith is not supported; use `fence COMMAND ARGS` (see README)";
 
 /// Directives bascule implements.
-const IMPLEMENTED: [&str; 16] = [
+const IMPLEMENTED: [&str; 26] = [
     "node",
     "logfile",
     "debugfile",
@@ -86,12 +131,26 @@ const IMPLEMENTED: [&str; 16] = [
     "serial",
     "baud",
     "realtime",
+    "ping",
+    "ping_group",
+    "deadping",
+    "fence",
+    "fence_delay",
+    "fence_timeout",
+    "on_stop_failure",
+    "stop_retries",
+    "start_backoff",
+    "action_timeout",
 ];
+
+/// Directives whose arguments are the rest of the line split on blanks only
+/// (a command line: commas belong to its arguments).
+const COMMAND_DIRECTIVES: [&str; 2] = ["fence", "on_stop_failure"];
 
 /// Directives Heartbeat 1-3 knows that bascule does not implement yet: accepted,
 /// ignored and named in one warning, so a migrated ha.cf still starts.
-/// (`stonith` and `stonith_host` will be refused once fencing exists.)
-pub const UNIMPLEMENTED: [&str; 43] = [
+/// (`stonith` and `stonith_host` are refused: see [`STONITH_REFUSED`].)
+pub const UNIMPLEMENTED: [&str; 38] = [
     "apiauth",
     "autojoin",
     "badpack_warn",
@@ -102,7 +161,6 @@ pub const UNIMPLEMENTED: [&str; 43] = [
     "coredumps",
     "coreroot",
     "crm",
-    "deadping",
     "debug",
     "enable_config_writes",
     "env",
@@ -119,15 +177,11 @@ pub const UNIMPLEMENTED: [&str; 43] = [
     "normalpoll",
     "openais",
     "pacemaker",
-    "ping",
-    "ping_group",
     "quorum_server",
     "record_config_changes",
     "record_pengine_inputs",
     "respawn",
     "rtprio",
-    "stonith",
-    "stonith_host",
     "syslogmsgfmt",
     "traditional_compression",
     "ucast6",
@@ -183,15 +237,17 @@ pub enum Medium {
 
 impl Medium {
     /// The link's name in logs and status: `eth1` for bcast, `eth1-mcast`,
-    /// `eth1-ucast`, and the device's basename (`ttyS0`) for serial.
+    /// `eth1-ucast`, and for serial the device without `/dev/` (`ttyS0`, and
+    /// `pts/3` rather than a bare `3` that would say nothing).
     pub fn link_name(&self) -> String {
         match self {
             Medium::Bcast { iface, .. } => iface.clone(),
             Medium::Mcast { iface, .. } => format!("{iface}-mcast"),
             Medium::Ucast { iface, .. } => format!("{iface}-ucast"),
-            Medium::Serial { device, .. } => {
-                device.rsplit('/').next().unwrap_or(device).to_string()
-            }
+            Medium::Serial { device, .. } => match device.strip_prefix("/dev/") {
+                Some(rest) => rest.to_string(),
+                None => device.rsplit('/').next().unwrap_or(device).to_string(),
+            },
         }
     }
 
@@ -296,6 +352,62 @@ impl LogFacility {
     }
 }
 
+/// A ping node: one `ping` address (named by itself) or one `ping_group`.
+/// Reachable when any of its addresses answers within `deadping`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PingNode {
+    /// The address as text for `ping`, the group's NAME for `ping_group`.
+    pub name: String,
+    /// Addresses probed (one for `ping`, 1..=[`PING_GROUP_ADDRS_MAX`] for a group).
+    pub addrs: Vec<Ipv4Addr>,
+    /// Declared by `ping_group`.
+    pub group: bool,
+    /// 1-based line in ha.cf.
+    pub line: usize,
+}
+
+/// An external command and its arguments, run without a shell.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandLine {
+    /// An absolute path, or (for `fence`) a bare name looked up in PATH.
+    pub program: String,
+    /// Arguments, split on blanks.
+    pub args: Vec<String>,
+    /// 1-based line in ha.cf.
+    pub line: usize,
+}
+
+impl CommandLine {
+    /// `program arg...` as one line, for `check-config` and logs.
+    pub fn render(&self) -> String {
+        let mut out = self.program.clone();
+        for arg in &self.args {
+            out.push(' ');
+            out.push_str(arg);
+        }
+        out
+    }
+}
+
+/// `on_stop_failure`: what to do once a stop failed `stop_retries` more times.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopFailure {
+    /// Reboot this node (Heartbeat's behaviour), so the resource surely stops.
+    Reboot,
+    /// Run this command (the lab: a marker file; or a site's own escalation).
+    Command(CommandLine),
+}
+
+impl StopFailure {
+    /// `reboot` or the command line, for `check-config`.
+    pub fn render(&self) -> String {
+        match self {
+            StopFailure::Reboot => "reboot".into(),
+            StopFailure::Command(command) => command.render(),
+        }
+    }
+}
+
 /// The effective settings of `ha.cf`, defaults filled in as Heartbeat does.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HaCf {
@@ -325,6 +437,26 @@ pub struct HaCf {
     pub media: Vec<Medium>,
     /// `realtime on|off` (default on): mlockall and a real-time priority.
     pub realtime: bool,
+    /// `ping` and `ping_group` in file order (at most [`PING_NODES_MAX`]).
+    pub ping_nodes: Vec<PingNode>,
+    /// `deadping` (default deadtime): silence after which a ping node is lost.
+    pub deadping: Duration,
+    /// `fence COMMAND ARGS`: run (and succeed) before taking over from a dead peer.
+    pub fence: Option<CommandLine>,
+    /// `fence_delay` (default [`FENCE_DELAY_DEFAULT_MS`]; may be 0): the
+    /// non-preferred node's wait before fencing.
+    pub fence_delay: Duration,
+    /// `fence_timeout` (default [`FENCE_TIMEOUT_DEFAULT_MS`], > 0): one attempt's limit.
+    pub fence_timeout: Duration,
+    /// `on_stop_failure` (default reboot).
+    pub on_stop_failure: StopFailure,
+    /// `stop_retries` (default [`STOP_RETRIES_DEFAULT`], 0..=[`STOP_RETRIES_MAX`]).
+    pub stop_retries: u32,
+    /// `start_backoff` (default [`START_BACKOFF_DEFAULT_MS`], 0 < t <=
+    /// [`START_BACKOFF_CAP_MS`]): first wait after a failed start, then doubled.
+    pub start_backoff: Duration,
+    /// `action_timeout` (default [`ACTION_TIMEOUT_DEFAULT_MS`], > 0) per resource operation.
+    pub action_timeout: Duration,
     /// 1-based ha.cf lines that carry cluster-wide settings (node and timing lines),
     /// used for the config digest.
     pub digest_lines: Vec<usize>,
@@ -353,6 +485,15 @@ struct Builder {
     baud: Option<At<u32>>,
     realtime: Option<bool>,
     media: Vec<Medium>,
+    ping_nodes: Vec<PingNode>,
+    deadping: Option<At<u64>>,
+    fence: Option<CommandLine>,
+    fence_delay: Option<At<u64>>,
+    fence_timeout: Option<At<u64>>,
+    on_stop_failure: Option<StopFailure>,
+    stop_retries: Option<u32>,
+    start_backoff: Option<At<u64>>,
+    action_timeout: Option<At<u64>>,
     ignored: Vec<At<String>>,
     digest_lines: Vec<usize>,
     set_lines: Vec<At<&'static str>>,
@@ -372,10 +513,23 @@ pub fn parse(text: &str, warnings: &mut Vec<ConfigWarning>) -> Result<HaCf, Conf
         let Some(directive) = words.next() else {
             continue;
         };
-        let args: Vec<&str> = words.collect();
+        let args: Vec<&str> = if COMMAND_DIRECTIVES.contains(&directive) {
+            command_words(content, directive)
+        } else {
+            words.collect()
+        };
         builder.directive(directive, &args, line, warnings)?;
     }
     builder.finish(warnings)
+}
+
+/// The words after `directive` in `content`, split on blanks only.
+fn command_words<'a>(content: &'a str, directive: &str) -> Vec<&'a str> {
+    let start = content.trim_start_matches(|c: char| c.is_whitespace() || c == ',');
+    let rest = start.strip_prefix(directive).unwrap_or("");
+    rest.trim_start_matches(|c: char| c.is_whitespace() || c == ',')
+        .split_whitespace()
+        .collect()
 }
 
 /// An ha.cf error at `line`.
@@ -434,6 +588,15 @@ impl Builder {
             }
             "mcast" => self.mcast(args, line),
             "ucast" => self.ucast(args, line),
+            "ping" => self.ping(args, line),
+            "ping_group" => self.ping_group(args, line),
+            "deadping" | "fence_delay" | "fence_timeout" | "start_backoff" | "action_timeout" => {
+                self.policy_time(directive, args, line, warnings)
+            }
+            "fence" => self.fence(args, line),
+            "on_stop_failure" => self.on_stop_failure(args, line),
+            "stop_retries" => self.stop_retries(args, line, warnings),
+            "stonith" | "stonith_host" => Err(error(line, STONITH_REFUSED.into())),
             _ if UNIMPLEMENTED.contains(&directive) => {
                 self.ignored.push(At {
                     value: directive.to_string(),
@@ -447,6 +610,12 @@ impl Builder {
 
     /// Records a cluster-wide line for the digest and a repeated setting warning.
     fn setting(&mut self, name: &'static str, line: usize, warnings: &mut Vec<ConfigWarning>) {
+        self.repeated(name, line, warnings);
+        self.digest_lines.push(line);
+    }
+
+    /// Warns when setting `name` was already given (the last one wins).
+    fn repeated(&mut self, name: &'static str, line: usize, warnings: &mut Vec<ConfigWarning>) {
         if let Some(first) = self.set_lines.iter().find(|s| s.value == name) {
             let message = format!(
                 "`{name}` is also set on line {}; the last one (line {line}) wins",
@@ -455,7 +624,6 @@ impl Builder {
             warnings.push(warning(line, message));
         }
         self.set_lines.push(At { value: name, line });
-        self.digest_lines.push(line);
     }
 
     /// `node NAME...`: several names per line, several lines.
@@ -728,6 +896,194 @@ impl Builder {
         })
     }
 
+    /// `ping ADDR...`: one ping node per address.
+    fn ping(&mut self, args: &[&str], line: usize) -> Result<(), ConfigError> {
+        if args.is_empty() {
+            return Err(error(
+                line,
+                "`ping` needs at least one address, e.g. `ping 192.168.69.1`".into(),
+            ));
+        }
+        for word in args {
+            let addr = parse_ping_addr(word).map_err(|m| error(line, m))?;
+            self.push_ping_node(PingNode {
+                name: addr.to_string(),
+                addrs: vec![addr],
+                group: false,
+                line,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// `ping_group NAME ADDR...`: one ping node reachable through any address.
+    fn ping_group(&mut self, args: &[&str], line: usize) -> Result<(), ConfigError> {
+        let Some((name, words)) = args.split_first().filter(|(_, w)| !w.is_empty()) else {
+            return Err(error(line, "`ping_group` takes NAME ADDR..., e.g. `ping_group routers 192.168.69.1 192.168.69.2`".into()));
+        };
+        let plain = name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if !plain || name.parse::<Ipv4Addr>().is_ok() {
+            return Err(error(line, format!("ping_group name `{name}` must be a name of letters, digits, `_`, `.` and `-`, not an address")));
+        }
+        if words.len() > PING_GROUP_ADDRS_MAX {
+            return Err(error(
+                line,
+                format!(
+                    "ping_group `{name}` has {} addresses: at most {PING_GROUP_ADDRS_MAX}",
+                    words.len()
+                ),
+            ));
+        }
+        let mut addrs = Vec::with_capacity(words.len());
+        for word in words {
+            let addr = parse_ping_addr(word).map_err(|m| error(line, m))?;
+            if addrs.contains(&addr) {
+                return Err(error(
+                    line,
+                    format!("ping_group `{name}` lists {addr} twice"),
+                ));
+            }
+            addrs.push(addr);
+        }
+        self.push_ping_node(PingNode {
+            name: name.to_string(),
+            addrs,
+            group: true,
+            line,
+        })
+    }
+
+    /// Adds a ping node unless its name or one of its addresses is already used.
+    fn push_ping_node(&mut self, node: PingNode) -> Result<(), ConfigError> {
+        let line = node.line;
+        for other in &self.ping_nodes {
+            let shared = node.addrs.iter().find(|a| other.addrs.contains(a));
+            if let Some(addr) = shared {
+                return Err(error(line, format!("ping address {addr} is already used on line {}: each address may be probed once", other.line)));
+            }
+            if other.name == node.name {
+                return Err(error(
+                    line,
+                    format!(
+                        "ping_group `{}` is already declared on line {}",
+                        node.name, other.line
+                    ),
+                ));
+            }
+        }
+        if self.ping_nodes.len() == PING_NODES_MAX {
+            return Err(error(line, format!("too many ping nodes: at most {PING_NODES_MAX} (`ping` addresses plus `ping_group`s)")));
+        }
+        self.ping_nodes.push(node);
+        self.digest_lines.push(line);
+        Ok(())
+    }
+
+    /// `deadping`, `fence_delay`, `fence_timeout`, `start_backoff`, `action_timeout`.
+    fn policy_time(
+        &mut self,
+        directive: &str,
+        args: &[&str],
+        line: usize,
+        warnings: &mut Vec<ConfigWarning>,
+    ) -> Result<(), ConfigError> {
+        let word = single(directive, args, line)?;
+        let ms = parse_time_ms(word).map_err(|m| error(line, format!("{directive}: {m}")))?;
+        let value = Some(At { value: ms, line });
+        // (slot, name, zero allowed, in the digest)
+        let (slot, name, zero_ok, digest) = match directive {
+            "deadping" => (&mut self.deadping, "deadping", false, true),
+            "fence_delay" => (&mut self.fence_delay, "fence_delay", true, false),
+            "fence_timeout" => (&mut self.fence_timeout, "fence_timeout", false, false),
+            "start_backoff" => (&mut self.start_backoff, "start_backoff", false, true),
+            _ => (&mut self.action_timeout, "action_timeout", false, true),
+        };
+        if ms == 0 && !zero_ok {
+            return Err(error(line, format!("{name} must be more than 0 ms")));
+        }
+        if name == "start_backoff" && ms > START_BACKOFF_CAP_MS {
+            return Err(error(line, format!("start_backoff ({ms} ms) may be at most {START_BACKOFF_CAP_MS} ms, the cap its doubling stops at")));
+        }
+        *slot = value;
+        if digest {
+            self.setting(name, line, warnings);
+        } else {
+            self.repeated(name, line, warnings);
+        }
+        Ok(())
+    }
+
+    /// `fence COMMAND [ARGS...]`: once only.
+    fn fence(&mut self, args: &[&str], line: usize) -> Result<(), ConfigError> {
+        if let Some(first) = &self.fence {
+            return Err(error(
+                line,
+                format!(
+                    "fence is given twice (first on line {}): keep one command",
+                    first.line
+                ),
+            ));
+        }
+        let Some((program, rest)) = args.split_first() else {
+            return Err(error(
+                line,
+                "`fence` needs a command, e.g. `fence /usr/local/sbin/fence-peer debian2`".into(),
+            ));
+        };
+        let bare = program
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'+' | b'-'));
+        let valid = (program.starts_with('/') && !program.ends_with('/'))
+            || (bare && !program.starts_with('-') && !program.starts_with('.'));
+        if !valid {
+            return Err(error(line, format!("fence command `{program}` must be an absolute path or a bare command name found in PATH")));
+        }
+        self.fence = Some(command_line(program, rest, line));
+        self.digest_lines.push(line);
+        Ok(())
+    }
+
+    /// `on_stop_failure reboot|/ABS/COMMAND [ARGS...]`.
+    fn on_stop_failure(&mut self, args: &[&str], line: usize) -> Result<(), ConfigError> {
+        let policy = match args {
+            [] => return Err(error(line, "`on_stop_failure` needs `reboot` or an absolute command path, e.g. `on_stop_failure reboot`".into())),
+            ["reboot"] => StopFailure::Reboot,
+            ["reboot", ..] => return Err(error(line, "`on_stop_failure reboot` takes no arguments".into())),
+            ["ignore", ..] => return Err(error(line, "on_stop_failure `ignore` is refused: the peer would start a resource that may still run here; use `reboot` or a command".into())),
+            [program, rest @ ..] if program.starts_with('/') && !program.ends_with('/') => {
+                StopFailure::Command(command_line(program, rest, line))
+            }
+            [other, ..] => return Err(error(line, format!("on_stop_failure `{other}` is not valid: use `reboot` or an absolute command path such as /usr/local/sbin/escalate"))),
+        };
+        self.on_stop_failure = Some(policy);
+        Ok(())
+    }
+
+    /// `stop_retries N`.
+    fn stop_retries(
+        &mut self,
+        args: &[&str],
+        line: usize,
+        warnings: &mut Vec<ConfigWarning>,
+    ) -> Result<(), ConfigError> {
+        let word = single("stop_retries", args, line)?;
+        let retries = word
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n <= STOP_RETRIES_MAX)
+            .ok_or_else(|| {
+                error(
+                    line,
+                    format!("stop_retries `{word}` must be a number from 0 to {STOP_RETRIES_MAX}"),
+                )
+            })?;
+        self.stop_retries = Some(retries);
+        self.setting("stop_retries", line, warnings);
+        Ok(())
+    }
+
     /// Adds a medium unless it repeats one (same link, or same ucast target).
     fn push_medium(&mut self, medium: Medium) -> Result<(), ConfigError> {
         let line = medium.line();
@@ -791,18 +1147,11 @@ impl Builder {
         }
         let timers = Timers::resolve(&self)?;
         timers.warn(&self, warnings);
-        if !self.ignored.is_empty() {
-            let list: Vec<String> = self
-                .ignored
-                .iter()
-                .map(|i| format!("`{}` (line {})", i.value, i.line))
-                .collect();
-            let message = format!(
-                "not implemented by bascule yet, ignored: {}; remove them or expect Heartbeat's behaviour to be missing",
-                list.join(", ")
-            );
-            warnings.push(warning(0, message));
-        }
+        self.warn_policy(&timers, warnings);
+        self.warn_ignored(warnings);
+        let ms_or = |t: Option<At<u64>>, default_ms: u64| {
+            Duration::from_millis(t.map_or(default_ms, |t| t.value))
+        };
         let mut digest_lines = self.digest_lines;
         digest_lines.sort_unstable();
         digest_lines.dedup();
@@ -820,6 +1169,15 @@ impl Builder {
             baud: self.baud.map_or(BAUD_DEFAULT, |b| b.value),
             media: self.media,
             realtime: self.realtime.unwrap_or(true),
+            ping_nodes: self.ping_nodes,
+            deadping: ms_or(self.deadping, timers.deadtime),
+            fence: self.fence,
+            fence_delay: ms_or(self.fence_delay, FENCE_DELAY_DEFAULT_MS),
+            fence_timeout: ms_or(self.fence_timeout, FENCE_TIMEOUT_DEFAULT_MS),
+            on_stop_failure: self.on_stop_failure.unwrap_or(StopFailure::Reboot),
+            stop_retries: self.stop_retries.unwrap_or(STOP_RETRIES_DEFAULT),
+            start_backoff: ms_or(self.start_backoff, START_BACKOFF_DEFAULT_MS),
+            action_timeout: ms_or(self.action_timeout, ACTION_TIMEOUT_DEFAULT_MS),
             digest_lines,
         };
         assert!(ha.nodes.len() == NODES && ha.nodes[0] != ha.nodes[1]);
@@ -827,7 +1185,59 @@ impl Builder {
         assert!(
             ha.keepalive.millis() > 0 && ha.keepalive < ha.deadtime && ha.deadtime <= ha.initdead
         );
+        assert!(ha.ping_nodes.len() <= PING_NODES_MAX && ha.deadping.millis() > 0);
+        assert!(ha.fence_timeout.millis() > 0 && ha.action_timeout.millis() > 0);
+        assert!((1..=START_BACKOFF_CAP_MS).contains(&ha.start_backoff.millis()));
         Ok(ha)
+    }
+
+    /// Names every ignored (unimplemented) directive in one warning.
+    fn warn_ignored(&self, warnings: &mut Vec<ConfigWarning>) {
+        if self.ignored.is_empty() {
+            return;
+        }
+        let list: Vec<String> = self
+            .ignored
+            .iter()
+            .map(|i| format!("`{}` (line {})", i.value, i.line))
+            .collect();
+        let message = format!(
+            "not implemented by bascule yet, ignored: {}; remove them or expect Heartbeat's behaviour to be missing",
+            list.join(", ")
+        );
+        warnings.push(warning(0, message));
+    }
+
+    /// Takeover settings that have no effect or are risky (warnings).
+    fn warn_policy(&self, timers: &Timers, warnings: &mut Vec<ConfigWarning>) {
+        if let Some(At { line, value }) = self.deadping {
+            if self.ping_nodes.is_empty() {
+                warnings.push(warning(
+                    line,
+                    "deadping has no effect without `ping` or `ping_group`".into(),
+                ));
+            } else if value <= 2 * timers.keepalive {
+                let message = format!(
+                    "deadping ({value} ms) is at most 2 x keepalive ({} ms): \
+                     two lost pings declare a ping node lost; make deadping larger",
+                    timers.keepalive
+                );
+                warnings.push(warning(line, message));
+            }
+        }
+        if self.fence.is_none() {
+            for (name, set) in [
+                ("fence_delay", self.fence_delay),
+                ("fence_timeout", self.fence_timeout),
+            ] {
+                if let Some(At { line, .. }) = set {
+                    warnings.push(warning(
+                        line,
+                        format!("{name} has no effect without `fence`"),
+                    ));
+                }
+            }
+        }
     }
 }
 
@@ -993,6 +1403,25 @@ fn parse_port(word: &str) -> Result<u16, String> {
         .ok_or_else(|| format!("`{word}` is not a UDP port (1 to 65535)"))
 }
 
+/// A ping address: unicast IPv4.
+fn parse_ping_addr(word: &str) -> Result<Ipv4Addr, String> {
+    word.parse::<Ipv4Addr>()
+        .ok()
+        .filter(|a| !a.is_unspecified() && !a.is_multicast() && !a.is_broadcast())
+        .ok_or_else(|| {
+            format!("ping address `{word}` is not a unicast IPv4 address such as 192.168.69.1")
+        })
+}
+
+/// A [`CommandLine`] from its words.
+fn command_line(program: &str, args: &[&str], line: usize) -> CommandLine {
+    CommandLine {
+        program: program.to_string(),
+        args: args.iter().map(|a| a.to_string()).collect(),
+        line,
+    }
+}
+
 /// The one value of a single-valued directive.
 fn single<'a>(directive: &str, args: &[&'a str], line: usize) -> Result<&'a str, ConfigError> {
     match args {
@@ -1025,6 +1454,12 @@ fn example(directive: &str) -> &'static str {
         "initdead" => "initdead 60",
         "udpport" => "udpport 694",
         "baud" => "baud 19200",
+        "deadping" => "deadping 30",
+        "fence_delay" => "fence_delay 10",
+        "fence_timeout" => "fence_timeout 60",
+        "start_backoff" => "start_backoff 10",
+        "action_timeout" => "action_timeout 120",
+        "stop_retries" => "stop_retries 3",
         _ => "realtime on",
     }
 }
@@ -1645,17 +2080,291 @@ mod tests {
         assert_err("node a b\nucast eth1\n", 2, "takes 2 values");
     }
 
+    // ==== Tests for takeover directives ====
+
+    #[test]
+    fn takeover_defaults_follow_heartbeat() {
+        let (ha, warnings) = ok(MINIMAL);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(ha.ping_nodes.is_empty());
+        assert_eq!(ms(ha.deadping), DEADTIME_DEFAULT_MS);
+        assert_eq!(ha.fence, None);
+        assert_eq!(ms(ha.fence_delay), FENCE_DELAY_DEFAULT_MS);
+        assert_eq!(ms(ha.fence_timeout), 60_000);
+        assert_eq!(ha.on_stop_failure, StopFailure::Reboot);
+        assert_eq!(ha.stop_retries, 3);
+        assert_eq!(ms(ha.start_backoff), 10_000);
+        assert_eq!(ms(ha.action_timeout), 120_000);
+        let (ha, _) = ok(&with("deadtime 12\n"));
+        assert_eq!(ms(ha.deadping), 12_000, "deadping defaults to deadtime");
+    }
+
+    #[test]
+    fn ping_and_ping_group_declare_ping_nodes() {
+        let (ha, warnings) = ok(&with(
+            "ping 10.0.0.254, 10.0.0.253\nping_group routers 10.0.1.1 10.0.1.2\nping 10.0.0.1\ndeadping 15\n",
+        ));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let single = |name: &str, addr: Ipv4Addr, line| PingNode {
+            name: name.into(),
+            addrs: vec![addr],
+            group: false,
+            line,
+        };
+        assert_eq!(
+            ha.ping_nodes,
+            [
+                single("10.0.0.254", Ipv4Addr::new(10, 0, 0, 254), 3),
+                single("10.0.0.253", Ipv4Addr::new(10, 0, 0, 253), 3),
+                PingNode {
+                    name: "routers".into(),
+                    addrs: vec![Ipv4Addr::new(10, 0, 1, 1), Ipv4Addr::new(10, 0, 1, 2)],
+                    group: true,
+                    line: 4,
+                },
+                single("10.0.0.1", Ipv4Addr::new(10, 0, 0, 1), 5),
+            ]
+        );
+        assert_eq!(ms(ha.deadping), 15_000);
+        assert_eq!(ha.digest_lines, [1, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn ping_errors_name_the_line() {
+        assert_err(&with("ping\n"), 3, "`ping` needs at least one address");
+        assert_err(
+            &with("ping 10.0.0.1 gateway\n"),
+            3,
+            "ping address `gateway` is not a unicast",
+        );
+        assert_err(&with("ping 224.0.0.1\n"), 3, "not a unicast IPv4 address");
+        assert_err(
+            &with("ping 10.0.0.1\nping 10.0.0.1\n"),
+            4,
+            "10.0.0.1 is already used on line 3",
+        );
+        assert_err(
+            &with("ping_group gw\n"),
+            3,
+            "`ping_group` takes NAME ADDR...",
+        );
+        assert_err(&with("ping_group 10.0.0.1 10.0.0.2\n"), 3, "not an address");
+        assert_err(
+            &with("ping_group g/w 10.0.0.2\n"),
+            3,
+            "ping_group name `g/w`",
+        );
+        assert_err(
+            &with("ping_group gw 10.0.0.2 10.0.0.2\n"),
+            3,
+            "lists 10.0.0.2 twice",
+        );
+        assert_err(
+            &with("ping_group gw 10.0.0.2\nping_group gw 10.0.0.3\n"),
+            4,
+            "`gw` is already declared on line 3",
+        );
+        assert_err(
+            &with("ping 10.0.0.2\nping_group gw 10.0.0.3 10.0.0.2\n"),
+            4,
+            "already used on line 3",
+        );
+        let many: Vec<String> = (1..=17).map(|i| format!("10.0.0.{i}")).collect();
+        assert_err(
+            &with(&format!("ping {}\n", many.join(" "))),
+            3,
+            "too many ping nodes: at most 16",
+        );
+        assert_err(
+            &with(&format!("ping_group gw {}\n", many.join(" "))),
+            3,
+            "has 17 addresses: at most 16",
+        );
+        assert_err(&with("deadping 0\n"), 3, "deadping must be more than 0 ms");
+        assert_err(
+            &with("deadping\n"),
+            3,
+            "`deadping` needs a value, e.g. `deadping 30`",
+        );
+    }
+
+    #[test]
+    fn deadping_warns_when_useless_or_short() {
+        let (_, warnings) = ok(&with("deadping 10\n"));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(warnings[0].line, 3);
+        assert!(warnings[0].message.contains("no effect without `ping`"));
+        let (_, warnings) = ok(&with("ping 10.0.0.1\ndeadping 2\n"));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(warnings[0].line, 4);
+        assert!(warnings[0].message.contains("at most 2 x keepalive"));
+    }
+
+    #[test]
+    fn fence_takes_the_rest_of_the_line() {
+        let (ha, warnings) = ok(&with(
+            "fence /usr/local/sbin/fence-peer --hosts=a,b  -t 5 # comment\nfence_delay 0\nfence_timeout 30\n",
+        ));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let fence = ha.fence.expect("fence");
+        assert_eq!(fence.program, "/usr/local/sbin/fence-peer");
+        assert_eq!(fence.args, ["--hosts=a,b", "-t", "5"]);
+        assert_eq!(fence.line, 3);
+        assert_eq!(
+            fence.render(),
+            "/usr/local/sbin/fence-peer --hosts=a,b -t 5"
+        );
+        assert_eq!((ms(ha.fence_delay), ms(ha.fence_timeout)), (0, 30_000));
+        assert_eq!(
+            ha.digest_lines,
+            [1, 3],
+            "only the fence line, not its timers"
+        );
+        let (ha, _) = ok(&with("fence fence_ipmilan\n"));
+        assert_eq!(ha.fence.unwrap().program, "fence_ipmilan");
+    }
+
+    #[test]
+    fn fence_errors_name_the_line() {
+        assert_err(&with("fence\n"), 3, "`fence` needs a command");
+        assert_err(
+            &with("fence bin/fence-peer\n"),
+            3,
+            "must be an absolute path or a bare command name",
+        );
+        assert_err(&with("fence ./fence-peer\n"), 3, "must be an absolute path");
+        assert_err(&with("fence -x\n"), 3, "must be an absolute path");
+        assert_err(
+            &with("fence /bin/true\nfence /bin/false\n"),
+            4,
+            "fence is given twice (first on line 3)",
+        );
+        assert_err(
+            &with("fence_timeout 0\n"),
+            3,
+            "fence_timeout must be more than 0 ms",
+        );
+        assert_err(
+            &with("fence_delay soon\n"),
+            3,
+            "fence_delay: `soon` is not a time",
+        );
+        let (_, warnings) = ok(&with("fence_delay 5\nfence_timeout 5\n"));
+        let lines: Vec<usize> = warnings.iter().map(|w| w.line).collect();
+        assert_eq!(lines, [3, 4], "{warnings:?}");
+        assert!(warnings[0]
+            .message
+            .contains("fence_delay has no effect without `fence`"));
+    }
+
+    #[test]
+    fn stonith_is_refused_with_the_fence_hint() {
+        for directive in [
+            "stonith baytech /etc/ha.d/conf/stonith.baytech",
+            "stonith_host * null debian1 debian2",
+        ] {
+            let e = err(&with(&format!("{directive}\n")));
+            assert_eq!(e.line, 3);
+            assert_eq!(e.message, STONITH_REFUSED);
+            assert!(e.message.contains("use `fence COMMAND ARGS`"));
+        }
+        assert!(!UNIMPLEMENTED.contains(&"stonith") && !UNIMPLEMENTED.contains(&"stonith_host"));
+    }
+
+    #[test]
+    fn stop_and_start_policies_parse() {
+        let (ha, warnings) = ok(&with(
+            "on_stop_failure /usr/local/sbin/escalate --why=stop,failed\nstop_retries 0\nstart_backoff 300\naction_timeout 500ms\n",
+        ));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let StopFailure::Command(command) = &ha.on_stop_failure else {
+            panic!("{:?}", ha.on_stop_failure)
+        };
+        assert_eq!(command.program, "/usr/local/sbin/escalate");
+        assert_eq!(command.args, ["--why=stop,failed"]);
+        assert_eq!(
+            ha.on_stop_failure.render(),
+            "/usr/local/sbin/escalate --why=stop,failed"
+        );
+        assert_eq!(ha.stop_retries, 0);
+        assert_eq!(ms(ha.start_backoff), START_BACKOFF_CAP_MS);
+        assert_eq!(ms(ha.action_timeout), 500);
+        assert_eq!(
+            ha.digest_lines,
+            [1, 4, 5, 6],
+            "not the on_stop_failure line"
+        );
+        let (ha, _) = ok(&with("on_stop_failure reboot\n"));
+        assert_eq!(ha.on_stop_failure, StopFailure::Reboot);
+        let (_, warnings) = ok(&with("stop_retries 2\nstop_retries 4\n"));
+        assert!(
+            warnings[0].message.contains("also set on line 3"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn stop_and_start_policy_errors_name_the_line() {
+        assert_err(
+            &with("on_stop_failure\n"),
+            3,
+            "needs `reboot` or an absolute command path",
+        );
+        assert_err(
+            &with("on_stop_failure ignore\n"),
+            3,
+            "`ignore` is refused: the peer would start a resource that may still run here",
+        );
+        assert_err(
+            &with("on_stop_failure reboot now\n"),
+            3,
+            "`on_stop_failure reboot` takes no arguments",
+        );
+        assert_err(
+            &with("on_stop_failure escalate\n"),
+            3,
+            "on_stop_failure `escalate` is not valid",
+        );
+        assert_err(
+            &with("stop_retries -1\n"),
+            3,
+            "stop_retries `-1` must be a number from 0 to 100",
+        );
+        assert_err(&with("stop_retries 101\n"), 3, "from 0 to 100");
+        assert_err(
+            &with("stop_retries 1 2\n"),
+            3,
+            "`stop_retries` takes one value",
+        );
+        assert_err(
+            &with("start_backoff 0\n"),
+            3,
+            "start_backoff must be more than 0 ms",
+        );
+        assert_err(&with("start_backoff 301\n"), 3, "may be at most 300000 ms");
+        assert_err(
+            &with("action_timeout 0\n"),
+            3,
+            "action_timeout must be more than 0 ms",
+        );
+        assert_err(
+            &with("action_timeout 2 days\n"),
+            3,
+            "`action_timeout` takes one value",
+        );
+    }
+
     // ==== Tests for unknown and unimplemented directives ====
 
     #[test]
     fn unimplemented_directives_give_one_warning_naming_all() {
-        let (_, warnings) = ok(&with("apiauth ipfail uid=hacluster\nrespawn hacluster /usr/lib/heartbeat/ipfail\nstonith_host * null a b\n"));
+        let (_, warnings) = ok(&with("apiauth ipfail uid=hacluster\nrespawn hacluster /usr/lib/heartbeat/ipfail\nhbaping fc-card-name\n"));
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         let message = &warnings[0].message;
         for needle in [
             "`apiauth` (line 3)",
             "`respawn` (line 4)",
-            "`stonith_host` (line 5)",
+            "`hbaping` (line 5)",
         ] {
             assert!(message.contains(needle), "`{message}` lacks {needle}");
         }

@@ -1,4 +1,4 @@
-//! `haresources`: resource groups, syntax only for now (the takeover issue acts on it).
+//! `haresources`: resource groups, parsed into typed resources (the takeover acts on them).
 //!
 //! Layer: pure parser; it may not look at the system (no check that a script or
 //! an interface exists). One logical line (a trailing `\` joins the next physical
@@ -7,14 +7,118 @@
 //!   `IPaddr::ADDR...`, as Heartbeat's ResourceManager reads it.
 //! - `Name::a::b` is resource `Name` with arguments `a`, `b`; `Name` alone has none.
 //! - `#` at the start of a word starts a comment to the end of the physical line.
+//! - `monitor::T[::N]` anywhere after the node is not a resource but a group
+//!   option (bascule's, Heartbeat has none): check every resource's status every
+//!   `T` (a Heartbeat time: `30`, `500ms`); after `N` failed checks in a row
+//!   (default [`MONITOR_FAILURES_DEFAULT`]) the group is stopped and offered to
+//!   the peer. A script named `monitor` therefore cannot be used.
+//!
+//! Typed resources ([`Resource`]), by agent name (case-sensitive, as the script
+//! names are):
+//! - `IPaddr`/`IPaddr2::ADDR[/BITS[/IFACE[/BROADCAST]]]`, or a bare address.
+//! - `Filesystem::DEVICE::MOUNTPOINT::FSTYPE[::OPTIONS]`: the mountpoint is an
+//!   absolute path other than `/`; the type is required (bascule does not guess).
+//! - `MailTo::ADDR[,ADDR...][::SUBJECT]`: each address `user@domain` or a local
+//!   user name, as Heartbeat's MailTo hands them to `mail`.
+//! - `drbddisk[::RESOURCE]`: the DRBD resource, `all` when absent (as Heartbeat's
+//!   drbddisk script does).
+//! - Anything else is an LSB script or a systemd unit with its arguments.
 //!
 //! Checks: the node is an ha.cf node (case-insensitive, as Heartbeat lower-cases
-//! node names); names are `[A-Za-z0-9_.-]+`; no empty argument; IPaddr/IPaddr2
-//! take one `ADDR[/BITS[/IFACE[/BROADCAST]]]` argument; a group has at least one
-//! resource; no resource (and no virtual address) appears twice in the file, since
-//! both nodes would then start it.
+//! node names); names are `[A-Za-z0-9_.-]+`; no empty argument; each typed
+//! resource's arguments as above; a group has at least one resource and at most
+//! one `monitor`; no resource, virtual address or mountpoint appears twice in the
+//! file, since both nodes would then start it.
 
+use super::hacf::parse_time_ms;
 use super::{ConfigError, ConfigWarning, FileKind};
+use crate::time::Duration;
+use std::net::Ipv4Addr;
+
+/// Failed status checks in a row before a monitored group moves, when the
+/// `monitor::T` word gives no count: one failure may be a slow check, three is
+/// a resource that is down.
+pub const MONITOR_FAILURES_DEFAULT: u32 = 3;
+/// Largest failure count accepted in `monitor::T::N` (more is surely a typo).
+pub const MONITOR_FAILURES_MAX: u32 = 100;
+/// The group-option word `monitor::T[::N]` (never a resource).
+pub const MONITOR_WORD: &str = "monitor";
+/// The DRBD resource `drbddisk` manages when given none: Heartbeat's drbddisk
+/// script then acts on every resource.
+pub const DRBD_ALL: &str = "all";
+
+/// A resource with its arguments checked and typed, as the takeover runs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resource {
+    /// `IPaddr::ADDR[/BITS[/IFACE[/BROADCAST]]]` (also a bare address) or `IPaddr2::...`.
+    IpAddr {
+        /// The virtual address (unicast).
+        addr: Ipv4Addr,
+        /// Netmask bits (0..=32); `None`: taken from the interface's route.
+        bits: Option<u8>,
+        /// Interface; `None`: the one whose subnet holds `addr`.
+        iface: Option<String>,
+        /// Broadcast address; `None`: derived from addr and bits.
+        broadcast: Option<Ipv4Addr>,
+        /// Written `IPaddr2` (same behaviour in bascule; kept for messages).
+        v2: bool,
+    },
+    /// `Filesystem::DEVICE::MOUNTPOINT::FSTYPE[::OPTIONS]`.
+    Filesystem {
+        /// What to mount (`/dev/drbd0`, `LABEL=x`, `host:/export`).
+        device: String,
+        /// Absolute path, not `/`.
+        mountpoint: String,
+        /// Filesystem type (`ext3`, `xfs`...), never empty.
+        fstype: String,
+        /// `mount -o` options, e.g. `rw,noatime`.
+        options: Option<String>,
+    },
+    /// `MailTo::ADDR[,ADDR...][::SUBJECT]`: mail on start and stop.
+    MailTo {
+        /// One or more comma-separated addresses, as written.
+        addr: String,
+        /// Subject prefix; `None`: the agent's default.
+        subject: Option<String>,
+    },
+    /// `drbddisk[::RESOURCE]`: promote the DRBD resource (refused at start until
+    /// replication lands).
+    DrbdDisk {
+        /// The DRBD resource name, [`DRBD_ALL`] when none is given.
+        resource: String,
+    },
+    /// Any other agent: an LSB script (resource.d, then /etc/init.d) or a systemd unit.
+    Script {
+        /// The script or unit name.
+        name: String,
+        /// Arguments passed before start/stop/status.
+        args: Vec<String>,
+    },
+}
+
+impl Resource {
+    /// The agent name as written in haresources (`IPaddr`, `IPaddr2`,
+    /// `Filesystem`, `MailTo`, `drbddisk`, or the script name), for logs.
+    pub fn agent(&self) -> &str {
+        match self {
+            Resource::IpAddr { v2: false, .. } => "IPaddr",
+            Resource::IpAddr { v2: true, .. } => "IPaddr2",
+            Resource::Filesystem { .. } => "Filesystem",
+            Resource::MailTo { .. } => "MailTo",
+            Resource::DrbdDisk { .. } => "drbddisk",
+            Resource::Script { name, .. } => name,
+        }
+    }
+
+    /// The mail addresses of a MailTo resource, one per comma-separated item.
+    pub fn mail_addrs(&self) -> impl Iterator<Item = &str> {
+        let list = match self {
+            Resource::MailTo { addr, .. } => addr.as_str(),
+            _ => "",
+        };
+        list.split(',').filter(|a| !a.is_empty())
+    }
+}
 
 /// One resource of a group, in start order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,6 +129,8 @@ pub struct ResourceSpec {
     pub args: Vec<String>,
     /// The word as written in the file (for messages and the digest).
     pub text: String,
+    /// The checked, typed meaning of `name` and `args`.
+    pub typed: Resource,
 }
 
 /// One resource group.
@@ -36,6 +142,36 @@ pub struct Group {
     pub resources: Vec<ResourceSpec>,
     /// 1-based line where the group starts.
     pub line: usize,
+    /// `monitor::T`: status-check interval; `None`: the group is not monitored.
+    pub monitor: Option<Duration>,
+    /// `monitor::T::N`: failed checks in a row before the group moves
+    /// ([`MONITOR_FAILURES_DEFAULT`] when not given; 1..=[`MONITOR_FAILURES_MAX`]).
+    pub monitor_failures: u32,
+}
+
+impl Group {
+    /// `NODE RESOURCE... [monitor::MSms::N]` with every resource canonical, for
+    /// the digest and `check-config`.
+    pub fn canonical(&self) -> String {
+        let mut out = self.node.clone();
+        for resource in &self.resources {
+            out.push(' ');
+            out.push_str(&resource.canonical());
+        }
+        if let Some(interval) = self.monitor {
+            out.push_str(&format!(
+                " {MONITOR_WORD}::{}ms::{}",
+                interval.millis(),
+                self.monitor_failures
+            ));
+        }
+        out
+    }
+
+    /// The typed resources in start order.
+    pub fn resources_typed(&self) -> impl DoubleEndedIterator<Item = &Resource> {
+        self.resources.iter().map(|r| &r.typed)
+    }
 }
 
 /// The parsed file.
@@ -62,12 +198,19 @@ impl ResourceSpec {
     }
 
     /// The virtual address of an IPaddr/IPaddr2 resource.
-    pub fn vip(&self) -> Option<std::net::Ipv4Addr> {
-        if !is_ipaddr(&self.name) {
-            return None;
+    pub fn vip(&self) -> Option<Ipv4Addr> {
+        match self.typed {
+            Resource::IpAddr { addr, .. } => Some(addr),
+            _ => None,
         }
-        let first = self.args.first()?;
-        first.split('/').next()?.parse().ok()
+    }
+
+    /// The mountpoint of a Filesystem resource.
+    pub fn mountpoint(&self) -> Option<&str> {
+        match &self.typed {
+            Resource::Filesystem { mountpoint, .. } => Some(mountpoint),
+            _ => None,
+        }
     }
 }
 
@@ -135,7 +278,7 @@ fn logical_part(raw: &str) -> (&str, bool) {
     }
 }
 
-/// One group: `NODE RESOURCE...`.
+/// One group: `NODE RESOURCE...` (with at most one `monitor::T[::N]` word).
 fn parse_group(words: &[&str], nodes: &[String], line: usize) -> Result<Group, ConfigError> {
     let (node_word, resource_words) = words.split_first().expect("caller skips empty groups");
     let node = node_word.to_ascii_lowercase();
@@ -147,37 +290,84 @@ fn parse_group(words: &[&str], nodes: &[String], line: usize) -> Result<Group, C
         };
         return Err(error(line, format!("node `{node_word}` is not a node of ha.cf (known nodes: {known}); a group starts with its preferred node")));
     }
-    if resource_words.is_empty() {
-        return Err(error(line, format!("group of `{node}` has no resources: list them after the node, e.g. `{node} 192.168.69.100 apache`")));
-    }
     let mut resources = Vec::with_capacity(resource_words.len());
+    let mut monitor: Option<(Duration, u32)> = None;
     for word in resource_words {
+        if is_monitor_word(word) {
+            if monitor.is_some() {
+                return Err(error(
+                    line,
+                    format!("`{word}`: the group already has a `monitor` word; give one per group"),
+                ));
+            }
+            monitor = Some(parse_monitor(word).map_err(|m| error(line, m))?);
+            continue;
+        }
         resources.push(parse_resource(word).map_err(|m| error(line, m))?);
+    }
+    if resources.is_empty() {
+        return Err(error(line, format!("group of `{node}` has no resources: list them after the node, e.g. `{node} 192.168.69.100 apache`")));
     }
     Ok(Group {
         node,
         resources,
         line,
+        monitor: monitor.map(|(interval, _)| interval),
+        monitor_failures: monitor.map_or(MONITOR_FAILURES_DEFAULT, |(_, n)| n),
     })
+}
+
+/// Whether a word is the `monitor` group option rather than a resource.
+fn is_monitor_word(word: &str) -> bool {
+    word == MONITOR_WORD
+        || word
+            .strip_prefix(MONITOR_WORD)
+            .is_some_and(|r| r.starts_with("::"))
+}
+
+/// `monitor::T[::N]`: the interval (more than 0) and the failure count.
+fn parse_monitor(word: &str) -> Result<(Duration, u32), String> {
+    const USAGE: &str =
+        "write `monitor::SECONDS` or `monitor::SECONDS::FAILURES`, e.g. `monitor::30::3`";
+    let args: Vec<&str> = word.split("::").skip(1).collect();
+    let (time, count) = match args.as_slice() {
+        [time] => (*time, None),
+        [time, count] => (*time, Some(*count)),
+        _ => return Err(format!("`{word}`: {USAGE}")),
+    };
+    let ms = parse_time_ms(time).map_err(|m| format!("`{word}`: interval {m}"))?;
+    if ms == 0 {
+        return Err(format!(
+            "`{word}`: the monitor interval must be more than 0"
+        ));
+    }
+    let failures = match count {
+        None => MONITOR_FAILURES_DEFAULT,
+        Some(c) => c
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MONITOR_FAILURES_MAX).contains(n))
+            .ok_or_else(|| {
+                format!("`{word}`: failure count `{c}` must be a number from 1 to {MONITOR_FAILURES_MAX}")
+            })?,
+    };
+    Ok((Duration::from_millis(ms), failures))
 }
 
 /// One resource word.
 fn parse_resource(word: &str) -> Result<ResourceSpec, String> {
     if !word.contains("::") && looks_like_address(word) {
-        check_ipaddr_arg(word)?;
+        let typed = parse_ipaddr_arg(word, false)?;
         return Ok(ResourceSpec {
             name: "IPaddr".into(),
             args: vec![word.to_string()],
             text: word.to_string(),
+            typed,
         });
     }
     let mut parts = word.split("::");
     let name = parts.next().unwrap_or("");
-    let valid_name = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if !valid_name {
+    if !is_plain_name(name) {
         return Err(format!(
             "`{word}`: resource name `{name}` may hold only letters, digits, `_`, `.` and `-`"
         ));
@@ -186,22 +376,111 @@ fn parse_resource(word: &str) -> Result<ResourceSpec, String> {
     if args.iter().any(String::is_empty) {
         return Err(format!("`{word}` has an empty argument: write `{name}::ARG::ARG` without `::::` or a trailing `::`"));
     }
-    if is_ipaddr(name) {
-        match args.as_slice() {
-            [arg] => check_ipaddr_arg(arg)?,
-            _ => return Err(format!("`{word}`: {name} takes one argument ADDR[/BITS[/IFACE[/BROADCAST]]], e.g. {name}::192.168.69.100/24/eth0")),
-        }
-    }
+    let typed = type_resource(word, name, &args)?;
     Ok(ResourceSpec {
         name: name.to_string(),
         args,
         text: word.to_string(),
+        typed,
     })
 }
 
-/// Whether a resource agent is IPaddr or IPaddr2.
-fn is_ipaddr(name: &str) -> bool {
-    name == "IPaddr" || name == "IPaddr2"
+/// Whether a word is a plain name: `[A-Za-z0-9_.-]+`.
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// The typed meaning of `name::args` (`word` is the whole word, for messages).
+fn type_resource(word: &str, name: &str, args: &[String]) -> Result<Resource, String> {
+    match (name, args) {
+        ("IPaddr" | "IPaddr2", [arg]) => parse_ipaddr_arg(arg, name == "IPaddr2"),
+        ("IPaddr" | "IPaddr2", _) => Err(format!("`{word}`: {name} takes one argument ADDR[/BITS[/IFACE[/BROADCAST]]], e.g. {name}::192.168.69.100/24/eth0")),
+        ("Filesystem", _) => parse_filesystem(word, args),
+        ("MailTo", _) => parse_mailto(word, args),
+        ("drbddisk", []) => Ok(Resource::DrbdDisk {
+            resource: DRBD_ALL.to_string(),
+        }),
+        ("drbddisk", [resource]) if is_plain_name(resource) => Ok(Resource::DrbdDisk {
+            resource: resource.clone(),
+        }),
+        ("drbddisk", _) => Err(format!("`{word}`: drbddisk takes at most one DRBD resource name (letters, digits, `_`, `.`, `-`), e.g. drbddisk::repl")),
+        _ => Ok(Resource::Script {
+            name: name.to_string(),
+            args: args.to_vec(),
+        }),
+    }
+}
+
+/// `Filesystem::DEVICE::MOUNTPOINT::FSTYPE[::OPTIONS]`.
+fn parse_filesystem(word: &str, args: &[String]) -> Result<Resource, String> {
+    let (device, mountpoint, fstype, options) = match args {
+        [d, m, t] => (d, m, t, None),
+        [d, m, t, o] => (d, m, t, Some(o.clone())),
+        _ => return Err(format!("`{word}`: Filesystem takes DEVICE::MOUNTPOINT::FSTYPE[::OPTIONS], e.g. Filesystem::/dev/drbd0::/mnt/repl::ext3")),
+    };
+    if !mountpoint.starts_with('/') {
+        return Err(format!(
+            "`{word}`: mountpoint `{mountpoint}` must be an absolute path such as /mnt/repl"
+        ));
+    }
+    if mountpoint.trim_end_matches('/').is_empty() {
+        return Err(format!(
+            "`{word}`: mountpoint cannot be `/`: give the directory to mount on, such as /mnt/repl"
+        ));
+    }
+    let valid_type = fstype
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if !valid_type {
+        return Err(format!("`{word}`: filesystem type `{fstype}` may hold only letters, digits, `_`, `.` and `-`, e.g. ext3"));
+    }
+    Ok(Resource::Filesystem {
+        device: device.clone(),
+        mountpoint: mountpoint.clone(),
+        fstype: fstype.clone(),
+        options,
+    })
+}
+
+/// `MailTo::ADDR[,ADDR...][::SUBJECT]`.
+fn parse_mailto(word: &str, args: &[String]) -> Result<Resource, String> {
+    let (addr, subject) = match args {
+        [a] => (a, None),
+        [a, s] => (a, Some(s.clone())),
+        _ => {
+            return Err(format!(
+                "`{word}`: MailTo takes ADDR[,ADDR...][::SUBJECT], e.g. MailTo::admin@example.com"
+            ))
+        }
+    };
+    for one in addr.split(',') {
+        if !looks_like_mail_address(one) {
+            return Err(format!("`{word}`: `{one}` is not a mail address: use user@domain or a local user name, several separated by commas"));
+        }
+    }
+    Ok(Resource::MailTo {
+        addr: addr.clone(),
+        subject,
+    })
+}
+
+/// `user@domain` (each part a run of `[A-Za-z0-9_.+-]`, the domain with no
+/// leading or trailing dot) or a local user name.
+fn looks_like_mail_address(text: &str) -> bool {
+    let atom = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'+' | b'-'))
+    };
+    match text.split_once('@') {
+        None => atom(text),
+        Some((user, domain)) => {
+            atom(user) && atom(domain) && !domain.starts_with('.') && !domain.ends_with('.')
+        }
+    }
 }
 
 /// Whether a bare word is meant as an address: its part before `/` is made of
@@ -211,8 +490,8 @@ fn looks_like_address(word: &str) -> bool {
     head.contains('.') && head.bytes().all(|b| b.is_ascii_digit() || b == b'.')
 }
 
-/// `ADDR[/BITS[/IFACE[/BROADCAST]]]`.
-fn check_ipaddr_arg(arg: &str) -> Result<(), String> {
+/// `ADDR[/BITS[/IFACE[/BROADCAST]]]` as an [`Resource::IpAddr`].
+fn parse_ipaddr_arg(arg: &str, v2: bool) -> Result<Resource, String> {
     /// Longest interface name Linux accepts (IFNAMSIZ - 1).
     const IFACE_LEN_MAX: usize = 15;
     let parts: Vec<&str> = arg.split('/').collect();
@@ -221,7 +500,7 @@ fn check_ipaddr_arg(arg: &str) -> Result<(), String> {
             "`{arg}` has too many parts: use ADDR[/BITS[/IFACE[/BROADCAST]]]"
         ));
     }
-    let addr: std::net::Ipv4Addr = parts[0]
+    let addr: Ipv4Addr = parts[0]
         .parse()
         .map_err(|_| format!("`{}` is not a valid IPv4 address", parts[0]))?;
     if addr.is_unspecified() || addr.is_multicast() || addr.is_broadcast() {
@@ -229,39 +508,51 @@ fn check_ipaddr_arg(arg: &str) -> Result<(), String> {
             "`{addr}` cannot be a virtual address: use a unicast address"
         ));
     }
-    if let Some(bits) = parts.get(1) {
-        match bits.parse::<u8>() {
-            Ok(b) if b <= 32 => {}
+    let bits = match parts.get(1) {
+        None => None,
+        Some(bits) => match bits.parse::<u8>() {
+            Ok(b) if b <= 32 => Some(b),
             _ => {
                 return Err(format!(
                     "`{arg}`: netmask bits `{bits}` must be a number from 0 to 32"
                 ))
             }
+        },
+    };
+    let iface = match parts.get(2) {
+        None => None,
+        Some(iface) => {
+            let valid = !iface.is_empty()
+                && iface.len() <= IFACE_LEN_MAX
+                && iface.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
+            if !valid {
+                return Err(format!(
+                    "`{arg}`: `{iface}` is not an interface name, e.g. eth0"
+                ));
+            }
+            Some(iface.to_string())
         }
-    }
-    if let Some(iface) = parts.get(2) {
-        let valid = !iface.is_empty()
-            && iface.len() <= IFACE_LEN_MAX
-            && iface.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
-        if !valid {
-            return Err(format!(
-                "`{arg}`: `{iface}` is not an interface name, e.g. eth0"
-            ));
-        }
-    }
-    if let Some(broadcast) = parts.get(3) {
-        broadcast
-            .parse::<std::net::Ipv4Addr>()
-            .map_err(|_| format!("`{arg}`: broadcast `{broadcast}` is not a valid IPv4 address"))?;
-    }
-    Ok(())
+    };
+    let broadcast = match parts.get(3) {
+        None => None,
+        Some(broadcast) => Some(broadcast.parse::<Ipv4Addr>().map_err(|_| {
+            format!("`{arg}`: broadcast `{broadcast}` is not a valid IPv4 address")
+        })?),
+    };
+    Ok(Resource::IpAddr {
+        addr,
+        bits,
+        iface,
+        broadcast,
+        v2,
+    })
 }
 
-/// Refuses a resource or a virtual address already used earlier in the file.
+/// Refuses a resource, a virtual address or a mountpoint already used earlier
+/// in the file.
 fn check_duplicates(earlier: &[Group], group: &Group) -> Result<(), ConfigError> {
     for (i, resource) in group.resources.iter().enumerate() {
         let canonical = resource.canonical();
-        let vip = resource.vip();
         let previous = earlier
             .iter()
             .flat_map(|g| g.resources.iter().map(move |r| (g.line, r)))
@@ -270,9 +561,14 @@ fn check_duplicates(earlier: &[Group], group: &Group) -> Result<(), ConfigError>
             if other.canonical() == canonical {
                 return Err(error(group.line, format!("resource `{}` is already in the group on line {line}: each resource may run in one group only", resource.text)));
             }
-            if let (Some(a), Some(b)) = (vip, other.vip()) {
+            if let (Some(a), Some(b)) = (resource.vip(), other.vip()) {
                 if a == b {
                     return Err(error(group.line, format!("virtual address {a} is already in the group on line {line}: each address may be managed once")));
+                }
+            }
+            if let (Some(a), Some(b)) = (resource.mountpoint(), other.mountpoint()) {
+                if a.trim_end_matches('/') == b.trim_end_matches('/') {
+                    return Err(error(group.line, format!("mountpoint {a} is already in the group on line {line}: each mountpoint may be mounted once")));
                 }
             }
         }
@@ -349,6 +645,224 @@ mod tests {
         assert_eq!(group.resources[2].vip(), None);
     }
 
+    #[test]
+    fn guide_line_is_typed() {
+        let res = ok(GUIDE);
+        let typed: Vec<&Resource> = res.groups[0].resources_typed().collect();
+        let ip = |a, b, c, d| Resource::IpAddr {
+            addr: Ipv4Addr::new(a, b, c, d),
+            bits: None,
+            iface: None,
+            broadcast: None,
+            v2: false,
+        };
+        let expected = [
+            ip(192, 168, 69, 16),
+            ip(192, 168, 69, 100),
+            Resource::DrbdDisk {
+                resource: "repl".into(),
+            },
+            Resource::Filesystem {
+                device: "/dev/drbd0".into(),
+                mountpoint: "/mnt/repl".into(),
+                fstype: "ext3".into(),
+                options: None,
+            },
+            Resource::Script {
+                name: "apache".into(),
+                args: vec![],
+            },
+            Resource::MailTo {
+                addr: "admin@example.com".into(),
+                subject: None,
+            },
+        ];
+        assert_eq!(typed, expected.iter().collect::<Vec<_>>());
+        let agents: Vec<&str> = typed.iter().map(|r| r.agent()).collect();
+        assert_eq!(
+            agents,
+            [
+                "IPaddr",
+                "IPaddr",
+                "drbddisk",
+                "Filesystem",
+                "apache",
+                "MailTo"
+            ]
+        );
+        assert_eq!(res.groups[0].monitor, None);
+        assert_eq!(res.groups[0].monitor_failures, MONITOR_FAILURES_DEFAULT);
+    }
+
+    // ==== Tests for typed resources ====
+
+    #[test]
+    fn ipaddr_fields_are_typed() {
+        let res = ok("debian1 IPaddr2::10.0.0.5/24/eth1/10.0.0.255 10.0.0.6/16
+");
+        let typed: Vec<&Resource> = res.groups[0].resources_typed().collect();
+        assert_eq!(
+            *typed[0],
+            Resource::IpAddr {
+                addr: Ipv4Addr::new(10, 0, 0, 5),
+                bits: Some(24),
+                iface: Some("eth1".into()),
+                broadcast: Some(Ipv4Addr::new(10, 0, 0, 255)),
+                v2: true,
+            }
+        );
+        assert_eq!(typed[0].agent(), "IPaddr2");
+        assert_eq!(
+            *typed[1],
+            Resource::IpAddr {
+                addr: Ipv4Addr::new(10, 0, 0, 6),
+                bits: Some(16),
+                iface: None,
+                broadcast: None,
+                v2: false,
+            }
+        );
+    }
+
+    #[test]
+    fn filesystem_mailto_drbddisk_and_scripts_are_typed() {
+        let text = "debian1 Filesystem::LABEL=data::/srv/data/::xfs::rw,noatime \
+                      MailTo::root,ops@example.com::bascule drbddisk mysql::--fast::x
+";
+        let res = ok(text);
+        let typed: Vec<&Resource> = res.groups[0].resources_typed().collect();
+        assert_eq!(
+            *typed[0],
+            Resource::Filesystem {
+                device: "LABEL=data".into(),
+                mountpoint: "/srv/data/".into(),
+                fstype: "xfs".into(),
+                options: Some("rw,noatime".into()),
+            }
+        );
+        assert_eq!(
+            *typed[1],
+            Resource::MailTo {
+                addr: "root,ops@example.com".into(),
+                subject: Some("bascule".into()),
+            }
+        );
+        let addrs: Vec<&str> = typed[1].mail_addrs().collect();
+        assert_eq!(addrs, ["root", "ops@example.com"]);
+        assert_eq!(typed[2].mail_addrs().count(), 0);
+        assert_eq!(
+            *typed[2],
+            Resource::DrbdDisk {
+                resource: DRBD_ALL.into()
+            }
+        );
+        assert_eq!(
+            *typed[3],
+            Resource::Script {
+                name: "mysql".into(),
+                args: vec!["--fast".into(), "x".into()],
+            }
+        );
+        assert_eq!(res.groups[0].resources[0].mountpoint(), Some("/srv/data/"));
+    }
+
+    #[test]
+    fn typed_resource_errors_name_the_line() {
+        assert_err(
+            "debian1 apache\ndebian2 Filesystem::/dev/drbd0::mnt::ext3\n",
+            2,
+            "mountpoint `mnt` must be an absolute path",
+        );
+        assert_err(
+            "debian1 Filesystem::/dev/drbd0::/::ext3\n",
+            1,
+            "cannot be `/`",
+        );
+        assert_err(
+            "debian1 Filesystem::/dev/drbd0::/mnt/repl\n",
+            1,
+            "Filesystem takes DEVICE::MOUNTPOINT::FSTYPE",
+        );
+        assert_err(
+            "debian1 Filesystem::a::/m::ext3::o::x\n",
+            1,
+            "Filesystem takes",
+        );
+        assert_err(
+            "debian1 Filesystem::/dev/sdb1::/m::ext3=x\n",
+            1,
+            "filesystem type `ext3=x`",
+        );
+        assert_err("debian1 MailTo\n", 1, "MailTo takes ADDR");
+        assert_err("debian1 MailTo::a@b::s::x\n", 1, "MailTo takes ADDR");
+        for bad in [
+            "@example.com",
+            "admin@",
+            "a@b@c",
+            "a,,b",
+            "a@.com",
+            "a@com.",
+            "<a@b>",
+            "a,",
+        ] {
+            assert_err(
+                &format!("debian1 MailTo::{bad}\n"),
+                1,
+                "is not a mail address",
+            );
+        }
+        assert_err("debian1 drbddisk::a::b\n", 1, "drbddisk takes at most one");
+        assert_err("debian1 drbddisk::r=1\n", 1, "drbddisk takes at most one");
+        assert_err(
+            "debian1 Filesystem::/dev/a::/mnt/x::ext3\ndebian2 Filesystem::/dev/b::/mnt/x/::xfs\n",
+            2,
+            "mountpoint /mnt/x/ is already in the group on line 1",
+        );
+    }
+
+    // ==== Tests for the monitor option ====
+
+    #[test]
+    fn monitor_word_sets_interval_and_failures() {
+        let res = ok("debian1 apache monitor::30
+debian2 monitor::500ms::5 mysql
+");
+        assert_eq!(res.groups[0].monitor, Some(Duration::from_secs(30)));
+        assert_eq!(res.groups[0].monitor_failures, MONITOR_FAILURES_DEFAULT);
+        assert_eq!(canonical(&res.groups[0]), ["apache"]);
+        assert_eq!(res.groups[1].monitor, Some(Duration::from_millis(500)));
+        assert_eq!(res.groups[1].monitor_failures, 5);
+        assert_eq!(canonical(&res.groups[1]), ["mysql"]);
+    }
+
+    #[test]
+    fn monitor_errors_name_the_line() {
+        assert_err(
+            "debian1 apache\ndebian2 mysql monitor\n",
+            2,
+            "write `monitor::SECONDS`",
+        );
+        assert_err("debian1 apache monitor::0\n", 1, "must be more than 0");
+        assert_err(
+            "debian1 apache monitor::x\n",
+            1,
+            "interval `x` is not a time",
+        );
+        assert_err("debian1 apache monitor::30::0\n", 1, "failure count `0`");
+        assert_err("debian1 apache monitor::30::101\n", 1, "from 1 to 100");
+        assert_err(
+            "debian1 apache monitor::30::3::1\n",
+            1,
+            "write `monitor::SECONDS`",
+        );
+        assert_err(
+            "debian1 apache monitor::30 monitor::10\n",
+            1,
+            "already has a `monitor` word",
+        );
+        assert_err("debian1 monitor::30\n", 1, "has no resources");
+    }
+
     // ==== Tests for syntax ====
 
     #[test]
@@ -392,7 +906,8 @@ mod tests {
             "IPaddr2::192.168.69.16/32/eth0",
         ] {
             let res = ok(&format!("debian1 {word}\n"));
-            assert!(is_ipaddr(&res.groups[0].resources[0].name), "{word}");
+            let typed = &res.groups[0].resources[0].typed;
+            assert!(matches!(typed, Resource::IpAddr { .. }), "{word}");
         }
     }
 

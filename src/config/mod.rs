@@ -14,8 +14,8 @@ pub mod hacf;
 pub mod haresources;
 
 pub use authkeys::{AuthKey, AuthKeys, AuthMethod};
-pub use hacf::{AutoFailback, HaCf, LogFacility, Medium};
-pub use haresources::{Group, Haresources, ResourceSpec};
+pub use hacf::{AutoFailback, CommandLine, HaCf, LogFacility, Medium, PingNode, StopFailure};
+pub use haresources::{Group, Haresources, Resource, ResourceSpec};
 
 use core::fmt;
 
@@ -147,9 +147,11 @@ impl Config {
 
     /// The effective settings for `bascule check-config`: one `key value` line
     /// each, in a fixed order, defaults filled in, timers in milliseconds, one
-    /// `link NAME KIND ...` line per medium, the auth method and key id (never the
-    /// secret), one `group NODE RESOURCE...` line per group, and the per-file
-    /// digests the peer will compare.
+    /// `link NAME KIND ...` line per medium, the takeover settings (`ping ADDR` or
+    /// `ping_group NAME ADDR...` per ping node, `fence none` when unset), the auth
+    /// method and key id (never the secret), one `group NODE RESOURCE...
+    /// [monitor::MSms::N]` line per group, and the per-file digests the peer will
+    /// compare.
     pub fn render_effective(&self) -> String {
         let ha = &self.ha;
         let mut out = String::new();
@@ -174,6 +176,7 @@ impl Config {
         for medium in &ha.media {
             line(&mut out, "link", render_medium(medium, ha));
         }
+        render_takeover(&mut out, ha);
         let key = self.auth.active_key();
         line(&mut out, "auth_method", key.method.name());
         line(&mut out, "auth_id", key.id);
@@ -185,16 +188,7 @@ impl Config {
             .collect();
         line(&mut out, "auth_accepted", ids.join(" "));
         for group in &self.resources.groups {
-            let resources: Vec<String> = group
-                .resources
-                .iter()
-                .map(ResourceSpec::canonical)
-                .collect();
-            line(
-                &mut out,
-                "group",
-                format!("{} {}", group.node, resources.join(" ")),
-            );
+            line(&mut out, "group", group.canonical());
         }
         let d = digest::ConfigDigest::of(self);
         line(&mut out, "digest_ha_cf", format!("{:08x}", d.ha_cf));
@@ -212,6 +206,34 @@ impl Config {
 fn line(out: &mut String, key: &str, value: impl fmt::Display) {
     use fmt::Write;
     let _ = writeln!(out, "{key} {value}");
+}
+
+/// The takeover settings of ha.cf, one `key value` line each.
+fn render_takeover(out: &mut String, ha: &HaCf) {
+    for ping in &ha.ping_nodes {
+        let addrs: Vec<String> = ping.addrs.iter().map(|a| a.to_string()).collect();
+        if ping.group {
+            line(
+                out,
+                "ping_group",
+                format!("{} {}", ping.name, addrs.join(" ")),
+            );
+        } else {
+            line(out, "ping", &ping.name);
+        }
+    }
+    line(out, "deadping_ms", ha.deadping.millis());
+    match &ha.fence {
+        Some(command) => line(out, "fence", command.render()),
+        None => line(out, "fence", "none"),
+    }
+    line(out, "fence_delay_ms", ha.fence_delay.millis());
+    line(out, "fence_timeout_ms", ha.fence_timeout.millis());
+    line(out, "on_stop_failure", ha.on_stop_failure.render());
+    line(out, "stop_retries", ha.stop_retries);
+    line(out, "start_backoff_ms", ha.start_backoff.millis());
+    line(out, "start_backoff_max_ms", hacf::START_BACKOFF_CAP_MS);
+    line(out, "action_timeout_ms", ha.action_timeout.millis());
 }
 
 /// `NAME KIND key=value...` for one medium.
@@ -266,6 +288,7 @@ pub fn fuzz_config(data: &[u8]) {
             .digest_lines
             .iter()
             .all(|l| (1..=ha_text.lines().count()).contains(l)));
+        fuzz_check_takeover(ha);
     }
     let auth = authkeys::parse(&auth_text, &mut warnings);
     fuzz_check_error(&auth, &auth_text);
@@ -286,6 +309,7 @@ pub fn fuzz_config(data: &[u8]) {
     if let Ok(resources) = &resources {
         for group in &resources.groups {
             assert!(!group.resources.is_empty() && nodes.contains(&group.node));
+            fuzz_check_group(group);
         }
     }
     let all_ok = ha.is_ok() && auth.is_ok() && resources.is_ok();
@@ -299,6 +323,54 @@ pub fn fuzz_config(data: &[u8]) {
             assert!(config.render_effective().contains("auth_method "));
         }
         Err(_) => assert!(!all_ok),
+    }
+}
+
+/// The takeover settings of an `Ok` ha.cf are within their documented ranges.
+fn fuzz_check_takeover(ha: &HaCf) {
+    assert!(ha.ping_nodes.len() <= hacf::PING_NODES_MAX && ha.deadping.millis() > 0);
+    for ping in &ha.ping_nodes {
+        assert!(!ping.addrs.is_empty() && ping.addrs.len() <= hacf::PING_GROUP_ADDRS_MAX);
+        assert_eq!(
+            ping.group,
+            ping.addrs.len() != 1 || ping.name != ping.addrs[0].to_string()
+        );
+    }
+    if let Some(fence) = &ha.fence {
+        assert!(!fence.program.is_empty() && !fence.program.contains(char::is_whitespace));
+    }
+    if let StopFailure::Command(command) = &ha.on_stop_failure {
+        assert!(command.program.starts_with('/'));
+    }
+    assert!(ha.fence_timeout.millis() > 0 && ha.action_timeout.millis() > 0);
+    assert!(ha.stop_retries <= hacf::STOP_RETRIES_MAX);
+    assert!((1..=hacf::START_BACKOFF_CAP_MS).contains(&ha.start_backoff.millis()));
+}
+
+/// Every resource of an `Ok` group is typed consistently with its spec.
+fn fuzz_check_group(group: &Group) {
+    assert!((1..=haresources::MONITOR_FAILURES_MAX).contains(&group.monitor_failures));
+    assert!(group.monitor.map_or(true, |m| m.millis() > 0));
+    for spec in &group.resources {
+        assert_eq!(
+            spec.vip().is_some(),
+            matches!(spec.typed, Resource::IpAddr { .. })
+        );
+        match &spec.typed {
+            Resource::Filesystem {
+                mountpoint, fstype, ..
+            } => {
+                assert!(mountpoint.starts_with('/') && !fstype.is_empty())
+            }
+            Resource::MailTo { .. } => assert!(spec.typed.mail_addrs().count() >= 1),
+            Resource::DrbdDisk { resource } => assert!(!resource.is_empty()),
+            Resource::Script { name, args } => {
+                assert!(
+                    name == &spec.name && args == &spec.args && name != haresources::MONITOR_WORD
+                )
+            }
+            Resource::IpAddr { .. } => {}
+        }
     }
 }
 
@@ -318,6 +390,9 @@ mod tests {
     const SERIAL_HA_CF: &str = include_str!("../../tests/fixtures/config/guide-serial/ha.cf");
     const AUTHKEYS: &str = include_str!("../../tests/fixtures/config/guide-bcast/authkeys");
     const HARESOURCES: &str = include_str!("../../tests/fixtures/config/guide-bcast/haresources");
+    const TAKEOVER_HA_CF: &str = include_str!("../../tests/fixtures/config/takeover/ha.cf");
+    const TAKEOVER_HARESOURCES: &str =
+        include_str!("../../tests/fixtures/config/takeover/haresources");
 
     // ==== Tests for Config::parse ====
 
@@ -337,6 +412,30 @@ mod tests {
                 config.warnings
             );
         }
+    }
+
+    #[test]
+    fn takeover_fixture_parses_with_every_new_setting() {
+        let config = Config::parse(TAKEOVER_HA_CF, AUTHKEYS, Some(TAKEOVER_HARESOURCES))
+            .expect("takeover fixture");
+        let ha = &config.ha;
+        let names: Vec<&str> = ha.ping_nodes.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["192.168.69.1", "switches"]);
+        assert_eq!(ha.deadping.millis(), 30_000);
+        let fence = ha.fence.as_ref().expect("fence");
+        assert_eq!(fence.args, ["--peer=debian2,debian1", "--timeout", "20"]);
+        assert_eq!(
+            (ha.fence_delay.millis(), ha.fence_timeout.millis()),
+            (10_000, 60_000)
+        );
+        assert!(matches!(ha.on_stop_failure, StopFailure::Command(_)));
+        assert_eq!(ha.stop_retries, 3);
+        let group = &config.resources.groups[0];
+        assert_eq!(group.resources.len(), 6);
+        assert_eq!(group.monitor, Some(crate::time::Duration::from_secs(30)));
+        assert_eq!(group.monitor_failures, 3);
+        // Only authkeys' md5 warning: nothing in the new directives is risky.
+        assert_eq!(config.warnings.len(), 1, "{:?}", config.warnings);
     }
 
     #[test]
@@ -394,6 +493,9 @@ mod tests {
              initdead_ms 80000\nauto_failback off\nudpport 694\nbaud 9600\nrealtime on\n\
              logfile /var/log/ha.log\ndebugfile none\nlogfacility local0\n\
              link eth0 bcast iface=eth0 port=694\nlink ttyS0 serial device=/dev/ttyS0 baud=9600\n\
+             deadping_ms 60000\nfence none\nfence_delay_ms 10000\nfence_timeout_ms 60000\n\
+             on_stop_failure reboot\nstop_retries 3\nstart_backoff_ms 10000\n\
+             start_backoff_max_ms 300000\naction_timeout_ms 120000\n\
              auth_method md5\nauth_id 1\nauth_accepted 1:md5\n\
              group debian1 IPaddr::192.168.69.16 IPaddr::192.168.69.100 drbddisk::repl \
              Filesystem::/dev/drbd0::/mnt/repl::ext3 apache MailTo::admin@example.com\n\
@@ -423,6 +525,26 @@ mod tests {
         assert!(!text.contains("group "), "{text}");
     }
 
+    #[test]
+    fn render_effective_prints_takeover_settings() {
+        let ha_cf = "node a b\nbcast eth1\nping 10.0.0.254\nping_group gw 10.0.1.1 10.0.1.2\n\
+                     deadping 20\nfence /usr/local/sbin/fence-peer --host=b,port=2 -v\n\
+                     fence_delay 0\nfence_timeout 30\non_stop_failure /bin/touch /tmp/escalated\n\
+                     stop_retries 1\nstart_backoff 5\naction_timeout 90\n";
+        let config = Config::parse(ha_cf, AUTHKEYS, Some("a apache monitor::30\n")).unwrap();
+        let text = config.render_effective();
+        let expected = "ping 10.0.0.254\nping_group gw 10.0.1.1 10.0.1.2\ndeadping_ms 20000\n\
+                        fence /usr/local/sbin/fence-peer --host=b,port=2 -v\nfence_delay_ms 0\n\
+                        fence_timeout_ms 30000\non_stop_failure /bin/touch /tmp/escalated\n\
+                        stop_retries 1\nstart_backoff_ms 5000\nstart_backoff_max_ms 300000\n\
+                        action_timeout_ms 90000\n";
+        assert!(text.contains(expected), "{text}");
+        assert!(
+            text.contains("group a apache monitor::30000ms::3\n"),
+            "{text}"
+        );
+    }
+
     // ==== Tests for fuzz_config ====
 
     fn corpus_dir() -> std::path::PathBuf {
@@ -442,7 +564,12 @@ mod tests {
 
     #[test]
     fn guide_seeds_parse_ok() {
-        for name in ["guide-bcast", "guide-serial"] {
+        for name in [
+            "guide-bcast",
+            "guide-serial",
+            "takeover-full",
+            "takeover-commas-and-groups",
+        ] {
             let data = std::fs::read(corpus_dir().join(name)).unwrap();
             let parts: Vec<String> = data
                 .split(|b| *b == 0xFF)
@@ -468,7 +595,7 @@ mod tests {
             state ^= state << 17;
             state
         };
-        for name in ["guide-bcast", "crc-and-mcast-ucast"] {
+        for name in ["guide-bcast", "crc-and-mcast-ucast", "takeover-full"] {
             let seed = std::fs::read(corpus_dir().join(name)).unwrap();
             for _ in 0..ROUNDS {
                 let mut data = seed.clone();
@@ -483,6 +610,22 @@ mod tests {
                 }
                 fuzz_config(&data);
             }
+        }
+    }
+
+    #[test]
+    fn refused_seeds_fail_on_their_line() {
+        for (name, file, line) in [
+            ("stonith-refused", FileKind::HaCf, 3),
+            ("takeover-errors", FileKind::HaCf, 3),
+        ] {
+            let data = std::fs::read(corpus_dir().join(name)).unwrap();
+            let parts: Vec<String> = data
+                .split(|b| *b == 0xFF)
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect();
+            let e = Config::parse(&parts[0], &parts[1], Some(&parts[2])).unwrap_err();
+            assert_eq!((e.file, e.line), (file, line), "{name}: {e}");
         }
     }
 

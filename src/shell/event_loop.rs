@@ -152,20 +152,6 @@ impl LagMonitor {
     }
 }
 
-/// Link name for logs and status (agreed in the brief).
-pub fn link_name(medium: &Medium) -> String {
-    match medium {
-        Medium::Bcast { iface, .. } => iface.clone(),
-        Medium::Mcast { iface, .. } => format!("{iface}-mcast"),
-        Medium::Ucast { iface, .. } => format!("{iface}-ucast"),
-        // `/dev/ttyS0` -> `ttyS0`; `/dev/pts/3` -> `pts/3` (a bare `3` would say nothing).
-        Medium::Serial { device, .. } => match device.strip_prefix("/dev/") {
-            Some(rest) => rest.to_string(),
-            None => device.rsplit('/').next().unwrap_or(device).to_string(),
-        },
-    }
-}
-
 /// One link per medium, minus `ucast` lines that name one of our own addresses.
 pub fn build_links(loaded: &Loaded) -> Vec<(Link, String)> {
     let ha = &loaded.config.ha;
@@ -173,7 +159,7 @@ pub fn build_links(loaded: &Loaded) -> Vec<(Link, String)> {
     let mut links = Vec::new();
     for medium in &ha.media {
         let id = LinkId(links.len() as u8);
-        let name = link_name(medium);
+        let name = medium.link_name();
         let link = match medium {
             Medium::Bcast { iface, .. } => Link::Udp(UdpLink::new(
                 id,
@@ -603,10 +589,11 @@ mod tests {
     fn link_names_follow_the_brief() {
         let l = 1;
         assert_eq!(
-            link_name(&Medium::Bcast {
+            Medium::Bcast {
                 iface: "eth1".into(),
                 line: l
-            }),
+            }
+            .link_name(),
             "eth1"
         );
         let ucast = Medium::Ucast {
@@ -614,18 +601,19 @@ mod tests {
             addr: std::net::Ipv4Addr::new(10, 0, 0, 2),
             line: l,
         };
-        assert_eq!(link_name(&ucast), "eth1-ucast");
+        assert_eq!(ucast.link_name(), "eth1-ucast");
         assert_eq!(
-            link_name(&Medium::Serial {
+            Medium::Serial {
                 device: "/dev/ttyS0".into(),
                 line: l
-            }),
+            }
+            .link_name(),
             "ttyS0"
         );
         let pts = Medium::Serial {
             device: "/dev/pts/3".into(),
             line: l,
         };
-        assert_eq!(link_name(&pts), "pts/3");
+        assert_eq!(pts.link_name(), "pts/3");
     }
 }

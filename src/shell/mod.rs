@@ -11,6 +11,7 @@
 //! socket), `log` (catalogue lines and the backend), `state` (boot epoch),
 //! `realtime` (mlockall, SCHED_RR).
 
+pub mod agents;
 pub mod alloc_count;
 pub mod cli;
 pub mod config_load;
