@@ -126,6 +126,7 @@ fn takeover_config(local: u8, knobs: &Knobs) -> TakeoverConfig {
             preferred: g as u8,
             resources: *resources,
             monitor,
+            monitor_failures: 3,
         };
         groups.push(group).unwrap();
     }
@@ -142,7 +143,6 @@ fn takeover_config(local: u8, knobs: &Knobs) -> TakeoverConfig {
         backoff_min: Duration::from_millis(300),
         backoff_max: Duration::from_millis(2_000),
         settle: Duration::from_millis(DEADTIME_MS),
-        monitor_failures_max: 3,
     }
 }
 

@@ -72,8 +72,11 @@ pub struct GroupConfig {
     pub preferred: u8,
     /// How many resources (started left to right, stopped right to left); >= 1.
     pub resources: u8,
-    /// `monitor SECONDS`: check every resource this often while running.
+    /// `monitor::T`: check every resource this often while running.
     pub monitor: Option<Duration>,
+    /// `monitor::T::N`: failed checks after which the group is given to the peer
+    /// (rule 9); >= 1.
+    pub monitor_failures: u8,
 }
 
 /// `fence COMMAND`: timings of the fence step.
@@ -109,8 +112,81 @@ pub struct TakeoverConfig {
     /// How long our advert must be unchanged before we act on a tie-break or as the
     /// preferred node: `deadtime` (the peer has seen it by then, or is dead).
     pub settle: Duration,
-    /// Failed monitor checks after which a group is given to the peer (rule 9).
-    pub monitor_failures_max: u8,
+}
+
+/// Wait after a failed fence before the next attempt (ha.cf has no directive for
+/// it): long enough not to hammer a PDU, short next to a takeover that waits for it.
+pub const FENCE_RETRY: Duration = Duration::from_secs(5);
+
+/// Why a parsed configuration does not fit the takeover machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TakeoverConfigError {
+    /// More groups than a heartbeat can describe ([`GROUPS_MAX`]).
+    TooManyGroups,
+    /// A group with more than 255 resources (its index).
+    TooManyResources(u8),
+    /// A group's node is not an ha.cf node (its index; `Config::parse` prevents it).
+    UnknownNode(u8),
+}
+
+impl fmt::Display for TakeoverConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            TakeoverConfigError::TooManyGroups => {
+                write!(f, "haresources has more than {GROUPS_MAX} groups")
+            }
+            TakeoverConfigError::TooManyResources(g) => {
+                write!(f, "haresources group {g} has more than 255 resources")
+            }
+            TakeoverConfigError::UnknownNode(g) => {
+                write!(f, "haresources group {g} names a node ha.cf does not list")
+            }
+        }
+    }
+}
+
+impl TakeoverConfig {
+    /// The takeover settings of a parsed configuration, for node index `local`:
+    /// `settle` is `deadtime`, the backoff runs from `start_backoff` to its cap,
+    /// `fence_delay` applies to the node that is not group 0's preferred one.
+    pub fn from_config(
+        config: &crate::config::Config,
+        local: u8,
+    ) -> Result<TakeoverConfig, TakeoverConfigError> {
+        let ha = &config.ha;
+        let mut groups = Vec::new();
+        for (i, g) in config.resources.groups.iter().enumerate() {
+            let index = i.min(u8::MAX as usize) as u8;
+            let preferred = ha.nodes.iter().position(|n| *n == g.node);
+            let preferred = preferred.ok_or(TakeoverConfigError::UnknownNode(index))?;
+            let resources = u8::try_from(g.resources.len())
+                .map_err(|_| TakeoverConfigError::TooManyResources(index))?;
+            let group = GroupConfig {
+                preferred: preferred as u8,
+                resources,
+                monitor: g.monitor,
+                monitor_failures: g.monitor_failures.clamp(1, u8::MAX as u32) as u8,
+            };
+            groups
+                .push(group)
+                .map_err(|_| TakeoverConfigError::TooManyGroups)?;
+        }
+        let backoff_cap = Duration::from_millis(crate::config::hacf::START_BACKOFF_CAP_MS);
+        Ok(TakeoverConfig {
+            local,
+            groups,
+            auto_failback: ha.auto_failback,
+            fence: ha.fence.as_ref().map(|_| FenceConfig {
+                delay: ha.fence_delay,
+                retry: FENCE_RETRY,
+            }),
+            ping_configured: !ha.ping_nodes.is_empty(),
+            stop_retries: ha.stop_retries.min(u8::MAX as u32) as u8,
+            backoff_min: ha.start_backoff,
+            backoff_max: backoff_cap.max(ha.start_backoff),
+            settle: ha.deadtime,
+        })
+    }
 }
 
 /// Which groups a command applies to (the guide's `hb_standby all|local|foreign`).
@@ -468,6 +544,7 @@ impl Takeover {
         for g in &config.groups {
             assert!(g.resources >= 1, "a group has at least one resource");
             assert!(g.preferred <= 1, "preferred node index {}", g.preferred);
+            assert!(g.monitor_failures >= 1, "monitor failures >= 1");
             let group = Group {
                 config: *g,
                 state: GroupState::Stopped,
@@ -1083,7 +1160,7 @@ impl Takeover {
             (Monitor::Status(r), false) => {
                 let grp = &mut self.groups[g];
                 grp.monitor_failures += 1;
-                if grp.monitor_failures >= self.config.monitor_failures_max {
+                if grp.monitor_failures >= grp.config.monitor_failures {
                     self.begin_stop(g, now, n, AfterStop::Failed, Reason::Monitor);
                 } else {
                     grp.monitor = Monitor::RestartStop(r);
@@ -1227,6 +1304,7 @@ mod tests {
             preferred,
             resources: 2,
             monitor: None,
+            monitor_failures: 2,
         };
         groups.push(group).unwrap();
         TakeoverConfig {
@@ -1239,7 +1317,6 @@ mod tests {
             backoff_min: Duration::from_millis(BACKOFF_MIN),
             backoff_max: Duration::from_millis(BACKOFF_MAX),
             settle: Duration::from_millis(SETTLE),
-            monitor_failures_max: 2,
         }
     }
 
@@ -1867,6 +1944,7 @@ mod tests {
                 preferred: 1,
                 resources: 1,
                 monitor: None,
+                monitor_failures: 1,
             })
             .unwrap();
         let mut t = Takeover::new(c, at(0));
@@ -1901,6 +1979,46 @@ mod tests {
         assert_eq!(t.poll_action(), action(Op::Start, 1));
         t.handle_fence_done(at(15), true);
         assert_eq!(t.stale_inputs(), 5, "no fence running");
+    }
+
+    // ==== Tests for the configuration ====
+
+    #[test]
+    fn config_from_parsed_files() {
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/config/takeover/"
+        );
+        let read = |f: &str| std::fs::read_to_string(std::format!("{dir}{f}")).unwrap();
+        let parsed = crate::config::Config::parse(
+            &read("ha.cf"),
+            &read("authkeys"),
+            Some(&read("haresources")),
+        )
+        .unwrap();
+        let c = TakeoverConfig::from_config(&parsed, 1).unwrap();
+        assert_eq!(c.local, 1);
+        assert_eq!(
+            c.groups[..],
+            [GroupConfig {
+                preferred: 0,
+                resources: 6,
+                monitor: Some(Duration::from_secs(30)),
+                monitor_failures: 3,
+            }]
+        );
+        assert_eq!(c.auto_failback, AutoFailback::On);
+        assert_eq!(
+            c.fence,
+            Some(FenceConfig {
+                delay: Duration::from_secs(10),
+                retry: FENCE_RETRY
+            })
+        );
+        assert!(c.ping_configured);
+        assert_eq!(c.stop_retries, 3);
+        assert_eq!(c.backoff_min, Duration::from_secs(10));
+        assert_eq!(c.settle, Duration::from_secs(60));
     }
 
     #[test]
