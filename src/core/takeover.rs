@@ -1985,15 +1985,12 @@ mod tests {
 
     #[test]
     fn config_from_parsed_files() {
-        let dir = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/config/takeover/"
-        );
-        let read = |f: &str| std::fs::read_to_string(std::format!("{dir}{f}")).unwrap();
         let parsed = crate::config::Config::parse(
-            &read("ha.cf"),
-            &read("authkeys"),
-            Some(&read("haresources")),
+            include_str!("../../tests/fixtures/config/takeover/ha.cf"),
+            include_str!("../../tests/fixtures/config/takeover/authkeys"),
+            Some(include_str!(
+                "../../tests/fixtures/config/takeover/haresources"
+            )),
         )
         .unwrap();
         let c = TakeoverConfig::from_config(&parsed, 1).unwrap();
