@@ -13,7 +13,10 @@ use std::path::{Path, PathBuf};
 
 use bascule::config::digest::ConfigDigest;
 use bascule::rng::Rng;
-use bascule::wire::{self, fuzz, Header, HeartbeatPayload, Kind, Repr, ENCODED_MAX};
+use bascule::wire::{
+    self, fuzz, AdvertState, Adverts, GroupAdvert, Header, HeartbeatPayload, Kind, Repr,
+    ENCODED_MAX, GROUPS_MAX,
+};
 
 /// The fuzz crate's directory.
 fn fuzz_dir() -> PathBuf {
@@ -108,10 +111,32 @@ fn carve_bytes(repr: &Repr) -> Vec<u8> {
     for d in [p.digest.ha_cf, p.digest.haresources, p.digest.authkeys] {
         out.extend(d.to_le_bytes());
     }
+    let adverts = p.adverts.as_slice();
+    out.push(adverts.len() as u8);
+    let mut bytes = [0u8; GROUPS_MAX];
+    for (b, advert) in bytes.iter_mut().zip(adverts) {
+        *b = advert.to_byte();
+    }
+    out.extend(bytes);
+    out.push(p.ping_reachable);
     out
 }
 
+/// Between 0 and `GROUPS_MAX` random valid adverts.
+fn seed_adverts(rng: &mut Rng) -> Adverts {
+    let count = rng.below(GROUPS_MAX as u64 + 1) as usize;
+    let adverts: Vec<GroupAdvert> = (0..count)
+        .map(|_| GroupAdvert {
+            state: AdvertState::ALL[rng.below(AdvertState::ALL.len() as u64) as usize],
+            offer: rng.chance(0.5),
+            want: rng.chance(0.5),
+        })
+        .collect();
+    Adverts::from_slice(&adverts).expect("at most GROUPS_MAX")
+}
+
 fn seed_repr(rng: &mut Rng, key: u8, kind: Kind) -> Repr {
+    let adverts = seed_adverts(rng);
     let mut r = || rng.next_u64();
     Repr {
         header: Header {
@@ -132,6 +157,8 @@ fn seed_repr(rng: &mut Rng, key: u8, kind: Kind) -> Repr {
                 haresources: r() as u32,
                 authkeys: r() as u32,
             },
+            adverts,
+            ping_reachable: r() as u8,
         },
     }
 }

@@ -53,7 +53,7 @@ use heapless::Deque;
 
 use crate::config::digest::ConfigDigest;
 use crate::time::{Duration, Instant};
-use crate::wire::{FrameError, Header, HeartbeatPayload, Kind, Repr};
+use crate::wire::{Adverts, FrameError, GroupAdvert, Header, HeartbeatPayload, Kind, Repr};
 
 use super::event::{Event, FileSet, LinkId, PeerReason};
 
@@ -291,6 +291,10 @@ struct Peer {
     echo_rx_at: Instant,
     /// The mismatch last reported (`None`: digests equal or not compared yet).
     mismatch: Option<FileSet>,
+    /// The group adverts and ping count of the last accepted heartbeat.
+    adverts: Option<(Adverts, u8)>,
+    /// The last accepted heartbeat's status says the peer sees us alive.
+    sees_us: bool,
 }
 
 /// How a frame that passed the replay checks relates to the peer's epoch.
@@ -317,6 +321,10 @@ pub struct Membership {
     seq: u64,
     events: Deque<Event, EVENTS_MAX>,
     events_dropped: u64,
+    /// Our group adverts, copied into every heartbeat (set by the takeover shell).
+    adverts: Adverts,
+    /// How many ping nodes we reach, copied into every heartbeat.
+    ping_reachable: u8,
 }
 
 impl Membership {
@@ -344,6 +352,8 @@ impl Membership {
             echo_ms: 0,
             echo_rx_at: now,
             mismatch: None,
+            adverts: None,
+            sees_us: false,
         };
         Membership {
             config,
@@ -355,6 +365,8 @@ impl Membership {
             seq: 0,
             events: Deque::new(),
             events_dropped: 0,
+            adverts: Adverts::EMPTY,
+            ping_reachable: 0,
         }
     }
 
@@ -447,8 +459,51 @@ impl Membership {
             echo_hold_ms: u16::try_from(now.saturating_since(self.peer.echo_rx_at).millis())
                 .unwrap_or(u16::MAX),
             digest: self.config.digest,
+            adverts: self.adverts,
+            ping_reachable: self.ping_reachable,
         };
         Some(Repr { header, heartbeat })
+    }
+
+    /// Makes the next heartbeat due at `now`, so a takeover state change reaches the
+    /// peer after one one-way delay instead of up to a keepalive later. The cadence
+    /// restarts from that heartbeat.
+    pub fn send_now(&mut self, now: Instant) {
+        self.tick(now);
+        self.timers.set(Timer::Heartbeat, now);
+    }
+
+    /// Sets the group adverts copied into every heartbeat from now on (the takeover
+    /// machine's `adverts()`). Panics above `GROUPS_MAX` groups (a config bug).
+    pub fn set_local_adverts(&mut self, adverts: &[GroupAdvert]) {
+        self.adverts = Adverts::from_slice(adverts).expect("at most GROUPS_MAX groups");
+    }
+
+    /// Sets how many ping nodes we reach, copied into every heartbeat from now on.
+    pub fn set_local_ping_reachable(&mut self, reachable: u8) {
+        self.ping_reachable = reachable;
+    }
+
+    /// The group adverts of the last heartbeat accepted from the peer (`None`
+    /// before the first). They stay after the peer dies: the caller passes them
+    /// on only while the peer is alive.
+    pub fn peer_adverts(&self) -> Option<&[GroupAdvert]> {
+        self.peer
+            .adverts
+            .as_ref()
+            .map(|(adverts, _)| adverts.as_slice())
+    }
+
+    /// Whether the peer's last accepted heartbeat says it sees us alive (its
+    /// `status`). Until it does, the peer may hold us dead and take every group,
+    /// so the takeover starts nothing on its word.
+    pub fn peer_sees_us(&self) -> bool {
+        self.peer.adverts.is_some() && self.peer.sees_us
+    }
+
+    /// How many ping nodes the peer reaches, from its last accepted heartbeat.
+    pub fn peer_ping_reachable(&self) -> Option<u8> {
+        self.peer.adverts.map(|(_, ping)| ping)
     }
 
     /// The next catalogue event, oldest first.
@@ -601,6 +656,8 @@ impl Membership {
         }
         self.peer.echo_ms = heartbeat.sent_ms;
         self.peer.echo_rx_at = now;
+        self.peer.adverts = Some((heartbeat.adverts, heartbeat.ping_reachable));
+        self.peer.sees_us = heartbeat.status & STATUS_PEER_ALIVE != 0;
         self.on_digest(heartbeat.digest, epoch != Epoch::Same);
     }
 
@@ -849,6 +906,8 @@ mod tests {
                 status: 1,
                 echo_hold_ms: 0,
                 digest: config().digest,
+                adverts: Adverts::EMPTY,
+                ping_reachable: 0,
             },
         }
     }
@@ -1233,6 +1292,56 @@ mod tests {
         assert_eq!(hb.heartbeat.sent_ms, 100);
         assert_eq!(hb.heartbeat.digest, config().digest);
         assert_eq!(hb.header.key, 1);
+    }
+
+    #[test]
+    fn alive_heartbeat_carries_adverts_and_ping() {
+        use crate::wire::AdvertState;
+        let mut m = alive();
+        let ours = [GroupAdvert {
+            state: AdvertState::Running,
+            offer: false,
+            want: true,
+        }];
+        m.set_local_adverts(&ours);
+        m.set_local_ping_reachable(2);
+        let hb = tx!(m, time 100).expect("due");
+        assert_eq!(hb.heartbeat.adverts.as_slice(), &ours);
+        assert_eq!(hb.heartbeat.ping_reachable, 2);
+    }
+
+    #[test]
+    fn alive_peer_adverts_kept_from_last_frame() {
+        use crate::wire::AdvertState;
+        let mut m = alive();
+        assert_eq!(m.peer_adverts(), Some(&[][..]));
+        let theirs = [GroupAdvert {
+            state: AdvertState::Stopped,
+            offer: true,
+            want: false,
+        }];
+        let mut repr = frame(PEER_EPOCH, 2);
+        repr.heartbeat.adverts = Adverts::from_slice(&theirs).unwrap();
+        repr.heartbeat.ping_reachable = 1;
+        assert_eq!(m.handle_frame(at(150), ETH, &repr), Ok(()));
+        assert_eq!(m.peer_adverts(), Some(&theirs[..]));
+        assert_eq!(m.peer_ping_reachable(), Some(1));
+        assert!(m.peer_sees_us(), "frame() carries status 1");
+        repr = frame(PEER_EPOCH, 3);
+        repr.heartbeat.status = 0;
+        assert_eq!(m.handle_frame(at(160), ETH, &repr), Ok(()));
+        assert!(!m.peer_sees_us());
+    }
+
+    #[test]
+    fn alive_send_now_makes_heartbeat_due_then_cadence_restarts() {
+        let mut m = alive();
+        assert!(tx!(m, time 100).is_some());
+        assert!(tx!(m, time 130).is_none());
+        m.send_now(at(130));
+        assert!(tx!(m, time 130).is_some());
+        assert!(tx!(m, time 200).is_none());
+        assert!(tx!(m, time 230).is_some());
     }
 
     #[test]

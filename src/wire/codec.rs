@@ -128,6 +128,13 @@ mod tests {
                     haresources: 0,
                     authkeys: 0x0BAD_F00D,
                 },
+                adverts: crate::wire::Adverts::from_slice(&[crate::wire::GroupAdvert {
+                    state: crate::wire::AdvertState::Stopping,
+                    offer: true,
+                    want: false,
+                }])
+                .unwrap(),
+                ping_reachable: 2,
             },
         }
     }

@@ -11,17 +11,25 @@
 //!  then payload[len], mac[16] (HMAC over header+payload, truncated), crc32c LE over all before
 //! ```
 //!
-//! Heartbeat payload (24 bytes):
+//! Heartbeat payload (36 bytes):
 //!
 //! ```text
-//!  0          4          8       9         12           16              20
-//!  sent_ms    echo_ms    status  echo_hold_ms(u16) reserved(u8)  digest.ha_cf digest.haresources digest.authkeys
-//!  u32 LE     u32 LE     u8      3 x 0     u32 LE       u32 LE          u32 LE
+//!  0        4        8       9             11      12           16                 20
+//!  sent_ms  echo_ms  status  echo_hold_ms  groups  digest.ha_cf digest.haresources digest.authkeys
+//!  u32 LE   u32 LE   u8      u16 LE        u8      u32 LE       u32 LE             u32 LE
+//!  24              32             33
+//!  adverts[8]      ping_reachable reserved
+//!  u8 x 8          u8             3 x 0
 //! ```
 //!
+//! `groups` (0..=[`GROUPS_MAX`]) says how many `adverts` bytes are used; each is one
+//! [`GroupAdvert`]: bits 0-2 the sender's [`AdvertState`] for that group, bit 3
+//! `offer`, bit 4 `want`, bits 5-7 zero. Unused advert bytes are zero.
+//! `ping_reachable` is how many ping nodes the sender reaches (0 without ping nodes).
+//!
 //! Parsing is strict so that every accepted frame is canonical (re-emitting its
-//! `Repr` gives the same bytes): reserved fields must be zero, `len` must cover the
-//! buffer exactly, and a heartbeat payload is exactly 24 bytes.
+//! `Repr` gives the same bytes): reserved fields and unused adverts must be zero,
+//! `len` must cover the buffer exactly, and a heartbeat payload is exactly 36 bytes.
 
 use core::fmt;
 
@@ -40,7 +48,12 @@ pub const HEARTBEAT_LEN: usize = field::heartbeat::LEN;
 
 // The field table and the documented lengths agree.
 const _: () = assert!(field::RESERVED.end == HEADER_LEN);
-const _: () = assert!(HEARTBEAT_LEN == 24);
+const _: () = assert!(HEARTBEAT_LEN == 36);
+
+/// Most resource groups a heartbeat can describe (one advert byte each).
+pub const GROUPS_MAX: usize = 8;
+const _: () =
+    assert!(field::heartbeat::ADVERTS.end - field::heartbeat::ADVERTS.start == GROUPS_MAX);
 
 /// CRC-32C (Castagnoli, as iSCSI and ext4 use): better burst detection than the
 /// Ethernet CRC-32 at the same cost.
@@ -86,11 +99,14 @@ mod field {
         pub const ECHO_MS: Field = 4..8;
         pub const STATUS: usize = 8;
         pub const ECHO_HOLD_MS: Field = 9..11;
-        pub const RESERVED: Field = 11..12;
+        pub const GROUPS: usize = 11;
         pub const DIGEST_HA_CF: Field = 12..16;
         pub const DIGEST_HARESOURCES: Field = 16..20;
         pub const DIGEST_AUTHKEYS: Field = 20..24;
-        pub const LEN: usize = DIGEST_AUTHKEYS.end;
+        pub const ADVERTS: Field = 24..32;
+        pub const PING_REACHABLE: usize = 32;
+        pub const RESERVED: Field = 33..36;
+        pub const LEN: usize = RESERVED.end;
     }
 }
 
@@ -223,6 +239,134 @@ pub struct Header {
     pub flags: u16,
 }
 
+/// A node's state for one resource group, as it advertises it (3 bits on the wire).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum AdvertState {
+    /// Not running here.
+    #[default]
+    Stopped,
+    /// Resources are being started here.
+    Starting,
+    /// Every resource runs here.
+    Running,
+    /// Resources are being stopped here.
+    Stopping,
+    /// A start failed and was rolled back; this node waits before trying again.
+    Failed,
+    /// A stop failed after its retries: the group may still run here.
+    Blocked,
+}
+
+impl AdvertState {
+    /// Every state, in code order.
+    pub const ALL: [AdvertState; 6] = [
+        AdvertState::Stopped,
+        AdvertState::Starting,
+        AdvertState::Running,
+        AdvertState::Stopping,
+        AdvertState::Failed,
+        AdvertState::Blocked,
+    ];
+
+    /// The word used in logs and status.
+    pub const fn name(self) -> &'static str {
+        match self {
+            AdvertState::Stopped => "stopped",
+            AdvertState::Starting => "starting",
+            AdvertState::Running => "running",
+            AdvertState::Stopping => "stopping",
+            AdvertState::Failed => "failed",
+            AdvertState::Blocked => "blocked",
+        }
+    }
+
+    /// Whether the group may be active on the advertising node: the other node must
+    /// not start it (release before acquire).
+    pub const fn holds(self) -> bool {
+        matches!(
+            self,
+            AdvertState::Starting
+                | AdvertState::Running
+                | AdvertState::Stopping
+                | AdvertState::Blocked
+        )
+    }
+}
+
+/// One group's advert: the sender's state and its handover flags (one byte).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct GroupAdvert {
+    /// The sender's state for the group.
+    pub state: AdvertState,
+    /// "I release this group for you": the sender will not start it.
+    pub offer: bool,
+    /// "I would like this group" (with `offer`: "I take it back if you will not").
+    pub want: bool,
+}
+
+const ADVERT_STATE_MASK: u8 = 0x07;
+const ADVERT_OFFER: u8 = 0x08;
+const ADVERT_WANT: u8 = 0x10;
+
+impl GroupAdvert {
+    /// The wire byte.
+    pub const fn to_byte(self) -> u8 {
+        let state = self.state as u8;
+        let offer = if self.offer { ADVERT_OFFER } else { 0 };
+        let want = if self.want { ADVERT_WANT } else { 0 };
+        state | offer | want
+    }
+
+    /// Parses a wire byte; `None` for an unknown state or a reserved bit set.
+    pub fn from_byte(byte: u8) -> Option<GroupAdvert> {
+        if byte & !(ADVERT_STATE_MASK | ADVERT_OFFER | ADVERT_WANT) != 0 {
+            return None;
+        }
+        let state = *AdvertState::ALL.get((byte & ADVERT_STATE_MASK) as usize)?;
+        Some(GroupAdvert {
+            state,
+            offer: byte & ADVERT_OFFER != 0,
+            want: byte & ADVERT_WANT != 0,
+        })
+    }
+}
+
+/// Up to [`GROUPS_MAX`] group adverts. Unused slots are always the default advert,
+/// so equality and the wire bytes agree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Adverts {
+    len: u8,
+    items: [GroupAdvert; GROUPS_MAX],
+}
+
+impl Adverts {
+    /// No groups.
+    pub const EMPTY: Adverts = Adverts {
+        len: 0,
+        items: [GroupAdvert {
+            state: AdvertState::Stopped,
+            offer: false,
+            want: false,
+        }; GROUPS_MAX],
+    };
+
+    /// The adverts of `groups`; `None` if there are more than [`GROUPS_MAX`].
+    pub fn from_slice(groups: &[GroupAdvert]) -> Option<Adverts> {
+        if groups.len() > GROUPS_MAX {
+            return None;
+        }
+        let mut adverts = Adverts::EMPTY;
+        adverts.items[..groups.len()].copy_from_slice(groups);
+        adverts.len = groups.len() as u8;
+        Some(adverts)
+    }
+
+    /// The used adverts, group 0 first.
+    pub fn as_slice(&self) -> &[GroupAdvert] {
+        &self.items[..self.len as usize]
+    }
+}
+
 /// The heartbeat payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct HeartbeatPayload {
@@ -238,6 +382,10 @@ pub struct HeartbeatPayload {
     pub echo_hold_ms: u16,
     /// The sender's configuration digest (ha.cf, haresources, authkeys).
     pub digest: crate::config::digest::ConfigDigest,
+    /// The sender's state for each resource group (the takeover handshake).
+    pub adverts: Adverts,
+    /// How many ping nodes the sender reaches (0 without ping nodes).
+    pub ping_reachable: u8,
 }
 
 /// A validated frame: header and decoded payload.
@@ -469,6 +617,20 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 }
 
+/// The `count` used adverts of `bytes`; the unused ones must be zero.
+fn parse_adverts(count: u8, bytes: &[u8]) -> Result<Adverts, FrameError> {
+    let used = count as usize;
+    if used > GROUPS_MAX || bytes[used..].iter().any(|b| *b != 0) {
+        return Err(FrameError::Payload);
+    }
+    let mut adverts = Adverts::EMPTY;
+    for (slot, byte) in adverts.items.iter_mut().zip(&bytes[..used]) {
+        *slot = GroupAdvert::from_byte(*byte).ok_or(FrameError::Payload)?;
+    }
+    adverts.len = count;
+    Ok(adverts)
+}
+
 fn read_u32(bytes: &[u8]) -> u32 {
     let mut b = [0u8; 4];
     b.copy_from_slice(bytes);
@@ -476,13 +638,15 @@ fn read_u32(bytes: &[u8]) -> u32 {
 }
 
 impl HeartbeatPayload {
-    /// Parses exactly [`HEARTBEAT_LEN`] bytes; `Payload` on another length or a
-    /// non-zero reserved byte.
+    /// Parses exactly [`HEARTBEAT_LEN`] bytes; `Payload` on another length, a
+    /// non-zero reserved byte, more than [`GROUPS_MAX`] groups, an invalid advert or a
+    /// non-zero unused advert.
     pub fn parse(bytes: &[u8]) -> Result<HeartbeatPayload, FrameError> {
         use field::heartbeat as hb;
         if bytes.len() != hb::LEN || bytes[hb::RESERVED].iter().any(|b| *b != 0) {
             return Err(FrameError::Payload);
         }
+        let adverts = parse_adverts(bytes[hb::GROUPS], &bytes[hb::ADVERTS])?;
         Ok(HeartbeatPayload {
             sent_ms: read_u32(&bytes[hb::SENT_MS]),
             echo_ms: read_u32(&bytes[hb::ECHO_MS]),
@@ -496,6 +660,8 @@ impl HeartbeatPayload {
                 haresources: read_u32(&bytes[hb::DIGEST_HARESOURCES]),
                 authkeys: read_u32(&bytes[hb::DIGEST_AUTHKEYS]),
             },
+            adverts,
+            ping_reachable: bytes[hb::PING_REACHABLE],
         })
     }
 
@@ -507,6 +673,11 @@ impl HeartbeatPayload {
         bytes[hb::ECHO_MS].copy_from_slice(&self.echo_ms.to_le_bytes());
         bytes[hb::STATUS] = self.status;
         bytes[hb::ECHO_HOLD_MS].copy_from_slice(&self.echo_hold_ms.to_le_bytes());
+        bytes[hb::GROUPS] = self.adverts.len;
+        for (b, advert) in bytes[hb::ADVERTS].iter_mut().zip(self.adverts.items) {
+            *b = advert.to_byte();
+        }
+        bytes[hb::PING_REACHABLE] = self.ping_reachable;
         bytes[hb::RESERVED].fill(0);
         bytes[hb::DIGEST_HA_CF].copy_from_slice(&self.digest.ha_cf.to_le_bytes());
         bytes[hb::DIGEST_HARESOURCES].copy_from_slice(&self.digest.haresources.to_le_bytes());
@@ -603,12 +774,29 @@ mod tests {
                     haresources: 0xBBBB_0002,
                     authkeys: 0xCCCC_0003,
                 },
+                adverts: Adverts::from_slice(&[
+                    GroupAdvert {
+                        state: AdvertState::Running,
+                        offer: false,
+                        want: false,
+                    },
+                    GroupAdvert {
+                        state: AdvertState::Blocked,
+                        offer: true,
+                        want: true,
+                    },
+                ])
+                .unwrap(),
+                ping_reachable: 3,
             },
         }
     }
 
-    fn emitted(repr: &Repr) -> [u8; 68] {
-        let mut buf = [0u8; 68];
+    /// Bytes of a frame with a heartbeat payload.
+    const FRAME_LEN: usize = HEADER_LEN + HEARTBEAT_LEN + MAC_LEN + CRC_LEN;
+
+    fn emitted(repr: &Repr) -> [u8; FRAME_LEN] {
+        let mut buf = [0u8; FRAME_LEN];
         assert_eq!(repr.buffer_len(), buf.len());
         repr.emit(&mut Packet::new_unchecked(&mut buf[..]));
         buf
@@ -623,12 +811,15 @@ mod tests {
             &buf[8..16],
             &[0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11]
         );
-        assert_eq!(&buf[16..18], &[24, 0]);
+        assert_eq!(&buf[16..18], &[36, 0]);
         assert_eq!(&buf[18..20], &[0x5A, 0xA5]);
         assert_eq!(&buf[20..24], &[0; 4]);
         assert_eq!(&buf[24..28], &1000u32.to_le_bytes());
         assert_eq!(buf[32], 1);
         assert_eq!(&buf[44..48], &0xCCCC_0003u32.to_le_bytes());
+        assert_eq!(buf[35], 2, "group count");
+        assert_eq!(&buf[48..56], &[2, 0x1D, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&buf[56..60], &[3, 0, 0, 0]);
     }
 
     #[test]
@@ -648,11 +839,11 @@ mod tests {
             Some(FrameError::Short)
         );
         assert_eq!(
-            Packet::new_checked(&buf[..67]).err(),
+            Packet::new_checked(&buf[..FRAME_LEN - 1]).err(),
             Some(FrameError::Short)
         );
-        let mut longer = [0u8; 69];
-        longer[..68].copy_from_slice(&buf);
+        let mut longer = [0u8; FRAME_LEN + 1];
+        longer[..FRAME_LEN].copy_from_slice(&buf);
         assert_eq!(
             Packet::new_checked(&longer[..]).err(),
             Some(FrameError::Long)
@@ -692,13 +883,53 @@ mod tests {
 
     #[test]
     fn parse_other_payload_len_is_payload() {
-        // A heartbeat whose len says 23: the buffer is one byte shorter to match.
+        // A heartbeat whose len is one short: the buffer is one byte shorter to match.
         let buf = emitted(&sample_repr());
-        let mut short = [0u8; 67];
-        short.copy_from_slice(&buf[..67]);
+        let mut short = [0u8; FRAME_LEN - 1];
+        short.copy_from_slice(&buf[..FRAME_LEN - 1]);
         let mut packet = Packet::new_unchecked(&mut short[..]);
-        packet.set_payload_len(23);
+        packet.set_payload_len(HEARTBEAT_LEN as u16 - 1);
         assert_eq!(Repr::parse(&packet), Err(FrameError::Payload));
+    }
+
+    #[test]
+    fn parse_rejects_bad_adverts() {
+        let repr = sample_repr();
+        let groups = HEADER_LEN + field::heartbeat::GROUPS;
+        let adverts = HEADER_LEN + field::heartbeat::ADVERTS.start;
+        let reject = |buf: &[u8]| Repr::parse(&Packet::new_unchecked(buf));
+        let mut buf = emitted(&repr);
+        buf[groups] = GROUPS_MAX as u8 + 1;
+        assert_eq!(reject(&buf), Err(FrameError::Payload), "too many groups");
+        let mut buf = emitted(&repr);
+        buf[adverts + 2] = 1;
+        assert_eq!(reject(&buf), Err(FrameError::Payload), "unused advert set");
+        let mut buf = emitted(&repr);
+        buf[adverts] = 6;
+        assert_eq!(reject(&buf), Err(FrameError::Payload), "unknown state");
+        let mut buf = emitted(&repr);
+        buf[adverts] = 0x22;
+        assert_eq!(reject(&buf), Err(FrameError::Payload), "reserved bit");
+        let mut buf = emitted(&repr);
+        buf[groups] = 3;
+        assert_eq!(
+            reject(&buf).map(|r| r.heartbeat.adverts.as_slice().len()),
+            Ok(3),
+            "a zero advert is a stopped group"
+        );
+    }
+
+    #[test]
+    fn advert_bytes_roundtrip() {
+        let mut valid = 0;
+        for b in 0..=255u8 {
+            if let Some(advert) = GroupAdvert::from_byte(b) {
+                assert_eq!(advert.to_byte(), b);
+                valid += 1;
+            }
+        }
+        assert_eq!(valid, AdvertState::ALL.len() * 4);
+        assert!(Adverts::from_slice(&[GroupAdvert::default(); GROUPS_MAX + 1]).is_none());
     }
 
     #[test]

@@ -12,7 +12,9 @@
 
 use std::sync::OnceLock;
 
-use super::frame::{Header, HeartbeatPayload, Kind, Packet, Repr};
+use super::frame::{
+    AdvertState, Adverts, GroupAdvert, Header, HeartbeatPayload, Kind, Packet, Repr, GROUPS_MAX,
+};
 use super::{cobs, codec, Feed, FrameError, Keyring, StreamDecoder, ENCODED_MAX, FRAME_MAX};
 use crate::config::digest::ConfigDigest;
 use crate::config::{AuthKey, AuthKeys, AuthMethod};
@@ -88,6 +90,23 @@ impl<'a> Carver<'a> {
     }
 }
 
+/// Group adverts from carved bytes: a count byte (mod `GROUPS_MAX + 1`), then
+/// always `GROUPS_MAX` advert bytes, each mapped onto a valid advert (a canonical
+/// advert byte carves to itself).
+fn carve_adverts(c: &mut Carver) -> Adverts {
+    let count = c.u8() as usize % (GROUPS_MAX + 1);
+    let mut adverts = [GroupAdvert::default(); GROUPS_MAX];
+    for advert in adverts.iter_mut() {
+        let b = c.u8();
+        *advert = GroupAdvert {
+            state: AdvertState::ALL[(b & 0x07) as usize % AdvertState::ALL.len()],
+            offer: b & 0x08 != 0,
+            want: b & 0x10 != 0,
+        };
+    }
+    Adverts::from_slice(&adverts[..count]).expect("count <= GROUPS_MAX")
+}
+
 /// A `Repr` from carved fields, signed with one of [`keyring`]'s keys. `kind` is
 /// any code, so unknown kinds are covered too.
 pub fn carve_repr(c: &mut Carver) -> Repr {
@@ -113,6 +132,9 @@ pub fn carve_repr(c: &mut Carver) -> Repr {
                 haresources: c.u32(),
                 authkeys: c.u32(),
             },
+            // Struct fields evaluate in source order: adverts, then the ping count.
+            adverts: carve_adverts(c),
+            ping_reachable: c.u8(),
         },
     }
 }
@@ -120,7 +142,7 @@ pub fn carve_repr(c: &mut Carver) -> Repr {
 /// Fuzz target `frame_stream`: random bytes, split at random points, through the
 /// stream decoder and `decode`; then a valid frame, which must come out.
 ///
-/// Input: 8 bytes of split seed, 38 bytes carved into the final valid frame, then
+/// Input: 8 bytes of split seed, 48 bytes carved into the final valid frame, then
 /// the stream. Invariants: `feed` always makes progress; frames are at most
 /// `FRAME_MAX`; every accepted frame is canonical (re-encoding its `Repr` gives
 /// back its header and payload, and under full checks its exact bytes) and the

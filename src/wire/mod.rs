@@ -23,7 +23,10 @@ pub mod mac;
 pub mod stream;
 
 pub use codec::{decode, decode_datagram, encode};
-pub use frame::{FrameError, Header, HeartbeatPayload, Kind, Packet, Repr};
+pub use frame::{
+    AdvertState, Adverts, FrameError, GroupAdvert, Header, HeartbeatPayload, Kind, Packet, Repr,
+    GROUPS_MAX,
+};
 pub use mac::Keyring;
 pub use stream::{Feed, StreamDecoder};
 
