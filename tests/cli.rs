@@ -241,6 +241,8 @@ impl Node {
             serial.display()
         );
         write_config(&dir.0, &ha_cf, 0o600);
+        // No groups: the guide's would run on this host (and drbddisk is refused).
+        std::fs::write(dir.0.join("haresources"), "").unwrap();
         let mut node = Node {
             name,
             dir,

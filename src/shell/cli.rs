@@ -23,6 +23,8 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
+use crate::core::takeover::{Command as TakeoverCommand, Which};
+
 /// Default configuration directory (the guide's files are copied here).
 pub const CONFIG_DIR_DEFAULT: &str = "/etc/bascule";
 /// Default run directory (the control socket lives here).
@@ -121,6 +123,8 @@ pub enum Command {
         /// JSON instead of text.
         json: bool,
     },
+    /// `standby|takeover [all|local|foreign]`: sent to the running daemon.
+    Operator(TakeoverCommand),
     /// Print the version.
     Version,
     /// Print the usage.
@@ -149,7 +153,9 @@ usage: bascule [--config-dir DIR] [--node NAME] [--run-dir DIR] [--state-dir DIR
 commands:
   run            run the daemon in the foreground (stop with SIGTERM or SIGINT)
   check-config   validate ha.cf, authkeys, haresources; print the effective settings
-  status [--json]  ask the running daemon for the peer and link states
+  status [--json]  ask the running daemon for the peer, link and group states
+  standby [all|local|foreign]   stop the groups here and hand them to the peer
+  takeover [all|local|foreign]  ask for the groups (and end a standby); default all
   version        print the version
   help           print this text
 
@@ -167,6 +173,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Args, Shell
         command: Command::Help,
     };
     let mut command: Option<Command> = None;
+    let mut which_given = false;
     let mut iter = args.into_iter();
     while let Some(arg) = iter.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -190,6 +197,16 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Args, Shell
             ("-h" | "--help", _) => command = Some(Command::Help),
             ("--version", None) => command = Some(Command::Version),
             (word, None) if !word.starts_with('-') => command = Some(parse_command(word)?),
+            (word, Some(Command::Operator(c))) if !which_given && !word.starts_with('-') => {
+                let which = super::control::parse_which(word).ok_or_else(|| {
+                    ShellError::Usage(format!("`{word}`: expected all, local or foreign"))
+                })?;
+                which_given = true;
+                command = Some(Command::Operator(match c {
+                    TakeoverCommand::Standby(_) => TakeoverCommand::Standby(which),
+                    TakeoverCommand::Takeover(_) => TakeoverCommand::Takeover(which),
+                }));
+            }
             (word, _) => return Err(ShellError::Usage(format!("unexpected argument `{word}`"))),
         }
     }
@@ -202,6 +219,8 @@ fn parse_command(word: &str) -> Result<Command, ShellError> {
         "run" => Ok(Command::Run),
         "check-config" => Ok(Command::CheckConfig),
         "status" => Ok(Command::Status { json: false }),
+        "standby" => Ok(Command::Operator(TakeoverCommand::Standby(Which::All))),
+        "takeover" => Ok(Command::Operator(TakeoverCommand::Takeover(Which::All))),
         "version" => Ok(Command::Version),
         "help" => Ok(Command::Help),
         other => Err(ShellError::Usage(format!("unknown command `{other}`"))),
@@ -254,6 +273,11 @@ fn dispatch(args: Args) -> Result<(), ShellError> {
             print!("{}", super::control::client_status(&args.run_dir, json)?);
             Ok(())
         }
+        Command::Operator(command) => {
+            let line = super::control::command_line(command);
+            print!("{}", super::control::client_request(&args.run_dir, &line)?);
+            Ok(())
+        }
         Command::Run => {
             let node = node_name(&args)?;
             super::event_loop::run(&args, &node)
@@ -304,6 +328,26 @@ mod tests {
         assert_eq!(a.run_dir, PathBuf::from("/r"));
         assert_eq!(a.state_dir, PathBuf::from("/s"));
         assert_eq!(a.command, Command::Status { json: true });
+    }
+
+    #[test]
+    fn parse_operator_commands_default_all() {
+        let c = |w: &[&str]| parse(w).unwrap().command;
+        assert_eq!(
+            c(&["standby"]),
+            Command::Operator(TakeoverCommand::Standby(Which::All))
+        );
+        assert_eq!(
+            c(&["standby", "foreign"]),
+            Command::Operator(TakeoverCommand::Standby(Which::Foreign))
+        );
+        assert_eq!(
+            c(&["takeover", "local"]),
+            Command::Operator(TakeoverCommand::Takeover(Which::Local))
+        );
+        for bad in [&["standby", "some"][..], &["takeover", "all", "local"]] {
+            assert_eq!(parse(bad).unwrap_err().exit_code(), 2, "{bad:?}");
+        }
     }
 
     #[test]

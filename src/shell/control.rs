@@ -1,6 +1,7 @@
 //! The control socket: `<run-dir>/bascule.sock`, and the `status` client.
 //!
-//! Layer: shell. Protocol: the client writes one line, `status` or `status json`;
+//! Layer: shell. Protocol: the client writes one line, `status`, `status json`,
+//! `standby all|local|foreign` or `takeover all|local|foreign`;
 //! the daemon writes the answer and closes. Connections are non-blocking in the
 //! loop, at most [`CONN_MAX`] at once, requests at most [`REQUEST_MAX`] bytes.
 //! Rendering works on a plain [`StatusSnapshot`], so it is tested without a daemon.
@@ -15,6 +16,7 @@ use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 
 use super::cli::ShellError;
+use crate::core::takeover::{Command, Which};
 use crate::wire::FrameError;
 
 /// Socket file name inside the run dir.
@@ -35,6 +37,8 @@ pub enum Request {
     Status,
     /// JSON status.
     StatusJson,
+    /// `standby|takeover all|local|foreign`.
+    Command(Command),
     /// Anything else (answered with an error line).
     Unknown,
 }
@@ -58,6 +62,28 @@ pub struct LinkStatus {
     pub rejected: [u64; FrameError::ALL.len()],
 }
 
+/// One resource of a group, as `status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourceStatus {
+    /// As written in haresources.
+    pub text: String,
+    /// `running`, `stopped`, `failed` or `unknown` (no op ran yet).
+    pub state: String,
+}
+
+/// One haresources group, as `status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupStatus {
+    /// Stable name: the group's first resource as written.
+    pub name: String,
+    /// The node running (or starting) it, or `none`.
+    pub owner: String,
+    /// This node's state for it (`Stopped`, `Starting`, `Running`...).
+    pub state: String,
+    /// Its resources, in start order.
+    pub resources: Vec<ResourceStatus>,
+}
+
 /// Everything `status` shows, copied out of the daemon.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StatusSnapshot {
@@ -77,6 +103,8 @@ pub struct StatusSnapshot {
     pub config_match: Option<bool>,
     /// Every link in ha.cf order.
     pub links: Vec<LinkStatus>,
+    /// Every haresources group in file order.
+    pub groups: Vec<GroupStatus>,
     /// Heap allocations since start, read before this answer was built.
     pub allocations: u64,
 }
@@ -129,6 +157,17 @@ pub fn render_text(s: &StatusSnapshot) -> String {
             any = true;
         }
         out.push_str(if any { "\n" } else { " none\n" });
+    }
+    for g in &s.groups {
+        let _ = write!(
+            out,
+            "group: {:<24} owner: {:<10} state: {:<8} resources:",
+            g.name, g.owner, g.state
+        );
+        for r in &g.resources {
+            let _ = write!(out, " {}={}", r.text, r.state);
+        }
+        out.push('\n');
     }
     out
 }
@@ -210,15 +249,76 @@ pub fn render_json(s: &StatusSnapshot) -> String {
         }
         o.push_str("}}");
     }
+    o.push_str("],\"groups\":[");
+    for (i, g) in s.groups.iter().enumerate() {
+        json_group(&mut o, i, g);
+    }
     let _ = writeln!(o, "],\"allocations\":{}}}", s.allocations);
     o
 }
 
+fn json_group(o: &mut String, i: usize, g: &GroupStatus) {
+    if i > 0 {
+        o.push(',');
+    }
+    o.push_str("{\"name\":");
+    json_string(o, &g.name);
+    o.push_str(",\"owner\":");
+    json_string(o, &g.owner);
+    o.push_str(",\"state\":");
+    json_string(o, &g.state);
+    o.push_str(",\"resources\":[");
+    for (j, r) in g.resources.iter().enumerate() {
+        o.push_str(if j > 0 { ",{\"text\":" } else { "{\"text\":" });
+        json_string(o, &r.text);
+        o.push_str(",\"state\":");
+        json_string(o, &r.state);
+        o.push('}');
+    }
+    o.push_str("]}");
+}
+
+/// `all`, `local` or `foreign`.
+pub fn parse_which(word: &str) -> Option<Which> {
+    match word {
+        "all" => Some(Which::All),
+        "local" => Some(Which::Local),
+        "foreign" => Some(Which::Foreign),
+        _ => None,
+    }
+}
+
+/// The word of a [`Which`].
+pub fn which_word(which: Which) -> &'static str {
+    match which {
+        Which::All => "all",
+        Which::Local => "local",
+        Which::Foreign => "foreign",
+    }
+}
+
+/// The request line of an operator command (`standby all`).
+pub fn command_line(command: Command) -> String {
+    match command {
+        Command::Standby(w) => format!("standby {}", which_word(w)),
+        Command::Takeover(w) => format!("takeover {}", which_word(w)),
+    }
+}
+
 /// Parses a request line (without the newline).
 pub fn parse_request(line: &[u8]) -> Request {
-    match std::str::from_utf8(line).map(str::trim) {
-        Ok("status") => Request::Status,
-        Ok("status json") => Request::StatusJson,
+    let Ok(text) = std::str::from_utf8(line).map(str::trim) else {
+        return Request::Unknown;
+    };
+    match text.split_once(' ') {
+        None if text == "status" => Request::Status,
+        Some(("status", "json")) => Request::StatusJson,
+        Some(("standby", w)) => {
+            parse_which(w).map_or(Request::Unknown, |w| Request::Command(Command::Standby(w)))
+        }
+        Some(("takeover", w)) => {
+            parse_which(w).map_or(Request::Unknown, |w| Request::Command(Command::Takeover(w)))
+        }
         _ => Request::Unknown,
     }
 }
@@ -417,6 +517,11 @@ impl Drop for ControlServer {
 
 /// `bascule status [--json]`: asks the daemon and returns its answer.
 pub fn client_status(run_dir: &Path, json: bool) -> Result<String, ShellError> {
+    client_request(run_dir, if json { "status json" } else { "status" })
+}
+
+/// Sends one request line to the daemon and returns its answer.
+pub fn client_request(run_dir: &Path, request: &str) -> Result<String, ShellError> {
     let path = run_dir.join(SOCKET_NAME);
     let mut stream = std::os::unix::net::UnixStream::connect(&path).map_err(|e| {
         ShellError::NotRunning(format!(
@@ -429,9 +534,8 @@ pub fn client_status(run_dir: &Path, json: bool) -> Result<String, ShellError> {
     let io_err = |e| ShellError::io(format!("control socket {}", path.display()), e);
     stream.set_read_timeout(timeout).map_err(io_err)?;
     stream.set_write_timeout(timeout).map_err(io_err)?;
-    stream
-        .write_all(if json { b"status json\n" } else { b"status\n" })
-        .map_err(io_err)?;
+    let line = format!("{request}\n");
+    stream.write_all(line.as_bytes()).map_err(io_err)?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer).map_err(io_err)?;
     Ok(answer)
@@ -472,6 +576,21 @@ mod tests {
                     rejected: [0; FrameError::ALL.len()],
                 },
             ],
+            groups: vec![GroupStatus {
+                name: "192.168.69.100".into(),
+                owner: "debian1".into(),
+                state: "Running".into(),
+                resources: vec![
+                    ResourceStatus {
+                        text: "192.168.69.100".into(),
+                        state: "running".into(),
+                    },
+                    ResourceStatus {
+                        text: "web".into(),
+                        state: "unknown".into(),
+                    },
+                ],
+            }],
             allocations: 5,
         }
     }
@@ -491,6 +610,8 @@ mod tests {
             "\"rx_ok\":99",
             "\"gap_max_ms\":2001",
             "\"crc\":3",
+            "\"groups\":[{\"name\":\"192.168.69.100\",\"owner\":\"debian1\",\"state\":\"Running\"",
+            "\"resources\":[{\"text\":\"192.168.69.100\",\"state\":\"running\"},{\"text\":\"web\",\"state\":\"unknown\"}]}]",
             "\"allocations\":5}",
         ] {
             assert!(j.contains(key), "{key} missing in {j}");
@@ -507,6 +628,9 @@ mod tests {
             t.contains("link: ttyS0") && t.contains("rejected: none"),
             "{t}"
         );
+        assert!(t.contains("group: 192.168.69.100"), "{t}");
+        assert!(t.contains("owner: debian1"), "{t}");
+        assert!(t.contains("192.168.69.100=running web=unknown"), "{t}");
     }
 
     #[test]
@@ -514,6 +638,20 @@ mod tests {
         assert_eq!(parse_request(b"status"), Request::Status);
         assert_eq!(parse_request(b"status json\r"), Request::StatusJson);
         assert_eq!(parse_request(b"reboot"), Request::Unknown);
+        assert_eq!(
+            parse_request(b"standby all"),
+            Request::Command(Command::Standby(Which::All))
+        );
+        assert_eq!(
+            parse_request(b"takeover foreign\r"),
+            Request::Command(Command::Takeover(Which::Foreign))
+        );
+        assert_eq!(parse_request(b"standby some"), Request::Unknown);
+        assert_eq!(parse_request(b"status xml"), Request::Unknown);
+        assert_eq!(
+            command_line(Command::Takeover(Which::Local)),
+            "takeover local"
+        );
         assert_eq!(parse_request(&[0xff]), Request::Unknown);
     }
 

@@ -19,12 +19,14 @@ use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
+use super::agents::runner;
 use super::cli::{Args, ShellError};
 use super::config_load::{self, Loaded};
 use super::control::{self, ConnOutcome, ControlServer, LinkStatus, Request, StatusSnapshot};
 use super::link::{Link, OpenError, RxContext};
 use super::log::{self as slog, log_event, LogSettings};
 use super::serial::SerialLink;
+use super::takeover_io::{self, TakeoverIo};
 use super::udp::{iface_info, UdpKind, UdpLink};
 use crate::config::digest::ConfigDigest;
 use crate::config::{AuthMethod, Medium};
@@ -42,6 +44,8 @@ pub const CONTROL: Token = Token(1);
 pub const CONTROL_CONN_FIRST: usize = 16;
 /// First link token (link i is `LINK_FIRST + i`).
 pub const LINK_FIRST: usize = 64;
+/// First token of the resource agent runner's pipes (`runner::TOKENS` of them).
+pub const RUNNER_FIRST: usize = 128;
 /// Readiness events handled per `poll` call.
 pub const EVENTS_CAPACITY: usize = 64;
 /// Longest `poll` sleep, so housekeeping (dropped log lines) runs at least this often.
@@ -66,6 +70,8 @@ pub enum Source {
     ControlConn(usize),
     /// Link i.
     Link(usize),
+    /// A pipe of a resource agent child (the runner's token).
+    Runner,
     /// Not ours (ignored).
     Unknown,
 }
@@ -80,6 +86,7 @@ impl Source {
                 Source::ControlConn(t - CONTROL_CONN_FIRST)
             }
             t if (LINK_FIRST..LINK_FIRST + LINKS_MAX).contains(&t) => Source::Link(t - LINK_FIRST),
+            t if (RUNNER_FIRST..RUNNER_FIRST + runner::TOKENS).contains(&t) => Source::Runner,
             _ => Source::Unknown,
         }
     }
@@ -223,13 +230,21 @@ pub struct Daemon {
     tx_frame: [u8; ENCODED_MAX],
     boot_epoch: u32,
     lag: LagMonitor,
+    takeover: TakeoverIo,
     stop: Option<i32>,
+    /// SIGCHLD seen: reap before the next drain.
+    sigchld: bool,
 }
 
 /// `bascule run`: start, loop until SIGTERM/SIGINT, shut down cleanly.
 pub fn run(args: &Args, node: &str) -> Result<(), ShellError> {
     let mut mask = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGCHLD,
+    ] {
         mask.add(s);
     }
     // Blocked before any thread exists, so every thread inherits the mask.
@@ -239,6 +254,7 @@ pub fn run(args: &Args, node: &str) -> Result<(), ShellError> {
         .map_err(|e| ShellError::io("signalfd", e.into()))?;
     super::realtime::prepare();
     let loaded = config_load::load(&args.config_dir, node)?;
+    takeover_io::refuse_unsupported(&loaded)?;
     let control = ControlServer::bind(&args.run_dir)?;
     let ha = &loaded.config.ha;
     let settings = LogSettings {
@@ -305,6 +321,10 @@ impl Daemon {
             digest,
             key: loaded.config.auth.active,
         };
+        let runner_registry = registry
+            .try_clone()
+            .map_err(|e| ShellError::io("clone epoll registry", e))?;
+        let takeover = TakeoverIo::new(&loaded, runner_registry, RUNNER_FIRST, now)?;
         let mut daemon = Daemon {
             names: Names {
                 node: loaded.node.clone(),
@@ -320,7 +340,9 @@ impl Daemon {
             control,
             tx_frame: [0; ENCODED_MAX],
             boot_epoch,
+            takeover,
             stop: None,
+            sigchld: false,
             poll,
             clock,
         };
@@ -361,6 +383,8 @@ impl Daemon {
                 Err(OpenError::Fatal(e)) => return Err(e),
             }
         }
+        // Before real-time: a script's `status` may take a while.
+        self.takeover.check_already_active();
         if ha.realtime {
             for event in super::realtime::apply() {
                 log_event(&self.names, &event);
@@ -392,7 +416,11 @@ impl Daemon {
             for event in events.iter() {
                 self.on_token(event, now);
             }
+            if std::mem::take(&mut self.sigchld) {
+                self.takeover.on_sigchld(now);
+            }
             self.membership.handle_timeout(now);
+            self.takeover.handle_timeout(now);
             self.tick_links(now);
             self.drain_outputs(now);
         }
@@ -413,6 +441,7 @@ impl Daemon {
             .membership
             .poll_timeout()
             .into_iter()
+            .chain(self.takeover.poll_timeout())
             .chain(link_deadlines)
         {
             deadline = deadline.min(d);
@@ -449,6 +478,7 @@ impl Daemon {
                     log_event(&self.names, &e);
                 }
             }
+            Source::Runner => self.takeover.on_token(event.token()),
             Source::Link(_) | Source::Unknown => {}
         }
     }
@@ -460,6 +490,7 @@ impl Daemon {
                 Ok(Some(info)) if info.ssi_signo == Signal::SIGHUP as u32 => {
                     log::debug!("SIGHUP: configuration reload is not implemented yet; ignored");
                 }
+                Ok(Some(info)) if info.ssi_signo == Signal::SIGCHLD as u32 => self.sigchld = true,
                 Ok(Some(info)) => self.stop = Some(info.ssi_signo as i32),
                 Ok(None) => return,
                 Err(nix::errno::Errno::EINTR) => continue,
@@ -479,8 +510,11 @@ impl Daemon {
         }
     }
 
-    /// Drains the cores' outputs: transmits on every link, then events.
+    /// Drains the cores' outputs: membership's events, the takeover step (its
+    /// adverts go into the next heartbeat), transmits on every link, then events.
     fn drain_outputs(&mut self, now: Instant) {
+        self.drain_membership_events();
+        self.takeover.step(now, &mut self.membership);
         for _ in 0..TRANSMITS_PER_ITERATION_MAX {
             let Some(repr) = self.membership.poll_transmit(now) else {
                 break;
@@ -496,25 +530,33 @@ impl Daemon {
                 }
             }
         }
-        for _ in 0..EVENTS_PER_ITERATION_MAX {
-            let Some(event) = self.membership.poll_event() else {
-                break;
-            };
-            log_event(&self.names, &event);
-        }
+        self.drain_membership_events();
         let dropped = slog::take_dropped();
         if dropped > 0 {
             log_event(&self.names, &Event::LogDropped { count: dropped });
         }
     }
 
-    fn answer(&self, request: Request, now: Instant) -> Vec<u8> {
+    fn drain_membership_events(&mut self) {
+        for _ in 0..EVENTS_PER_ITERATION_MAX {
+            let Some(event) = self.membership.poll_event() else {
+                break;
+            };
+            log_event(&self.names, &event);
+        }
+    }
+
+    fn answer(&mut self, request: Request, now: Instant) -> Vec<u8> {
         match request {
             Request::Status => control::render_text(&self.snapshot(now)).into_bytes(),
             Request::StatusJson => control::render_json(&self.snapshot(now)).into_bytes(),
-            Request::Unknown => {
-                b"error: unknown request (try `status` or `status json`)\n".to_vec()
+            Request::Command(command) => {
+                self.takeover.command(now, command);
+                format!("ok: {}\n", control::command_line(command)).into_bytes()
             }
+            Request::Unknown => b"error: unknown request (try `status`, `status json`, \
+`standby all|local|foreign` or `takeover all|local|foreign`)\n"
+                .to_vec(),
         }
     }
 
@@ -546,6 +588,7 @@ impl Daemon {
             peer_epoch: m.peer_epoch(),
             config_match: m.peer_digest().map(|d| d == self.digest),
             links,
+            groups: self.takeover.status(m),
             allocations,
         }
     }
@@ -566,6 +609,15 @@ mod tests {
         assert_eq!(Source::of(link_token(2)), Source::Link(2));
         assert_eq!(Source::of(Token(LINK_FIRST + LINKS_MAX)), Source::Unknown);
         assert_eq!(Source::of(Token(7)), Source::Unknown);
+        assert_eq!(Source::of(Token(RUNNER_FIRST)), Source::Runner);
+        assert_eq!(
+            Source::of(Token(RUNNER_FIRST + runner::TOKENS - 1)),
+            Source::Runner
+        );
+        assert_eq!(
+            Source::of(Token(RUNNER_FIRST + runner::TOKENS)),
+            Source::Unknown
+        );
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Logging: the catalogue lines (`log_event`) and the log backend.
 //!
-//! Layer: shell. [`log_event`] is the only function that logs at `info` or above,
-//! so every operator-visible line comes from `core::Event::render` (the README
-//! catalogue). The backend formats `2026-11-28T01:02:03.456Z LEVEL target: message`
+//! Layer: shell. [`log_event`], [`log_takeover_event`] and [`log_agent_event`]
+//! are the only functions that log at `info` or above, so every operator-visible
+//! line comes from a catalogued `render` (`core::Event`, `TakeoverEvent`,
+//! `AgentEvent`: the README catalogue). The backend formats `2026-11-28T01:02:03.456Z LEVEL target: message`
 //! into a fixed buffer and hands it to a logger thread over a bounded channel with
 //! `try_send`: the event loop never waits on a slow disk or syslog. When the
 //! channel is full the line is dropped and counted; the loop reports the count as
@@ -20,9 +21,12 @@ use std::thread::JoinHandle;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
+use super::agents::AgentEvent;
 use super::cli::ShellError;
 use crate::config::{hacf::LogFacility, ConfigWarning};
+use crate::core::takeover::TakeoverEvent;
 use crate::core::{Event, Names};
+use crate::wire::AdvertState;
 
 /// Longest log line kept, bytes; longer lines are truncated (catalogue lines are < 200).
 pub const LINE_MAX: usize = 384;
@@ -86,6 +90,52 @@ pub fn log_config_warning(w: &ConfigWarning) {
     let mut line = Line::new();
     let _ = render_config_warning(w, &mut Truncating(&mut line));
     log::warn!(target: "bascule", "{}", line.as_str());
+}
+
+/// The level of a takeover event: a group that failed to start or cannot be
+/// stopped, a failed fence and an escalation need the operator.
+pub fn takeover_level(event: &TakeoverEvent) -> Level {
+    match event {
+        TakeoverEvent::GroupState {
+            to: AdvertState::Blocked,
+            ..
+        }
+        | TakeoverEvent::Escalate { .. }
+        | TakeoverEvent::FenceDone { ok: false } => Level::Error,
+        TakeoverEvent::GroupState {
+            to: AdvertState::Failed,
+            ..
+        }
+        | TakeoverEvent::FenceStart => Level::Warn,
+        TakeoverEvent::GroupState { .. } | TakeoverEvent::FenceDone { ok: true } => Level::Info,
+        // The agent's own `takeover_step` line (resource text, command, stderr) is
+        // the catalogue line; the machine's record of it is for debugging.
+        TakeoverEvent::Step { .. } => Level::Debug,
+    }
+}
+
+/// Logs one takeover event (the catalogue's `group_state`, `fence_start`,
+/// `fence`, `escalate`; `takeover_step` at debug).
+pub fn log_takeover_event(event: &TakeoverEvent) {
+    let level = takeover_level(event);
+    if !log::log_enabled!(target: "bascule", level) {
+        return;
+    }
+    let mut line = Line::new();
+    let _ = event.render(&mut Truncating(&mut line));
+    log::log!(target: "bascule", level, "{}", line.as_str());
+}
+
+/// Logs one resource agent event (`takeover_step`, `resource_already_active`,
+/// `garp_failed`).
+pub fn log_agent_event(event: &AgentEvent) {
+    let level = event.level();
+    if !log::log_enabled!(target: "bascule", level) {
+        return;
+    }
+    let mut line = Line::new();
+    let _ = event.render(&mut Truncating(&mut line));
+    log::log!(target: "bascule", level, "{}", line.as_str());
 }
 
 /// Lines dropped because the queue was full, since the last call (the loop reports them).

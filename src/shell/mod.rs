@@ -22,4 +22,5 @@ pub mod log;
 pub mod realtime;
 pub mod serial;
 pub mod state;
+pub mod takeover_io;
 pub mod udp;

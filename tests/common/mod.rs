@@ -110,11 +110,22 @@ impl Lab {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Writes the guide's files for `node` (`lab config`).
+    /// Writes the guide's files for `node` (`lab config`), with an empty
+    /// haresources: the guide's groups (drbddisk, a VIP, apache) are not what a
+    /// membership test runs, and `run` refuses drbddisk. Tests that want groups
+    /// call [`Lab::haresources`] after this.
     pub fn config(&self, node: &str, variant: &str, overrides: &[&str]) {
         let mut args = vec!["config", node, variant];
         args.extend_from_slice(overrides);
-        self.run(&args);
+        let dir = self.run(&args);
+        let dir = dir.trim();
+        std::fs::write(format!("{dir}/haresources"), "").expect("write haresources");
+    }
+
+    /// Replaces `node`'s haresources.
+    pub fn haresources(&self, node: &str, text: &str) {
+        let path = self.dir.join(node).join("etc/haresources");
+        std::fs::write(path, text).expect("write haresources");
     }
 
     /// Same files for both nodes.
