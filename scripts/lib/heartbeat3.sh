@@ -8,7 +8,8 @@
 #   - its own UTS namespace (hostname debian1 / debian2);
 #   - its own mount namespace with private /etc/ha.d, /var/lib/heartbeat (a shared one
 #     gives both nodes the same uuid) and /var/log, and a fresh tmpfs on /run holding
-#     /run/heartbeat/{ccm,crm,dopd} and /run/crm (hacluster:haclient, 0750).
+#     /run/heartbeat/{ccm,crm,dopd} and /run/crm (hacluster:haclient, 0750), and
+#     /run/resource-agents (without it the OCF IPaddr of haresources fails to start).
 # It runs `heartbeat -f` (foreground), so the PID we record is the master control
 # process; its children (FIFO reader, read/write child per medium) are its descendants.
 #
@@ -84,6 +85,8 @@ hb3_node_start() {
 		mkdir -p /run/heartbeat/ccm /run/heartbeat/crm /run/heartbeat/dopd /run/crm
 		chown hacluster:haclient /run/heartbeat/ccm /run/heartbeat/crm /run/heartbeat/dopd /run/crm
 		chmod 0750 /run/heartbeat/ccm /run/heartbeat/crm /run/heartbeat/dopd /run/crm
+		# The OCF agents (IPaddr...) keep state here; Debian creates it at boot.
+		mkdir -p /run/resource-agents
 		exec "$3" -f' hb3 "$node" "$dir" "$HB3_BIN" \
 		</dev/null >>"$dir/stderr.log" 2>&1 &
 	HB3_PID[$node]=$!
