@@ -104,12 +104,14 @@ ka_gone() {
 }
 
 # ka_node_kill PID: SIGKILL keepalived and its VRRP child (a crash: no goodbye advert).
+# SIGSTOP first: the child is told of its parent's death (SIGTERM) and, if that arrived
+# before its own SIGKILL, would send the priority-0 advert of a graceful stop.
 ka_node_kill() {
 	local pid=$1 pids
 	[[ -n $pid ]] || return 0
 	pids=$(ka_descendants "$pid")
 	# shellcheck disable=SC2086
-	[[ -n $pids ]] && kill -9 $pids 2>/dev/null
+	[[ -n $pids ]] && kill -STOP $pids 2>/dev/null && kill -KILL $pids 2>/dev/null
 	until ka_gone "$pid"; do sleep 0.005; done
 }
 
