@@ -7,7 +7,8 @@ requests this process served), so a client can tell which node answered and see 
 restart. One request per connection (HTTP/1.0, Connection: close): a client probing
 every few milliseconds must never sit on a kept-alive connection to a dead node.
 
-Usage: server.py --pidfile FILE [--port 80] [--bind 0.0.0.0]
+Usage: server.py --pidfile FILE [--port 80] [--bind 0.0.0.0] [--node NAME]
+(--node: the name to answer with, default the hostname; for tests on loopback.)
 The pidfile is written only once the socket is bound and listening, so the script
 that started us can wait for it: its presence means "ready to answer".
 SIGTERM/SIGINT: close the socket, remove the pidfile (if it is still ours), exit 0.
@@ -31,6 +32,7 @@ def parse_args():
     p.add_argument("--pidfile", required=True)
     p.add_argument("--port", type=int, default=PORT_DEFAULT)
     p.add_argument("--bind", default="0.0.0.0")
+    p.add_argument("--node", help="name to answer with (default: the hostname)")
     return p.parse_args()
 
 
@@ -70,7 +72,7 @@ def remove_pidfile(path):
 
 def main():
     args = parse_args()
-    node = socket.gethostname()
+    node = args.node or socket.gethostname()
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind((args.bind, args.port))
