@@ -22,6 +22,7 @@ declare -A KA_ETH0=([debian1]=192.168.69.14 [debian2]=192.168.69.15)
 declare -A KA_ETH1=([debian1]=10.0.0.1 [debian2]=10.0.0.2)
 declare -A KA_PRIORITY=([debian1]=100 [debian2]=90)
 # PID of each node's keepalived parent (set by ka_node_start).
+# shellcheck disable=SC2034 # read by the scripts that source this file
 declare -A KA_PID=()
 
 ka_available() {
@@ -76,15 +77,17 @@ ka_node_prepare() {
 # ka_node_start BASE NODE NETNS: sets KA_PID[NODE] (keepalived's parent). Its log
 # (--log-console --log-detail) is appended to BASE/NODE/stderr.log.
 ka_node_start() {
-	local base=$1 node=$2 netns=$3 dir=$1/$2
+	local node=$2 netns=$3 dir=$1/$2
 	printf '==== ka start %s %s\n' "$node" "$(date -u +%FT%T.%3NZ)" >>"$dir/stderr.log"
 	# `ip netns exec`, `unshare` (no --fork) and `sh -c exec` all exec: $! is keepalived.
+	# shellcheck disable=SC2016 # expanded by the inner shell
 	ip netns exec "$netns" unshare --mount --uts --propagation private -- /bin/sh -c '
 		set -e
 		hostname "$1"
 		mount -t tmpfs -o mode=0755 karun /run
 		exec "$2" --dont-fork --vrrp --log-console --log-detail --use-file "$3"' \
 		ka "$node" "$KA_BIN" "$dir/keepalived.conf" </dev/null >>"$dir/stderr.log" 2>&1 &
+	# shellcheck disable=SC2034 # read by the scripts that source this file
 	KA_PID[$node]=$!
 	disown "$!"
 }
@@ -93,6 +96,7 @@ ka_node_start() {
 ka_descendants() {
 	local pid=$1 child
 	echo "$pid"
+	# shellcheck disable=SC2013 # the file is one line of space-separated PIDs
 	for child in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do
 		ka_descendants "$child"
 	done
