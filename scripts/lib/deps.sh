@@ -9,7 +9,8 @@ DEPS_LAB=(iproute2 util-linux mount procps python3)
 # when cargo is missing).
 DEPS_BUILD=(build-essential pkg-config curl ca-certificates)
 # Benchmarks' short modes (scripts/bench-*): load generators.
-DEPS_BENCH=(stress-ng fio)
+# Heartbeat 3 and keepalived are the side-by-side references the benchmarks report ratios against.
+DEPS_BENCH=(stress-ng fio heartbeat keepalived)
 
 # Prints the packages among "$@" that are not installed.
 deps_missing() {

@@ -8,7 +8,8 @@
 #   - its own UTS namespace (hostname debian1 / debian2);
 #   - its own mount namespace with private /etc/ha.d, /var/lib/heartbeat (a shared one
 #     gives both nodes the same uuid) and /var/log, and a fresh tmpfs on /run holding
-#     /run/heartbeat/{ccm,crm,dopd} and /run/crm (hacluster:haclient, 0750).
+#     /run/heartbeat/{ccm,crm,dopd} and /run/crm (hacluster:haclient, 0750), and
+#     /run/resource-agents (without it the OCF IPaddr of haresources fails to start).
 # It runs `heartbeat -f` (foreground), so the PID we record is the master control
 # process; its children (FIFO reader, read/write child per medium) are its descendants.
 #
@@ -84,6 +85,8 @@ hb3_node_start() {
 		mkdir -p /run/heartbeat/ccm /run/heartbeat/crm /run/heartbeat/dopd /run/crm
 		chown hacluster:haclient /run/heartbeat/ccm /run/heartbeat/crm /run/heartbeat/dopd /run/crm
 		chmod 0750 /run/heartbeat/ccm /run/heartbeat/crm /run/heartbeat/dopd /run/crm
+		# The OCF agents (IPaddr...) keep state here; Debian creates it at boot.
+		mkdir -p /run/resource-agents
 		exec "$3" -f' hb3 "$node" "$dir" "$HB3_BIN" \
 		</dev/null >>"$dir/stderr.log" 2>&1 &
 	HB3_PID[$node]=$!
@@ -153,4 +156,54 @@ hb3_netns_down() {
 	for node in debian1 debian2; do
 		ip netns del "$1-$node" 2>/dev/null || true
 	done
+}
+
+# ---- resources and control (added for scripts/bench-failover) ----------------------
+
+HB3_SHARE=${HB3_SHARE:-/usr/share/heartbeat}
+
+# hb3_node_haresources BASE NODE TEXT: the node's haresources (after hb3_node_prepare,
+# which leaves it empty).
+hb3_node_haresources() {
+	printf '%s\n' "$3" >"$1/$2/ha.d/haresources"
+}
+
+# hb3_node_resource BASE NODE NAME SCRIPT: install SCRIPT as resource.d/NAME, replacing
+# the package's script of that name. A symlink to SCRIPT's real path: a script that
+# finds its helpers next to itself (scripts/lab-web/apache) still does.
+hb3_node_resource() {
+	local dst=$1/$2/ha.d/resource.d/$3
+	rm -f "$dst"
+	ln -s "$(readlink -f "$4")" "$dst"
+}
+
+# hb3_exec PID CMD...: run CMD in the namespaces (mount, net, UTS) of the heartbeat
+# whose master PID is given: where its /etc/ha.d, /run/heartbeat and hostname are.
+hb3_exec() {
+	local pid=$1
+	shift
+	nsenter -t "$pid" -m -n -u -- "$@"
+}
+
+# hb3_standby PID [all|local|foreign]: the guide's hb_standby on that node.
+hb3_standby() {
+	hb3_exec "$1" "$HB3_SHARE/hb_standby" "${2:-all}"
+}
+
+# hb3_log_lines BASE NODE: how many lines the node's ha.log has now (for *_from waits).
+hb3_log_lines() {
+	local n
+	n=$(wc -l <"$1/$2/log/ha.log" 2>/dev/null) || n=0
+	echo "${n:-0}"
+}
+
+# hb3_wait_log_from FILE REGEX FROM_LINE TIMEOUT_S: a line after line FROM_LINE of FILE
+# matches REGEX (hb3_wait_log sees the whole file, earlier runs included).
+hb3_wait_log_from() {
+	local file=$1 regex=$2 from=$3 deadline=$((SECONDS + $4))
+	while ((SECONDS < deadline)); do
+		tail -n +"$((from + 1))" "$file" 2>/dev/null | grep -qE "$regex" && return 0
+		sleep 0.05
+	done
+	return 1
 }
