@@ -110,22 +110,11 @@ impl Lab {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Writes the guide's files for `node` (`lab config`), with an empty
-    /// haresources: the guide's groups (drbddisk, a VIP, apache) are not what a
-    /// membership test runs, and `run` refuses drbddisk. Tests that want groups
-    /// call [`Lab::haresources`] after this.
+    /// Writes the guide's files for `node` (`lab config`).
     pub fn config(&self, node: &str, variant: &str, overrides: &[&str]) {
         let mut args = vec!["config", node, variant];
         args.extend_from_slice(overrides);
-        let dir = self.run(&args);
-        let dir = dir.trim();
-        std::fs::write(format!("{dir}/haresources"), "").expect("write haresources");
-    }
-
-    /// Replaces `node`'s haresources.
-    pub fn haresources(&self, node: &str, text: &str) {
-        let path = self.dir.join(node).join("etc/haresources");
-        std::fs::write(path, text).expect("write haresources");
+        self.run(&args);
     }
 
     /// Same files for both nodes.

@@ -233,6 +233,21 @@ impl Runner {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
+        // The daemon blocks SIGTERM, SIGINT, SIGHUP and SIGCHLD for its signalfd,
+        // and a blocked mask survives exec: a service started with it would
+        // ignore `kill` (its stop script would wait, then SIGKILL it).
+        // SAFETY: between fork and exec only async-signal-safe calls are allowed;
+        // sigemptyset and sigprocmask are, and touch only the child's own mask.
+        unsafe {
+            cmd.pre_exec(|| {
+                let mut empty: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut empty);
+                if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let mut child = cmd
             .spawn()
             .map_err(|e| SpawnError::Exec(e.raw_os_error().unwrap_or(libc::EIO)))?;

@@ -1,0 +1,214 @@
+//! End-to-end takeover tests: two daemons in the network-namespace lab run one
+//! group, a VIP and the lab's web service (`scripts/lab-web/apache` as
+//! `resource.d/apache`), and a client in the lab reaches it by the VIP.
+//!
+//! Layer: black-box tests of the `bascule` binary, observed as an operator would:
+//! `status --json` (groups, owner), `ip addr` in a node's namespace, and `curl`
+//! from the lab's client namespace (the web service answers `node=<hostname>`).
+//! Timers are lowered (keepalive 0.2 s, deadtime 1 s, initdead 3 s) so each test
+//! takes seconds. `on_stop_failure` is a marker script: a test never reboots.
+//! Each test owns one lab and tears it down on drop (`lab down` also stops the
+//! web servers: their pidfiles live in the lab dir). Without root: SKIP.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Json, Lab, NODES};
+
+const TIMERS: [&str; 4] = ["keepalive=0.2", "warntime=0.5", "deadtime=1", "initdead=3"];
+const DEADTIME: Duration = Duration::from_secs(1);
+const VIP: &str = "192.168.69.100";
+/// The group: the guide's VIP (with its netmask and interface) and the web service.
+const HARESOURCES: &str = "debian1 IPaddr::192.168.69.100/24/eth0 apache\n";
+/// Both daemons up and the group running on its preferred node: initdead, the
+/// settle (deadtime) and the starts, with room for a loaded box.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// A takeover after a crash: deadtime, then the starts (the web server binds in
+/// tens of ms), plus margin.
+const TAKEOVER_MARGIN: Duration = Duration::from_secs(6);
+
+/// A lab whose two nodes run the group; None when not root.
+fn group_lab(test: &str) -> Option<Lab> {
+    let lab = Lab::up(test)?;
+    lab.config_both("bcast", &TIMERS);
+    let apache = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lab-web/apache");
+    let lab_dir = lab.dir.display().to_string();
+    for node in NODES {
+        let etc = lab.dir.join(node).join("etc");
+        std::fs::write(etc.join("haresources"), HARESOURCES).unwrap();
+        let marker = lab.dir.join(node).join("escalated");
+        let escalate = etc.join("escalate");
+        write_script(
+            &escalate,
+            &format!("#!/bin/sh\ntouch {}\n", marker.display()),
+        );
+        let mut ha = std::fs::read_to_string(etc.join("ha.cf")).unwrap();
+        ha.push_str(&format!("on_stop_failure {}\n", escalate.display()));
+        std::fs::write(etc.join("ha.cf"), ha).unwrap();
+        std::fs::create_dir_all(etc.join("resource.d")).unwrap();
+        // Pidfiles under the lab dir: `lab down` stops what a test leaves behind.
+        write_script(
+            &etc.join("resource.d/apache"),
+            &format!(
+                "#!/bin/sh\nLAB_WEB_RUN_DIR={lab_dir}/pids LAB_WEB_LOG={lab_dir}/{node}/log/lab-web.log \
+                 exec {} \"$@\"\n",
+                apache.display()
+            ),
+        );
+    }
+    for node in NODES {
+        lab.start(node);
+    }
+    Some(lab)
+}
+
+fn write_script(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// The first group's `(owner, state)` in a status.
+fn group(j: &Json) -> Result<(String, String), String> {
+    let groups = j
+        .get("groups")
+        .and_then(Json::as_array)
+        .ok_or("no groups")?;
+    let g = groups.first().ok_or("no group")?;
+    let s = |k: &str| g.get(k).and_then(Json::as_str).unwrap_or("?").to_string();
+    Ok((s("owner"), s("state")))
+}
+
+/// Waits until `node` runs the group itself.
+fn wait_running(lab: &Lab, node: &str, timeout: Duration) -> Json {
+    lab.wait_status(node, "runs the group", timeout, |j| match group(j)? {
+        (owner, state) if owner == node && state == "Running" => Ok(()),
+        other => Err(format!("group {other:?}")),
+    })
+}
+
+/// Whether `node`'s namespace carries the VIP.
+fn has_vip(lab: &Lab, node: &str) -> bool {
+    let out = lab
+        .in_ns(node, "ip")
+        .args(["-4", "-o", "addr", "show"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).contains(&format!("inet {VIP}/"))
+}
+
+/// `curl http://VIP/` from the client namespace: the answer, or why not.
+fn curl_vip(lab: &Lab) -> Result<String, String> {
+    let out = lab
+        .in_ns("client", "curl")
+        .args(["-s", "--max-time", "2", &format!("http://{VIP}/")])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    let body = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() && !body.is_empty() {
+        Ok(body)
+    } else {
+        Err(format!("curl {}: {body}", out.status))
+    }
+}
+
+/// Waits until the client gets an answer from `node` by the VIP.
+fn wait_served_by(lab: &Lab, node: &str, timeout: Duration) -> String {
+    common::poll(&format!("client reaches {node} by {VIP}"), timeout, || {
+        let body = curl_vip(lab)?;
+        if body.contains(&format!("node={node}")) {
+            Ok(body)
+        } else {
+            Err(format!("answered by another node: {body}"))
+        }
+    })
+}
+
+/// `bascule CMD...` against `node`'s control socket; its stdout.
+fn bascule(lab: &Lab, node: &str, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_bascule"))
+        .arg("--run-dir")
+        .arg(lab.dir.join(node).join("run"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "bascule {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The preferred node takes the group at start; when it crashes, the peer has
+/// the VIP and the web service within deadtime plus margin and the client gets
+/// its answer from it.
+#[test]
+fn crash_of_the_holder_moves_vip_and_web_to_the_peer() {
+    let Some(lab) = group_lab("crash_of_the_holder_moves_vip_and_web_to_the_peer") else {
+        return;
+    };
+    wait_running(&lab, "debian1", START_TIMEOUT);
+    assert!(has_vip(&lab, "debian1"), "VIP on debian1");
+    assert!(!has_vip(&lab, "debian2"), "VIP only on debian1");
+    wait_served_by(&lab, "debian1", Duration::from_secs(5));
+    let j = lab.status("debian2").unwrap();
+    assert_eq!(
+        group(&j).unwrap().0,
+        "debian1",
+        "debian2 sees debian1 own it: {j}"
+    );
+
+    let crashed = Instant::now();
+    lab.run(&["crash", "debian1"]);
+    wait_running(&lab, "debian2", DEADTIME + TAKEOVER_MARGIN);
+    assert!(has_vip(&lab, "debian2"), "VIP moved to debian2");
+    wait_served_by(&lab, "debian2", Duration::from_secs(5));
+    let took = crashed.elapsed();
+    assert!(took <= DEADTIME + TAKEOVER_MARGIN, "takeover took {took:?}");
+    let from = 0;
+    lab.wait_log(
+        "debian2",
+        from,
+        &["group_state", "to=Running", "reason=started"],
+        Duration::from_secs(1),
+    );
+    assert!(!lab.dir.join("debian2/escalated").exists(), "no escalation");
+}
+
+/// `bascule standby` on the holder releases the group; the peer starts it and
+/// the client is served by the peer.
+#[test]
+fn standby_on_the_holder_moves_the_group() {
+    let Some(lab) = group_lab("standby_on_the_holder_moves_the_group") else {
+        return;
+    };
+    wait_running(&lab, "debian1", START_TIMEOUT);
+    wait_served_by(&lab, "debian1", Duration::from_secs(5));
+    let released = Instant::now();
+    let reply = bascule(&lab, "debian1", &["standby"]);
+    assert!(reply.contains("ok: standby all"), "{reply}");
+    wait_running(&lab, "debian2", Duration::from_secs(8));
+    lab.wait_status(
+        "debian1",
+        "released the group",
+        Duration::from_secs(2),
+        |j| match group(j)? {
+            (owner, state) if owner == "debian2" && state == "Stopped" => Ok(()),
+            other => Err(format!("group {other:?}")),
+        },
+    );
+    // A planned switchover: the stops, one heartbeat, the starts (no deadtime).
+    let took = released.elapsed();
+    assert!(took < Duration::from_secs(3), "switchover took {took:?}");
+    assert!(!has_vip(&lab, "debian1"), "VIP gone from debian1");
+    assert!(has_vip(&lab, "debian2"), "VIP on debian2");
+    wait_served_by(&lab, "debian2", Duration::from_secs(5));
+    let text = bascule(&lab, "debian2", &["status"]);
+    assert!(
+        text.contains("group: IPaddr::192.168.69.100/24/eth0"),
+        "{text}"
+    );
+    assert!(text.contains("apache=running"), "{text}");
+}
