@@ -30,15 +30,30 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// tens of ms), plus margin.
 const TAKEOVER_MARGIN: Duration = Duration::from_secs(6);
 
-/// A lab whose two nodes run the group; None when not root.
+/// A lab whose two nodes run the web group; None when not root.
 fn group_lab(test: &str) -> Option<Lab> {
+    custom_lab(test, HARESOURCES, "", &[])
+}
+
+/// A lab whose nodes run `haresources`, with `extra` appended to ha.cf and
+/// `scripts` (name, text) in each node's etc (`@ETC@` and `@NODE_DIR@` replaced).
+fn custom_lab(test: &str, haresources: &str, extra: &str, scripts: &[(&str, &str)]) -> Option<Lab> {
     let lab = Lab::up(test)?;
     lab.config_both("bcast", &TIMERS);
     let apache = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lab-web/apache");
     let lab_dir = lab.dir.display().to_string();
     for node in NODES {
         let etc = lab.dir.join(node).join("etc");
-        std::fs::write(etc.join("haresources"), HARESOURCES).unwrap();
+        std::fs::write(etc.join("haresources"), haresources).unwrap();
+        let node_dir = lab.dir.join(node).display().to_string();
+        let fill = |t: &str| {
+            t.replace("@ETC@", &etc.display().to_string())
+                .replace("@NODE_DIR@", &node_dir)
+        };
+        std::fs::create_dir_all(etc.join("resource.d")).unwrap();
+        for (name, text) in scripts {
+            write_script(&etc.join(name), &fill(text));
+        }
         let marker = lab.dir.join(node).join("escalated");
         let escalate = etc.join("escalate");
         write_script(
@@ -47,8 +62,8 @@ fn group_lab(test: &str) -> Option<Lab> {
         );
         let mut ha = std::fs::read_to_string(etc.join("ha.cf")).unwrap();
         ha.push_str(&format!("on_stop_failure {}\n", escalate.display()));
+        ha.push_str(&fill(extra));
         std::fs::write(etc.join("ha.cf"), ha).unwrap();
-        std::fs::create_dir_all(etc.join("resource.d")).unwrap();
         // Pidfiles under the lab dir: `lab down` stops what a test leaves behind.
         write_script(
             &etc.join("resource.d/apache"),
@@ -211,4 +226,82 @@ fn standby_on_the_holder_moves_the_group() {
         "{text}"
     );
     assert!(text.contains("apache=running"), "{text}");
+}
+
+/// With `fence` configured, the survivor runs the fence command (told which peer
+/// to shoot) and takes over only after it succeeded.
+#[test]
+fn crash_with_fence_fences_then_takes_over() {
+    let fence = "#!/bin/sh\necho \"$BASCULE_PEER $BASCULE_NODE\" >@NODE_DIR@/fenced\n";
+    let Some(lab) = custom_lab(
+        "crash_with_fence_fences_then_takes_over",
+        HARESOURCES,
+        "fence @ETC@/fence\nfence_delay 0\n",
+        &[("fence", fence)],
+    ) else {
+        return;
+    };
+    wait_running(&lab, "debian1", START_TIMEOUT);
+    let from = lab.mark("debian2");
+    lab.run(&["crash", "debian1"]);
+    wait_running(&lab, "debian2", DEADTIME + TAKEOVER_MARGIN);
+    let marker = std::fs::read_to_string(lab.dir.join("debian2/fenced")).unwrap();
+    assert_eq!(marker.trim(), "debian1 debian2");
+    let log = lab.log("debian2");
+    let at = |pat: &[&str]| {
+        log.iter()
+            .skip(from)
+            .position(|l| common::has_tokens(l, pat))
+            .unwrap_or_else(|| panic!("no {pat:?} in {log:#?}"))
+    };
+    let fenced = at(&["fence", "result=ok"]);
+    assert!(at(&["fence_start"]) < fenced);
+    assert!(fenced < at(&["group_state", "to=Starting", "reason=peer_dead"]));
+    wait_served_by(&lab, "debian2", Duration::from_secs(5));
+}
+
+/// A resource that cannot be stopped: after `stop_retries` the group is
+/// Blocked, `on_stop_failure` runs (a marker here, never a reboot), and the peer
+/// does not start the group.
+#[test]
+fn stop_failure_blocks_and_escalates() {
+    let stuck = "#!/bin/sh\ncase $1 in\n  start) touch @NODE_DIR@/stuck ;;\n  stop) exit 1 ;;\n  \
+                 status) [ -e @NODE_DIR@/stuck ] || exit 3 ;;\nesac\n";
+    let Some(lab) = custom_lab(
+        "stop_failure_blocks_and_escalates",
+        "debian1 stuck\n",
+        "stop_retries 1\n",
+        &[("resource.d/stuck", stuck)],
+    ) else {
+        return;
+    };
+    wait_running(&lab, "debian1", START_TIMEOUT);
+    bascule(&lab, "debian1", &["standby"]);
+    lab.wait_log(
+        "debian1",
+        0,
+        &["group_state", "to=Blocked", "reason=stop_failed"],
+        Duration::from_secs(10),
+    );
+    lab.wait_log(
+        "debian1",
+        0,
+        &["escalate", "group=0"],
+        Duration::from_secs(2),
+    );
+    common::poll("escalation marker", Duration::from_secs(5), || {
+        lab.dir
+            .join("debian1/escalated")
+            .exists()
+            .then_some(())
+            .ok_or_else(|| "no marker yet".to_string())
+    });
+    std::thread::sleep(DEADTIME);
+    let j = lab.status("debian2").unwrap();
+    let (owner, state) = group(&j).unwrap();
+    assert_eq!(
+        state, "Stopped",
+        "debian2 must not start a Blocked group: {j}"
+    );
+    assert_ne!(owner, "debian2", "{j}");
 }
