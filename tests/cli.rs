@@ -83,6 +83,36 @@ fn check_config_guide_files_exit_zero() {
     let stdout = text(&out.stdout);
     assert!(stdout.contains("deadtime_ms 60000"), "{stdout}");
     assert!(stdout.contains("this_node debian1"), "{stdout}");
+    assert!(
+        stdout.contains("haresources:1: drbddisk::repl needs the replicated disk"),
+        "check-config warns about drbddisk: {stdout}"
+    );
+}
+
+#[test]
+fn run_refuses_drbddisk_with_file_and_line() {
+    let t = TempDir::new("drbd");
+    write_config(&t.0, GUIDE_HA_CF, 0o600);
+    let d = t.0.to_str().unwrap();
+    let run_dir = format!("{d}/run");
+    let state_dir = format!("{d}/state");
+    let out = bascule(&[
+        "--config-dir",
+        d,
+        "--node",
+        "debian1",
+        "--run-dir",
+        &run_dir,
+        "--state-dir",
+        &state_dir,
+        "run",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "stderr: {}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("haresources:1: drbddisk::repl needs the replicated disk, which this version does not provide yet"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -1,12 +1,15 @@
 //! The daemon: start-up, the single-threaded mio loop, shutdown.
 //!
-//! Layer: shell. [`Daemon`] owns the cores (membership today; takeover and
-//! replication later) and every source: the signalfd, the control socket and its
-//! connections, one socket or fd per link. Each iteration: `poll` with the timeout
-//! from the earliest deadline; read the clock once; dispatch every ready token
-//! (`on_token`, a match on [`Source`]); `handle_timeout(now)`; link timers; then
-//! [`Daemon::drain_outputs`]: `poll_transmit` (encode once, send on every link),
-//! `poll_event` (log), and the next deadline. Nothing on the heartbeat path
+//! Layer: shell. [`Daemon`] owns the cores (membership, and the takeover inside
+//! `takeover_io::TakeoverIo` with its agent runner; replication later) and every
+//! source: the signalfd (SIGTERM, SIGINT, SIGHUP, SIGCHLD), the control socket and
+//! its connections, one socket or fd per link, the runner's child pipes. Each
+//! iteration: `poll` with the timeout from the earliest deadline; read the clock
+//! once; dispatch every ready token (`on_token`, a match on [`Source`]); reap
+//! children after a SIGCHLD; `handle_timeout(now)`; link timers; then
+//! [`Daemon::drain_outputs`]: membership's events, the takeover step (the peer's
+//! view in, agents out, our adverts into the heartbeat), `poll_transmit` (encode
+//! once, send on every link), and the next deadline. Nothing on the heartbeat path
 //! allocates: frames go through fixed buffers. A later disk worker wakes the loop
 //! through a `mio::Waker` under its own token.
 
