@@ -305,3 +305,28 @@ fn stop_failure_blocks_and_escalates() {
     );
     assert_ne!(owner, "debian2", "{j}");
 }
+
+/// Both nodes ping the lab's client; when debian1 loses its public link (the
+/// heartbeat still runs on the crossover), it reaches fewer ping nodes than
+/// debian2 and hands the group over (rule 6).
+#[test]
+fn ping_loss_hands_the_group_to_the_better_connected_peer() {
+    let Some(lab) = custom_lab(
+        "ping_loss_hands_the_group_to_the_better_connected_peer",
+        HARESOURCES,
+        "ping 192.168.69.10\n",
+        &[],
+    ) else {
+        return;
+    };
+    wait_running(&lab, "debian1", START_TIMEOUT);
+    lab.run(&["cut", "debian1", "eth0"]);
+    wait_running(&lab, "debian2", Duration::from_secs(8));
+    lab.wait_log(
+        "debian1",
+        0,
+        &["group_state", "from=Running", "to=Stopping", "reason=ping"],
+        Duration::from_secs(1),
+    );
+    wait_served_by(&lab, "debian2", Duration::from_secs(5));
+}

@@ -28,6 +28,7 @@ use super::config_load::{self, Loaded};
 use super::control::{self, ConnOutcome, ControlServer, LinkStatus, Request, StatusSnapshot};
 use super::link::{Link, OpenError, RxContext};
 use super::log::{self as slog, log_event, LogSettings};
+use super::ping::PingProber;
 use super::serial::SerialLink;
 use super::takeover_io::{self, TakeoverIo};
 use super::udp::{iface_info, UdpKind, UdpLink};
@@ -43,6 +44,8 @@ use crate::wire::{Keyring, ENCODED_MAX};
 pub const SIGNAL: Token = Token(0);
 /// The control socket listener.
 pub const CONTROL: Token = Token(1);
+/// The ICMP socket of the ping prober.
+pub const PING: Token = Token(2);
 /// First control connection token (slot i is `CONTROL_CONN_FIRST + i`).
 pub const CONTROL_CONN_FIRST: usize = 16;
 /// First link token (link i is `LINK_FIRST + i`).
@@ -69,6 +72,8 @@ pub enum Source {
     Signal,
     /// A new control connection.
     Control,
+    /// An ICMP reply for the ping prober.
+    Ping,
     /// Control connection in slot i.
     ControlConn(usize),
     /// Link i.
@@ -85,6 +90,7 @@ impl Source {
         match token.0 {
             0 => Source::Signal,
             1 => Source::Control,
+            2 => Source::Ping,
             t if (CONTROL_CONN_FIRST..CONTROL_CONN_FIRST + control::CONN_MAX).contains(&t) => {
                 Source::ControlConn(t - CONTROL_CONN_FIRST)
             }
@@ -219,6 +225,30 @@ pub fn build_links(loaded: &Loaded) -> Vec<(Link, String)> {
     links
 }
 
+/// The ping prober when ha.cf has ping nodes and the raw socket opens (root);
+/// otherwise None, and ping nodes do not move groups (said at debug level).
+fn open_ping(loaded: &Loaded, registry: &mio::Registry, now: Instant) -> Option<PingProber> {
+    let ha = &loaded.config.ha;
+    if ha.ping_nodes.is_empty() {
+        return None;
+    }
+    let prober = match PingProber::open(&ha.ping_nodes, ha.keepalive, ha.deadping, now) {
+        Ok(p) => p,
+        Err(e) => {
+            log::debug!("ping nodes not probed: raw ICMP socket: {e}");
+            return None;
+        }
+    };
+    let fd = prober.raw_fd();
+    match registry.register(&mut SourceFd(&fd), PING, Interest::READABLE) {
+        Ok(()) => Some(prober),
+        Err(e) => {
+            log::debug!("ping nodes not probed: register: {e}");
+            None
+        }
+    }
+}
+
 /// The running daemon. See the module doc.
 pub struct Daemon {
     poll: Poll,
@@ -234,6 +264,7 @@ pub struct Daemon {
     boot_epoch: u32,
     lag: LagMonitor,
     takeover: TakeoverIo,
+    ping: Option<PingProber>,
     stop: Option<i32>,
     /// SIGCHLD seen: reap before the next drain.
     sigchld: bool,
@@ -327,7 +358,9 @@ impl Daemon {
         let runner_registry = registry
             .try_clone()
             .map_err(|e| ShellError::io("clone epoll registry", e))?;
-        let takeover = TakeoverIo::new(&loaded, runner_registry, RUNNER_FIRST, now)?;
+        let ping = open_ping(&loaded, registry, now);
+        let takeover =
+            TakeoverIo::new(&loaded, runner_registry, RUNNER_FIRST, ping.is_some(), now)?;
         let mut daemon = Daemon {
             names: Names {
                 node: loaded.node.clone(),
@@ -344,6 +377,7 @@ impl Daemon {
             tx_frame: [0; ENCODED_MAX],
             boot_epoch,
             takeover,
+            ping,
             stop: None,
             sigchld: false,
             poll,
@@ -424,6 +458,9 @@ impl Daemon {
             }
             self.membership.handle_timeout(now);
             self.takeover.handle_timeout(now);
+            if let Some(ping) = self.ping.as_mut() {
+                ping.handle_timeout(now);
+            }
             self.tick_links(now);
             self.drain_outputs(now);
         }
@@ -445,6 +482,7 @@ impl Daemon {
             .poll_timeout()
             .into_iter()
             .chain(self.takeover.poll_timeout())
+            .chain(self.ping.as_ref().map(|p| p.poll_timeout(now)))
             .chain(link_deadlines)
         {
             deadline = deadline.min(d);
@@ -482,6 +520,11 @@ impl Daemon {
                 }
             }
             Source::Runner => self.takeover.on_token(event.token()),
+            Source::Ping => {
+                if let Some(ping) = self.ping.as_mut() {
+                    ping.on_readable(now);
+                }
+            }
             Source::Link(_) | Source::Unknown => {}
         }
     }
@@ -517,6 +560,12 @@ impl Daemon {
     /// adverts go into the next heartbeat), transmits on every link, then events.
     fn drain_outputs(&mut self, now: Instant) {
         self.drain_membership_events();
+        if let Some(ping) = self.ping.as_ref() {
+            let local = ping.reachable(now);
+            self.membership.set_local_ping_reachable(local);
+            let peer = self.membership.peer_ping_reachable();
+            self.takeover.ping(now, local, peer);
+        }
         self.takeover.step(now, &mut self.membership);
         for _ in 0..TRANSMITS_PER_ITERATION_MAX {
             let Some(repr) = self.membership.poll_transmit(now) else {

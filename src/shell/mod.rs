@@ -19,6 +19,7 @@ pub mod control;
 pub mod event_loop;
 pub mod link;
 pub mod log;
+pub mod ping;
 pub mod realtime;
 pub mod serial;
 pub mod state;

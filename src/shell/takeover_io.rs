@@ -108,14 +108,18 @@ pub struct TakeoverIo {
     garps: Vec<Garp>,
     node: String,
     peer: String,
+    /// Ping counts last given to the machine (local, peer).
+    ping: (u8, Option<u8>),
 }
 
 impl TakeoverIo {
-    /// Builds the machine and its I/O; `registry` and `token_base` are the runner's.
+    /// Builds the machine and its I/O; `registry` and `token_base` are the runner's;
+    /// `ping` says whether ping nodes are probed (rule 6 applies only then).
     pub fn new(
         loaded: &Loaded,
         registry: mio::Registry,
         token_base: usize,
+        ping: bool,
         now: Instant,
     ) -> Result<TakeoverIo, ShellError> {
         let config = &loaded.config;
@@ -127,8 +131,8 @@ impl TakeoverIo {
                 &e.to_string(),
             ))
         })?;
-        // No ICMP prober yet: without one, ping counts would be meaningless.
-        tc.ping_configured = false;
+        // Without a prober (no ping nodes, or no raw socket) counts mean nothing.
+        tc.ping_configured = ping;
         let mut ctx = AgentContext::detect(loaded.dir.clone(), loaded.node.clone());
         ctx.timeout = config.ha.action_timeout;
         let groups = config
@@ -170,6 +174,7 @@ impl TakeoverIo {
             garps: Vec::new(),
             node: loaded.node.clone(),
             peer: loaded.peer_name.clone(),
+            ping: (0, None),
         })
     }
 
@@ -204,6 +209,15 @@ impl TakeoverIo {
         let done: Vec<OpDone> = self.runner.reap(now).collect();
         for d in done {
             self.on_op_done(now, d);
+        }
+    }
+
+    /// How many ping nodes we and (from its heartbeat) the peer reach; the
+    /// machine hears only changes.
+    pub fn ping(&mut self, now: Instant, local: u8, peer: Option<u8>) {
+        if self.ping != (local, peer) {
+            self.ping = (local, peer);
+            self.takeover.handle_ping(now, local, peer);
         }
     }
 
