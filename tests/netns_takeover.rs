@@ -330,3 +330,31 @@ fn ping_loss_hands_the_group_to_the_better_connected_peer() {
     );
     wait_served_by(&lab, "debian2", Duration::from_secs(5));
 }
+
+/// SIGTERM on the holder releases the group before the daemon exits: the peer
+/// starts it on the offer (no deadtime wait) and the stopped node keeps no VIP.
+#[test]
+fn sigterm_releases_the_group_before_exit() {
+    let Some(lab) = group_lab("sigterm_releases_the_group_before_exit") else {
+        return;
+    };
+    wait_running(&lab, "debian1", START_TIMEOUT);
+    let stopped = Instant::now();
+    lab.run(&["stop", "debian1"]);
+    assert!(
+        !has_vip(&lab, "debian1"),
+        "debian1 released its VIP before exiting"
+    );
+    let log = lab.log("debian1");
+    let at = |pat: &[&str]| log.iter().position(|l| common::has_tokens(l, pat));
+    let released = at(&["group_state", "to=Stopped", "reason=stopped"]);
+    assert!(released.is_some(), "{log:#?}");
+    assert!(released < at(&["shutdown", "signal=15"]), "{log:#?}");
+    wait_running(&lab, "debian2", Duration::from_secs(5));
+    wait_served_by(&lab, "debian2", Duration::from_secs(5));
+    let took = stopped.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "handover on SIGTERM took {took:?}"
+    );
+}

@@ -35,6 +35,7 @@ use super::udp::{iface_info, UdpKind, UdpLink};
 use crate::config::digest::ConfigDigest;
 use crate::config::{AuthMethod, Medium};
 use crate::core::membership::LINKS_MAX;
+use crate::core::takeover::{Command, Which};
 use crate::core::{Event, LinkId, Membership, MembershipConfig, Names};
 use crate::time::{Duration, Instant};
 use crate::wire::encode;
@@ -266,6 +267,10 @@ pub struct Daemon {
     takeover: TakeoverIo,
     ping: Option<PingProber>,
     stop: Option<i32>,
+    /// A second SIGTERM/SIGINT: exit without waiting for the release.
+    force_stop: bool,
+    /// The shutdown release (`standby all`) was issued.
+    releasing: bool,
     /// SIGCHLD seen: reap before the next drain.
     sigchld: bool,
 }
@@ -379,6 +384,8 @@ impl Daemon {
             takeover,
             ping,
             stop: None,
+            force_stop: false,
+            releasing: false,
             sigchld: false,
             poll,
             clock,
@@ -435,7 +442,7 @@ impl Daemon {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         let mut now = self.clock.now();
         self.drain_outputs(now);
-        while self.stop.is_none() {
+        while !self.may_exit(now) {
             let deadline = self.next_deadline(now);
             // The sleep is measured from a fresh reading (never fed to the core), so
             // the time this iteration spent working does not make the next one late.
@@ -453,16 +460,7 @@ impl Daemon {
             for event in events.iter() {
                 self.on_token(event, now);
             }
-            if std::mem::take(&mut self.sigchld) {
-                self.takeover.on_sigchld(now);
-            }
-            self.membership.handle_timeout(now);
-            self.takeover.handle_timeout(now);
-            if let Some(ping) = self.ping.as_mut() {
-                ping.handle_timeout(now);
-            }
-            self.tick_links(now);
-            self.drain_outputs(now);
+            self.after_tokens(now);
         }
         log_event(
             &self.names,
@@ -472,6 +470,38 @@ impl Daemon {
         );
         self.control.remove();
         Ok(())
+    }
+
+    /// Timers and outputs of one iteration, after its ready tokens.
+    fn after_tokens(&mut self, now: Instant) {
+        if std::mem::take(&mut self.sigchld) {
+            self.takeover.on_sigchld(now);
+        }
+        self.membership.handle_timeout(now);
+        self.takeover.handle_timeout(now);
+        if let Some(ping) = self.ping.as_mut() {
+            ping.handle_timeout(now);
+        }
+        self.tick_links(now);
+        self.drain_outputs(now);
+    }
+
+    /// After SIGTERM/SIGINT: exit once no group runs here. Groups that run are
+    /// released first (as `standby all`: stopped, offered to the peer, which
+    /// starts them without waiting for deadtime); a second signal exits at once.
+    fn may_exit(&mut self, now: Instant) -> bool {
+        if self.stop.is_none() {
+            return false;
+        }
+        if self.force_stop || !self.takeover.holds_any() {
+            return true;
+        }
+        if !self.releasing {
+            self.releasing = true;
+            self.takeover.command(now, Command::Standby(Which::All));
+            self.drain_outputs(now);
+        }
+        false
     }
 
     fn next_deadline(&self, now: Instant) -> Instant {
@@ -537,7 +567,10 @@ impl Daemon {
                     log::debug!("SIGHUP: configuration reload is not implemented yet; ignored");
                 }
                 Ok(Some(info)) if info.ssi_signo == Signal::SIGCHLD as u32 => self.sigchld = true,
-                Ok(Some(info)) => self.stop = Some(info.ssi_signo as i32),
+                Ok(Some(info)) => {
+                    self.force_stop = self.stop.is_some();
+                    self.stop = Some(info.ssi_signo as i32);
+                }
                 Ok(None) => return,
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => {

@@ -505,6 +505,17 @@ impl TakeoverIo {
             .collect()
     }
 
+    /// Whether a group may run here (Starting, Running or Stopping): the daemon
+    /// does not exit before they are released.
+    pub fn holds_any(&self) -> bool {
+        (0..self.groups.len()).any(|g| {
+            matches!(
+                self.takeover.group_state(g as u8).advert(),
+                AdvertState::Starting | AdvertState::Running | AdvertState::Stopping
+            )
+        })
+    }
+
     /// The machine (for tests and status).
     pub fn takeover(&self) -> &Takeover {
         &self.takeover
