@@ -250,6 +250,24 @@ fn open_ping(loaded: &Loaded, registry: &mio::Registry, now: Instant) -> Option<
     }
 }
 
+/// Registers the control socket and the signalfd with the loop.
+fn register_sources(
+    registry: &mio::Registry,
+    control: &mut ControlServer,
+    signals: &SignalFd,
+) -> Result<(), ShellError> {
+    control
+        .register(registry, CONTROL)
+        .map_err(|e| ShellError::io("register control socket", e))?;
+    registry
+        .register(
+            &mut SourceFd(&signals.as_raw_fd()),
+            SIGNAL,
+            Interest::READABLE,
+        )
+        .map_err(|e| ShellError::io("register signalfd", e))
+}
+
 /// The running daemon. See the module doc.
 pub struct Daemon {
     poll: Poll,
@@ -335,16 +353,7 @@ impl Daemon {
             )));
         }
         let registry = poll.registry();
-        control
-            .register(registry, CONTROL)
-            .map_err(|e| ShellError::io("register control socket", e))?;
-        registry
-            .register(
-                &mut SourceFd(&signals.as_raw_fd()),
-                SIGNAL,
-                Interest::READABLE,
-            )
-            .map_err(|e| ShellError::io("register signalfd", e))?;
+        register_sources(registry, &mut control, &signals)?;
         let ha = &loaded.config.ha;
         let now = clock.now();
         let digest = ConfigDigest::of(&loaded.config);
