@@ -143,6 +143,20 @@ fn wait_served_by(lab: &Lab, node: &str, timeout: Duration) -> String {
     })
 }
 
+fn output(c: &mut Command) -> String {
+    String::from_utf8_lossy(&c.output().unwrap().stdout).into_owned()
+}
+
+/// `node`'s eth0 MAC address.
+fn mac_of(lab: &Lab, node: &str) -> String {
+    let link = output(lab.in_ns(node, "ip").args(["-o", "link", "show", "eth0"]));
+    let after = link
+        .split("link/ether ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{link}"));
+    after.split(' ').next().unwrap().to_string()
+}
+
 /// `bascule CMD...` against `node`'s control socket; its stdout.
 fn bascule(lab: &Lab, node: &str, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_bascule"))
@@ -182,6 +196,13 @@ fn crash_of_the_holder_moves_vip_and_web_to_the_peer() {
     wait_served_by(&lab, "debian2", Duration::from_secs(5));
     let took = crashed.elapsed();
     assert!(took <= DEADTIME + TAKEOVER_MARGIN, "takeover took {took:?}");
+    // The gratuitous ARP: the client's entry for the VIP is debian2's MAC.
+    let mac = mac_of(&lab, "debian2");
+    let neigh = output(lab.in_ns("client", "ip").args(["neigh", "show", VIP]));
+    assert!(
+        neigh.contains(&mac),
+        "client ARP {neigh:?}, debian2 eth0 is {mac}"
+    );
     let from = 0;
     lab.wait_log(
         "debian2",
@@ -356,5 +377,41 @@ fn sigterm_releases_the_group_before_exit() {
     assert!(
         took < Duration::from_secs(4),
         "handover on SIGTERM took {took:?}"
+    );
+}
+
+/// A fence command that fails blocks the takeover: the survivor retries it and
+/// never starts the group of a peer it could not fence.
+#[test]
+fn failing_fence_blocks_the_takeover() {
+    let Some(lab) = custom_lab(
+        "failing_fence_blocks_the_takeover",
+        HARESOURCES,
+        "fence @ETC@/fence\nfence_delay 0\n",
+        &[("fence", "#!/bin/sh\necho 'PDU unreachable' >&2\nexit 1\n")],
+    ) else {
+        return;
+    };
+    wait_running(&lab, "debian1", START_TIMEOUT);
+    let from = lab.mark("debian2");
+    lab.run(&["crash", "debian1"]);
+    lab.wait_log(
+        "debian2",
+        from,
+        &["fence", "result=failed"],
+        DEADTIME + TAKEOVER_MARGIN,
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let j = lab.status("debian2").unwrap();
+    assert_eq!(
+        group(&j).unwrap().1,
+        "Stopped",
+        "no takeover without a fence: {j}"
+    );
+    assert!(!has_vip(&lab, "debian2"), "no VIP on debian2");
+    assert!(
+        lab.grep("debian2", from, &["group_state", "to=Starting"])
+            .is_empty(),
+        "debian2 started the group"
     );
 }
