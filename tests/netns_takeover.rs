@@ -415,3 +415,52 @@ fn failing_fence_blocks_the_takeover() {
         "debian2 started the group"
     );
 }
+
+/// A resource that cannot start on debian1: debian1 rolls back what it started
+/// (the VIP) in reverse order, backs off, and debian2 takes the group.
+#[test]
+fn start_failure_rolls_back_and_the_peer_takes_over() {
+    let broken = "#!/bin/sh\ncase $1 in\n  start) [ \"$(hostname)\" = debian1 ] && \
+                  { echo 'broken on debian1' >&2; exit 1; }; touch @NODE_DIR@/up ;;\n  \
+                  stop) rm -f @NODE_DIR@/up ;;\n  status) [ -e @NODE_DIR@/up ] || exit 3 ;;\nesac\n";
+    let Some(lab) = custom_lab(
+        "start_failure_rolls_back_and_the_peer_takes_over",
+        "debian1 IPaddr::192.168.69.100/24/eth0 broken\n",
+        "",
+        &[("resource.d/broken", broken)],
+    ) else {
+        return;
+    };
+    wait_running(&lab, "debian2", START_TIMEOUT);
+    let failed = lab.wait_log(
+        "debian1",
+        0,
+        &[
+            "takeover_step",
+            "resource=broken",
+            "op=start",
+            "result=failed",
+        ],
+        Duration::from_secs(1),
+    );
+    assert!(failed.contains("stderr=\"broken on debian1\""), "{failed}");
+    lab.wait_log(
+        "debian1",
+        0,
+        &[
+            "takeover_step",
+            "resource=IPaddr::192.168.69.100/24/eth0",
+            "op=stop",
+            "result=ok",
+        ],
+        Duration::from_secs(1),
+    );
+    lab.wait_log(
+        "debian1",
+        0,
+        &["group_state", "to=Failed", "reason=rolled_back"],
+        Duration::from_secs(1),
+    );
+    assert!(!has_vip(&lab, "debian1"), "rolled back");
+    assert!(has_vip(&lab, "debian2"), "taken over");
+}
