@@ -221,13 +221,22 @@ pub enum Op {
 }
 
 impl Op {
-    /// The word in logs.
+    /// Every op, for exhaustive tests.
+    pub const ALL: [Op; 3] = [Op::Start, Op::Stop, Op::Status];
+
+    /// The word in logs, and the last argument an LSB script receives.
     pub const fn name(self) -> &'static str {
         match self {
             Op::Start => "start",
             Op::Stop => "stop",
             Op::Status => "status",
         }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 

@@ -309,7 +309,7 @@ impl TakeoverIo {
             "group {g}: two actions outstanding"
         );
         let spec = &group.specs[action.resource as usize];
-        let op = agent_op(action.op);
+        let op = action.op;
         group.inflight = Some(InFlight {
             action,
             task: Task::new(spec, op, &self.ctx),
@@ -354,7 +354,7 @@ impl TakeoverIo {
         let group = &mut self.groups[g];
         let r = action.resource as usize;
         let spec = &group.specs[r];
-        let op = agent_op(action.op);
+        let op = action.op;
         log_agent_event(&AgentEvent::Step {
             group: &group.label,
             resource: &spec.text,
@@ -511,15 +511,6 @@ impl TakeoverIo {
     /// The machine (for tests and status).
     pub fn takeover(&self) -> &Takeover {
         &self.takeover
-    }
-}
-
-/// The agent operation of a machine action.
-pub fn agent_op(op: takeover::Op) -> agents::Op {
-    match op {
-        takeover::Op::Start => agents::Op::Start,
-        takeover::Op::Stop => agents::Op::Stop,
-        takeover::Op::Status => agents::Op::Status,
     }
 }
 

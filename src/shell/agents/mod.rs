@@ -52,36 +52,9 @@ pub const INIT_D: &str = "/etc/init.d";
 /// Exists when systemd is PID 1 (what `sd_booted()` checks).
 pub const SYSTEMD_RUN_DIR: &str = "/run/systemd/system";
 
-/// What to do with a resource.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Op {
-    /// Acquire it.
-    Start,
-    /// Release it.
-    Stop,
-    /// Is it running here?
-    Status,
-}
-
-impl Op {
-    /// Every op, for exhaustive tests.
-    pub const ALL: [Op; 3] = [Op::Start, Op::Stop, Op::Status];
-
-    /// The word scripts receive as their last argument.
-    pub const fn word(self) -> &'static str {
-        match self {
-            Op::Start => "start",
-            Op::Stop => "stop",
-            Op::Status => "status",
-        }
-    }
-}
-
-impl fmt::Display for Op {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(self.word())
-    }
-}
+/// What to do with a resource: the takeover machine's own `Op`, so an action
+/// needs no translation on its way to an agent.
+pub use crate::core::takeover::Op;
 
 /// A resource's state as an op left it (or `status` found it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

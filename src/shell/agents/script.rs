@@ -54,7 +54,7 @@ pub(crate) fn plan(spec: &ResourceSpec, op: Op, ctx: &AgentContext) -> Plan {
             .args
             .iter()
             .cloned()
-            .chain([op.word().to_string()])
+            .chain([op.name().to_string()])
             .collect();
         return Plan::Steps {
             steps: vec![Step::new(req, accept)],
@@ -65,7 +65,7 @@ pub(crate) fn plan(spec: &ResourceSpec, op: Op, ctx: &AgentContext) -> Plan {
         let verb = if op == Op::Status {
             "is-active"
         } else {
-            op.word()
+            op.name()
         };
         let req = OpRequest::new(&find_program("systemctl"), &[verb, name], ctx.timeout);
         return Plan::Steps {
