@@ -38,8 +38,23 @@ fn group_lab(test: &str) -> Option<Lab> {
 /// A lab whose nodes run `haresources`, with `extra` appended to ha.cf and
 /// `scripts` (name, text) in each node's etc (`@ETC@` and `@NODE_DIR@` replaced).
 fn custom_lab(test: &str, haresources: &str, extra: &str, scripts: &[(&str, &str)]) -> Option<Lab> {
+    media_lab(test, "bcast", &[], haresources, extra, scripts)
+}
+
+/// `custom_lab` with the lab's media `variant` (`bcast`, `both`...) and more
+/// `lab config` overrides (`auto_failback=on`).
+fn media_lab(
+    test: &str,
+    variant: &str,
+    overrides: &[&str],
+    haresources: &str,
+    extra: &str,
+    scripts: &[(&str, &str)],
+) -> Option<Lab> {
     let lab = Lab::up(test)?;
-    lab.config_both("bcast", &TIMERS);
+    let mut config: Vec<&str> = TIMERS.to_vec();
+    config.extend_from_slice(overrides);
+    lab.config_both(variant, &config);
     let apache = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lab-web/apache");
     let lab_dir = lab.dir.display().to_string();
     for node in NODES {
@@ -463,4 +478,379 @@ fn start_failure_rolls_back_and_the_peer_takes_over() {
     );
     assert!(!has_vip(&lab, "debian1"), "rolled back");
     assert!(has_vip(&lab, "debian2"), "taken over");
+}
+
+/// The group's VIP holders, read with `ip addr` in both nodes' namespaces.
+fn vip_holders(lab: &Lab) -> Vec<&'static str> {
+    NODES.into_iter().filter(|n| has_vip(lab, n)).collect()
+}
+
+/// Waits until exactly one node holds the VIP, both statuses name it the owner
+/// and it stays so for `stable`; returns that node.
+fn wait_single_owner(lab: &Lab, timeout: Duration, stable: Duration) -> &'static str {
+    let mut since: Option<(Instant, &'static str)> = None;
+    common::poll("exactly one VIP holder, agreed and stable", timeout, || {
+        let holders = vip_holders(lab);
+        let agreed = match holders.as_slice() {
+            [one] => NODES.iter().all(|n| {
+                lab.status(n)
+                    .ok()
+                    .and_then(|j| group(&j).ok())
+                    .is_some_and(|(owner, _)| owner == *one)
+            }),
+            _ => false,
+        };
+        if !agreed {
+            since = None;
+            return Err(format!("VIP on {holders:?}"));
+        }
+        let one = holders[0];
+        match since {
+            Some((t, n)) if n == one && t.elapsed() >= stable => Ok(one),
+            Some((_, n)) if n == one => Err(format!("{one} alone, not yet for {stable:?}")),
+            _ => {
+                since = Some((Instant::now(), one));
+                Err(format!("{one} alone since now"))
+            }
+        }
+    })
+}
+
+/// PID of the lab web server in `node`'s namespace (its pidfile is named after
+/// the netns inode, see scripts/lab-web/apache), if one runs.
+fn web_pid(lab: &Lab, node: &str) -> Option<i32> {
+    use std::os::unix::fs::MetadataExt;
+    let ino = std::fs::metadata(format!("/run/netns/{}", lab.ns(node)))
+        .ok()?
+        .ino();
+    let text = std::fs::read_to_string(lab.dir.join(format!("pids/net-{ino}.pid"))).ok()?;
+    let pid: i32 = text.trim().parse().ok()?;
+    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+}
+
+/// Kills `node`'s web server behind the daemon's back (SIGKILL, by the PID of
+/// its pidfile: a process this lab started); returns the PID killed.
+fn kill_web(lab: &Lab, node: &str) -> i32 {
+    let pid = web_pid(lab, node).unwrap_or_else(|| panic!("no web server on {node}"));
+    // SAFETY: kill(2) has no memory preconditions; the PID is the lab's server.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0, "kill {pid}");
+    common::poll(
+        "the killed web server is gone",
+        Duration::from_secs(2),
+        || {
+            let gone = std::fs::read_to_string(format!("/proc/{pid}/status")).map_or(true, |s| {
+                s.lines()
+                    .any(|l| l.starts_with("State:") && l.contains('Z'))
+            });
+            gone.then_some(()).ok_or_else(|| format!("{pid} alive"))
+        },
+    );
+    pid
+}
+
+/// Freeze (SIGSTOP) of the holder for longer than deadtime: the peer takes
+/// over. After the thaw the two see each other and settle on one holder of the
+/// VIP within a bound, and the client is served by it.
+#[test]
+fn freeze_of_the_holder_moves_the_group_and_the_thaw_keeps_one_owner() {
+    let Some(lab) = group_lab("freeze_of_the_holder_moves_the_group_and_the_thaw_keeps_one_owner")
+    else {
+        return;
+    };
+    wait_running(&lab, "debian1", START_TIMEOUT);
+    wait_served_by(&lab, "debian1", Duration::from_secs(5));
+    lab.run(&["freeze", "debian1"]);
+    wait_running(&lab, "debian2", DEADTIME + TAKEOVER_MARGIN);
+    assert!(has_vip(&lab, "debian2"), "VIP on debian2");
+    wait_served_by(&lab, "debian2", Duration::from_secs(5));
+    let thawed = Instant::now();
+    lab.run(&["thaw", "debian1"]);
+    let owner = wait_single_owner(&lab, Duration::from_secs(8), Duration::from_secs(2));
+    eprintln!(
+        "after the thaw {owner} keeps the group ({:?})",
+        thawed.elapsed()
+    );
+    assert_eq!(
+        owner, "debian1",
+        "rule 3: the preferred node keeps the group"
+    );
+    // The client's ARP entry pointed at debian2: the keeper announced again.
+    wait_served_by(&lab, owner, Duration::from_secs(3));
+    assert_eq!(vip_holders(&lab), [owner], "still one holder");
+    for node in NODES {
+        assert!(
+            !lab.dir.join(node).join("escalated").exists(),
+            "no escalation on {node}"
+        );
+    }
+}
+
+/// Crash of debian1, debian2 takes over, debian1 comes back: returns the lab
+/// with debian1's daemon started again and seeing its peer.
+fn crash_and_return(test: &str, auto_failback: &str) -> Option<Lab> {
+    let lab = media_lab(test, "bcast", &[auto_failback], HARESOURCES, "", &[])?;
+    wait_running(&lab, "debian1", START_TIMEOUT);
+    lab.run(&["crash", "debian1"]);
+    wait_running(&lab, "debian2", DEADTIME + TAKEOVER_MARGIN);
+    wait_served_by(&lab, "debian2", Duration::from_secs(5));
+    // The crashed node's VIP and web server died with it (a reboot).
+    lab.in_ns("debian1", "ip")
+        .args(["addr", "del", &format!("{VIP}/24"), "dev", "eth0"])
+        .status()
+        .unwrap();
+    if web_pid(&lab, "debian1").is_some() {
+        kill_web(&lab, "debian1");
+    }
+    lab.run(&["revive", "debian1"]);
+    lab.start("debian1");
+    lab.wait_all_up("debian1", &[], Duration::from_secs(5));
+    Some(lab)
+}
+
+/// auto_failback on: the preferred node, back after a crash, gets its group back
+/// (the other stops it first); the client is served by it.
+#[test]
+fn auto_failback_on_moves_the_group_back_to_the_preferred_node() {
+    let Some(lab) = crash_and_return(
+        "auto_failback_on_moves_the_group_back_to_the_preferred_node",
+        "auto_failback=on",
+    ) else {
+        return;
+    };
+    wait_running(&lab, "debian1", Duration::from_secs(10));
+    lab.wait_status(
+        "debian2",
+        "released the group",
+        Duration::from_secs(2),
+        |j| match group(j)? {
+            (owner, state) if owner == "debian1" && state == "Stopped" => Ok(()),
+            other => Err(format!("group {other:?}")),
+        },
+    );
+    assert_eq!(vip_holders(&lab), ["debian1"]);
+    wait_served_by(&lab, "debian1", Duration::from_secs(5));
+}
+
+/// auto_failback off: the preferred node comes back and leaves the group on the
+/// node that runs it.
+#[test]
+fn auto_failback_off_leaves_the_group_where_it_runs() {
+    let Some(lab) = crash_and_return(
+        "auto_failback_off_leaves_the_group_where_it_runs",
+        "auto_failback=off",
+    ) else {
+        return;
+    };
+    lab.wait_status(
+        "debian1",
+        "sees debian2 own it",
+        Duration::from_secs(5),
+        |j| match group(j)? {
+            (owner, state) if owner == "debian2" && state == "Stopped" => Ok(()),
+            other => Err(format!("group {other:?}")),
+        },
+    );
+    // initdead and the settle are past by then: a failback would have begun.
+    std::thread::sleep(Duration::from_secs(5));
+    let j = lab.status("debian1").unwrap();
+    assert_eq!(
+        group(&j).unwrap(),
+        ("debian2".into(), "Stopped".into()),
+        "{j}"
+    );
+    let j = lab.status("debian2").unwrap();
+    assert_eq!(
+        group(&j).unwrap(),
+        ("debian2".into(), "Running".into()),
+        "{j}"
+    );
+    assert_eq!(vip_holders(&lab), ["debian2"]);
+    assert!(
+        lab.grep("debian1", 0, &["group_state", "to=Starting"])
+            .len()
+            == 1,
+        "debian1 started the group only at the first start"
+    );
+    wait_served_by(&lab, "debian2", Duration::from_secs(3));
+}
+
+/// scripts/probe-http running in the client namespace.
+struct Probe {
+    child: std::process::Child,
+}
+
+impl Probe {
+    /// Starts the probe (`--fault-file` marks the instant measured from); waits
+    /// until it has had good answers in a row.
+    fn start(lab: &Lab, fault_file: &Path, duration_s: u32) -> Probe {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/probe-http");
+        let ready = lab.dir.join("probe.ready");
+        let child = lab
+            .in_ns("client", "python3")
+            .arg(script)
+            .args(["--duration", &duration_s.to_string(), "--after-new-s", "2"])
+            .arg("--fault-file")
+            .arg(fault_file)
+            .arg("--ready-file")
+            .arg(&ready)
+            .arg("--log")
+            .arg(lab.dir.join("probe.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let probe = Probe { child };
+        common::poll("probe ready", Duration::from_secs(5), || {
+            ready.exists().then_some(()).ok_or("not yet".to_string())
+        });
+        probe
+    }
+
+    /// Waits for the probe's end; its JSON summary.
+    fn finish(mut self) -> Json {
+        use std::io::Read;
+        let mut text = String::new();
+        let mut stdout = self.child.stdout.take().expect("piped stdout");
+        stdout.read_to_string(&mut text).unwrap();
+        self.child.wait().unwrap();
+        Json::parse(text.trim()).unwrap_or_else(|e| panic!("probe summary ({e}): {text}"))
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        // Only on a panic before finish(): the probe is this test's child.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Longest the client may go without an answer around the heal of a partition.
+const HEAL_GAP_MAX: Duration = Duration::from_secs(1);
+
+/// Both heartbeat links cut (crossover and serial; the public eth0 stays): with
+/// no fencing both run the group (the accepted split brain). On the heal the
+/// nodes agree who keeps it without stopping it there: the client, probing
+/// every 20 ms, sees no gap longer than HEAL_GAP_MAX, and one node keeps the VIP.
+#[test]
+fn heal_after_a_partition_keeps_the_service_answering() {
+    let Some(lab) = media_lab(
+        "heal_after_a_partition_keeps_the_service_answering",
+        "both",
+        &[],
+        HARESOURCES,
+        "",
+        &[],
+    ) else {
+        return;
+    };
+    wait_running(&lab, "debian1", START_TIMEOUT);
+    lab.wait_all_up("debian2", &[], Duration::from_secs(5));
+    lab.run(&["cut", "debian1", "eth1"]);
+    lab.run(&["cut", "debian1", "serial"]);
+    wait_running(&lab, "debian2", DEADTIME + TAKEOVER_MARGIN);
+    assert_eq!(vip_holders(&lab), NODES, "split brain: both hold the VIP");
+    // Let debian2's gratuitous ARPs (repeated a little later) settle the
+    // client's entry, so the probe measures the heal, not the split.
+    std::thread::sleep(Duration::from_secs(2));
+    let fault = lab.dir.join("healed");
+    let probe = Probe::start(&lab, &fault, 12);
+    // The probe measures from just before the heal (the crossover alone heals
+    // the membership).
+    std::fs::write(&fault, "").unwrap();
+    std::thread::sleep(Duration::from_millis(60));
+    lab.run(&["heal", "debian1", "eth1"]);
+    lab.run(&["heal", "debian1", "serial"]);
+    let keeper = wait_single_owner(&lab, Duration::from_secs(8), Duration::from_secs(1));
+    assert_eq!(
+        keeper, "debian1",
+        "rule 3: the preferred node keeps the group"
+    );
+    let summary = probe.finish();
+    eprintln!("heal: {keeper} keeps the group; probe {summary}");
+    // null: no two good answers after the heal at all.
+    let gap = summary
+        .get("longest_gap_s")
+        .and_then(Json::as_f64)
+        .unwrap_or(99.0);
+    assert!(
+        gap <= HEAL_GAP_MAX.as_secs_f64(),
+        "the client went {gap} s without an answer around the heal: {summary}"
+    );
+    wait_served_by(&lab, keeper, Duration::from_secs(2));
+    let loser = common::peer_of(keeper);
+    lab.wait_log(
+        loser,
+        0,
+        &[
+            "group_state",
+            "from=Running",
+            "to=Stopping",
+            "reason=conflict",
+        ],
+        Duration::from_secs(1),
+    );
+    assert!(
+        lab.grep(keeper, 0, &["group_state", "from=Running", "to=Stopping"])
+            .is_empty(),
+        "the keeper never stopped the group"
+    );
+}
+
+/// `monitor::1::2`: the web server killed behind the daemon's back is restarted
+/// (status fails, stop, start); killed again, the second failure gives the group
+/// to the peer.
+#[test]
+fn monitor_restarts_a_dead_resource_then_moves_the_group() {
+    let Some(lab) = custom_lab(
+        "monitor_restarts_a_dead_resource_then_moves_the_group",
+        "debian1 IPaddr::192.168.69.100/24/eth0 apache monitor::1::2\n",
+        "",
+        &[],
+    ) else {
+        return;
+    };
+    wait_running(&lab, "debian1", START_TIMEOUT);
+    wait_served_by(&lab, "debian1", Duration::from_secs(5));
+    let from = lab.mark("debian1");
+    let first = kill_web(&lab, "debian1");
+    // The failed check itself logs `op=status result=ok` (the agent ran fine and
+    // found the server stopped): the restart's stop and start show it.
+    lab.wait_log(
+        "debian1",
+        from,
+        &["takeover_step", "resource=apache", "op=stop", "result=ok"],
+        Duration::from_secs(3),
+    );
+    lab.wait_log(
+        "debian1",
+        from,
+        &["takeover_step", "resource=apache", "op=start", "result=ok"],
+        Duration::from_secs(3),
+    );
+    let restarted = web_pid(&lab, "debian1").expect("web server restarted");
+    assert_ne!(restarted, first);
+    wait_served_by(&lab, "debian1", Duration::from_secs(3));
+    let j = lab.status("debian1").unwrap();
+    assert_eq!(
+        group(&j).unwrap(),
+        ("debian1".into(), "Running".into()),
+        "{j}"
+    );
+
+    kill_web(&lab, "debian1");
+    lab.wait_log(
+        "debian1",
+        from,
+        &[
+            "group_state",
+            "from=Running",
+            "to=Stopping",
+            "reason=monitor",
+        ],
+        Duration::from_secs(3),
+    );
+    wait_running(&lab, "debian2", Duration::from_secs(6));
+    assert_eq!(vip_holders(&lab), ["debian2"]);
+    wait_served_by(&lab, "debian2", Duration::from_secs(3));
 }

@@ -89,6 +89,12 @@ struct GroupIo {
     states: Vec<Option<ResourceState>>,
     failed: Vec<bool>,
     inflight: Option<InFlight>,
+    /// The VIPs this node added at its last start: announced again when the
+    /// peer releases the group while it runs here too (a healed partition, a
+    /// thawed node), since the client's ARP entry may point at the peer.
+    vips: Vec<agents::GarpTarget>,
+    /// The peer's advertised state for the group at the last step.
+    peer_was: AdvertState,
 }
 
 /// The fence command and its limits.
@@ -150,6 +156,8 @@ impl TakeoverIo {
                 states: vec![None; g.resources.len()],
                 failed: vec![false; g.resources.len()],
                 inflight: None,
+                vips: Vec::new(),
+                peer_was: AdvertState::Stopped,
             })
             .collect();
         let fence = config.ha.fence.as_ref().map(|cmd| {
@@ -250,6 +258,7 @@ impl TakeoverIo {
     pub fn step(&mut self, now: Instant, m: &mut Membership) {
         self.takeover
             .handle_peer(now, m.peer_state(), m.peer_adverts(), m.peer_sees_us());
+        self.reannounce(now, m.peer_adverts());
         for _ in 0..DRAIN_PASSES_MAX {
             if !self.drain_once(now) {
                 break;
@@ -258,6 +267,27 @@ impl TakeoverIo {
         m.set_local_adverts(&self.takeover.adverts());
         if self.takeover.take_changed() {
             m.send_now(now);
+        }
+    }
+
+    /// Rule 3 keeps a group running on one node while the other stops it; the
+    /// client may have learnt the VIP from the stopping node's gratuitous ARP
+    /// (it took the group during the partition), so the keeper announces its
+    /// VIPs again as soon as the peer starts to stop it. Without this the VIP
+    /// stays dark until the client's ARP entry expires (tens of seconds).
+    fn reannounce(&mut self, now: Instant, peer: Option<&[crate::wire::GroupAdvert]>) {
+        let Some(peer) = peer else {
+            return;
+        };
+        for g in 0..self.groups.len() {
+            let theirs = peer.get(g).map_or(AdvertState::Stopped, |a| a.state);
+            let was = std::mem::replace(&mut self.groups[g].peer_was, theirs);
+            let ours = self.takeover.group_state(g as u8);
+            if peer_releases(was, theirs) && ours == takeover::GroupState::Running {
+                for target in self.groups[g].vips.clone() {
+                    self.start_garp(now, &target.iface, target.vip);
+                }
+            }
         }
     }
 
@@ -367,6 +397,10 @@ impl TakeoverIo {
             group.states[r] = Some(f.state);
             if let (takeover::Op::Start, Some(target)) = (action.op, &f.garp) {
                 self.start_garp(now, &target.iface, target.vip);
+                let vips = &mut self.groups[g].vips;
+                if !vips.contains(target) {
+                    vips.push(target.clone());
+                }
             }
         }
         self.takeover
@@ -539,6 +573,14 @@ pub fn outcome_of(op: takeover::Op, result: &Result<Finished, agents::AgentError
     }
 }
 
+/// Whether the peer's advert went from `was` to `theirs` by starting to stop
+/// the group. `Stopping` may be the first state seen after a heal (the peer
+/// resolved the conflict before its `Running` reached us), and a `Running` that
+/// ends is a release even when its `Stopping` was lost.
+pub fn peer_releases(was: AdvertState, theirs: AdvertState) -> bool {
+    theirs != was && (theirs == AdvertState::Stopping || was == AdvertState::Running)
+}
+
 /// Whether this process shares PID 1's network namespace (false when unknown).
 pub fn in_host_netns() -> bool {
     let ours = std::fs::read_link("/proc/self/ns/net");
@@ -593,6 +635,26 @@ mod tests {
             outcome_of(start, &failed(ErrorKind::NoScript, None)),
             Outcome::Failed { code: -1 }
         );
+    }
+
+    #[test]
+    fn peer_releases_on_stopping_or_leaving_running() {
+        use AdvertState::{Blocked, Failed, Running, Starting, Stopped, Stopping};
+        assert!(peer_releases(Running, Stopping));
+        assert!(
+            peer_releases(Stopped, Stopping),
+            "first advert after a heal"
+        );
+        assert!(peer_releases(Running, Stopped), "its Stopping was lost");
+        assert!(peer_releases(Running, Failed));
+        assert!(!peer_releases(Stopping, Stopping), "only the change counts");
+        assert!(
+            !peer_releases(Stopping, Stopped),
+            "announced at Stopping already"
+        );
+        assert!(!peer_releases(Stopped, Running));
+        assert!(!peer_releases(Stopped, Starting));
+        assert!(!peer_releases(Stopped, Blocked));
     }
 
     #[test]
