@@ -814,8 +814,19 @@ fn monitor_restarts_a_dead_resource_then_moves_the_group() {
     wait_served_by(&lab, "debian1", Duration::from_secs(5));
     let from = lab.mark("debian1");
     let first = kill_web(&lab, "debian1");
-    // The failed check itself logs `op=status result=ok` (the agent ran fine and
-    // found the server stopped): the restart's stop and start show it.
+    // The failed check logs `op=status result=stopped`, then the restart's stop
+    // and start follow.
+    lab.wait_log(
+        "debian1",
+        from,
+        &[
+            "takeover_step",
+            "resource=apache",
+            "op=status",
+            "result=stopped",
+        ],
+        Duration::from_secs(3),
+    );
     lab.wait_log(
         "debian1",
         from,

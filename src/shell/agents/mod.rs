@@ -585,6 +585,15 @@ impl AgentEvent<'_> {
                 ..
             } => log::Level::Warn,
             AgentEvent::GarpFailed { .. } => log::Level::Warn,
+            AgentEvent::Step {
+                op: Op::Status,
+                result:
+                    Ok(Finished {
+                        state: ResourceState::Stopped,
+                        ..
+                    }),
+                ..
+            } => log::Level::Warn,
             AgentEvent::Step { .. } => log::Level::Info,
         }
     }
@@ -593,7 +602,14 @@ impl AgentEvent<'_> {
     pub fn render(&self, out: &mut impl fmt::Write) -> fmt::Result {
         match self {
             AgentEvent::Step { group, result: Ok(f), resource, op } => {
-                write!(out, "takeover_step group={group} resource={resource} op={op} result=ok")?;
+                // A status that finds the resource stopped is a failed check (the
+                // monitor restarts it): say so rather than `ok`.
+                let result = if *op == Op::Status && f.state == ResourceState::Stopped {
+                    "stopped"
+                } else {
+                    "ok"
+                };
+                write!(out, "takeover_step group={group} resource={resource} op={op} result={result}")?;
                 if let Some(w) = f.warning {
                     out.write_str(" warning=")?;
                     write_quoted(out, w.message())?;
