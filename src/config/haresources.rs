@@ -9,7 +9,7 @@
 //! - `#` at the start of a word starts a comment to the end of the physical line.
 //! - `monitor::T[::N]` anywhere after the node is not a resource but a group
 //!   option (bascule's, Heartbeat has none): check every resource's status every
-//!   `T` (a Heartbeat time: `30`, `500ms`); after `N` failed checks in a row
+//!   `T` (a Heartbeat time: `30`, `500ms`); after `N` failed checks since the group started
 //!   (default [`MONITOR_FAILURES_DEFAULT`]) the group is stopped and offered to
 //!   the peer. A script named `monitor` therefore cannot be used.
 //!
@@ -35,7 +35,7 @@ use super::{ConfigError, ConfigWarning, FileKind};
 use crate::time::Duration;
 use std::net::Ipv4Addr;
 
-/// Failed status checks in a row before a monitored group moves, when the
+/// Failed status checks (since the group started) before a monitored group moves, when the
 /// `monitor::T` word gives no count: one failure may be a slow check, three is
 /// a resource that is down.
 pub const MONITOR_FAILURES_DEFAULT: u32 = 3;
@@ -144,7 +144,7 @@ pub struct Group {
     pub line: usize,
     /// `monitor::T`: status-check interval; `None`: the group is not monitored.
     pub monitor: Option<Duration>,
-    /// `monitor::T::N`: failed checks in a row before the group moves
+    /// `monitor::T::N`: failed checks since the group started before it moves
     /// ([`MONITOR_FAILURES_DEFAULT`] when not given; 1..=[`MONITOR_FAILURES_MAX`]).
     pub monitor_failures: u32,
 }
