@@ -340,6 +340,13 @@ impl TakeoverIo {
         );
         let spec = &group.specs[action.resource as usize];
         let op = action.op;
+        // A VIP being released must not be announced any more: a burst still due
+        // (up to GARP_REPEAT_AFTER_MS after its start) would point the segment back
+        // at this node's MAC after the peer took the VIP over.
+        if let (takeover::Op::Stop, Resource::IpAddr { addr, .. }) = (op, &spec.typed) {
+            let vip = *addr;
+            self.garps.retain(|garp| garp.vip() != vip);
+        }
         group.inflight = Some(InFlight {
             action,
             task: Task::new(spec, op, &self.ctx),

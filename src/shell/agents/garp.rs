@@ -81,6 +81,7 @@ impl GarpSchedule {
 pub struct Garp {
     socket: OwnedFd,
     ifindex: i32,
+    vip: Ipv4Addr,
     frame: [u8; ARP_LEN],
     schedule: GarpSchedule,
     /// Frames the kernel refused (the interface went down...).
@@ -111,11 +112,18 @@ impl Garp {
         Ok(Garp {
             socket,
             ifindex,
+            vip,
             frame: arp_announcement(mac, vip),
             schedule: GarpSchedule::new(now),
             send_errors: 0,
             sent: 0,
         })
+    }
+
+    /// The address this schedule announces: a stop of its IPaddr cancels it.
+    #[must_use]
+    pub fn vip(&self) -> Ipv4Addr {
+        self.vip
     }
 
     /// The next send time; None when done.
