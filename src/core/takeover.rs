@@ -608,6 +608,14 @@ impl Takeover {
         sees_us: bool,
     ) {
         self.tick(now);
+        if state == PeerState::Dead && self.peer != PeerState::Dead {
+            // A standby is a hand-over to a live peer, as Heartbeat's hb_standby:
+            // with the peer dead, the service must come back here, and it stays
+            // here when the peer returns (no failback the operator did not ask for).
+            for g in self.groups.iter_mut() {
+                g.standby = false;
+            }
+        }
         self.peer = state;
         self.peer_sees_us = sees_us;
         if Self::alive(state) {
@@ -1737,6 +1745,28 @@ mod tests {
         assert!(t.take_changed());
         peer(&mut t, 330, RUNNING);
         assert_eq!(advert(&t), OFFER, "standby stays until takeover");
+    }
+
+    #[test]
+    fn stopped_standby_ends_when_the_peer_dies() {
+        let mut t = stopping();
+        ok(&mut t, 310, 1, Op::Stop);
+        assert_eq!(t.poll_action(), action(Op::Stop, 0));
+        ok(&mut t, 320, 0, Op::Stop);
+        peer(&mut t, 330, RUNNING);
+        assert_eq!(t.poll_action(), None, "standing by while the peer serves");
+        dead(&mut t, 2_000);
+        assert_eq!(
+            t.poll_action(),
+            action(Op::Start, 0),
+            "the service comes back here when the peer dies"
+        );
+        ok(&mut t, 2_010, 0, Op::Start);
+        assert_eq!(t.poll_action(), action(Op::Start, 1));
+        ok(&mut t, 2_020, 1, Op::Start);
+        peer(&mut t, 3_000, STOPPED);
+        assert_eq!(t.poll_action(), None, "kept when the peer returns");
+        assert_eq!(advert(&t).state, AdvertState::Running);
     }
 
     #[test]
