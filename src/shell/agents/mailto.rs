@@ -6,7 +6,7 @@
 //! is always `Running`: a mail has nothing to monitor or restart.
 
 use super::runner::OpRequest;
-use super::{Accept, AgentContext, Finished, Op, Plan, ResourceState, Step, Warning};
+use super::{Accept, AgentContext, Finished, Op, Plan, Step, Warning};
 use crate::config::{Resource, ResourceSpec};
 
 /// The MTA entry point every MTA (exim, postfix, msmtp...) installs.
@@ -28,17 +28,7 @@ pub(crate) fn plan(spec: &ResourceSpec, op: Op, ctx: &AgentContext) -> Plan {
     let Resource::MailTo { addr: to, subject } = &spec.typed else {
         unreachable!("Task::new dispatches only MailTo resources here");
     };
-    let state = if op == Op::Stop {
-        ResourceState::Stopped
-    } else {
-        ResourceState::Running
-    };
-    let finish = Finished {
-        state,
-        warning: None,
-        garp: None,
-        took_ms: 0,
-    };
+    let finish = Finished::after(op);
     if op == Op::Status {
         return Plan::Done(Ok(finish));
     }
@@ -60,7 +50,7 @@ pub(crate) fn plan(spec: &ResourceSpec, op: Op, ctx: &AgentContext) -> Plan {
 #[cfg(test)]
 mod tests {
     use super::super::runner::Runner;
-    use super::super::{spec, Task};
+    use super::super::{spec, ResourceState, Task};
     use super::*;
     use crate::time::Duration;
 

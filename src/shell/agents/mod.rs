@@ -104,6 +104,15 @@ pub struct Finished {
 }
 
 impl Finished {
+    /// What a successful `op` leaves: stopped after a stop, running otherwise.
+    pub(crate) fn after(op: Op) -> Finished {
+        Finished::state(if op == Op::Stop {
+            ResourceState::Stopped
+        } else {
+            ResourceState::Running
+        })
+    }
+
     fn state(state: ResourceState) -> Finished {
         Finished {
             state,

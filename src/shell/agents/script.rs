@@ -32,17 +32,7 @@ pub(crate) fn plan(spec: &ResourceSpec, op: Op, ctx: &AgentContext) -> Plan {
     let Resource::Script { name, args } = &spec.typed else {
         unreachable!("Task::new dispatches only Script resources here");
     };
-    let state = if op == Op::Stop {
-        ResourceState::Stopped
-    } else {
-        ResourceState::Running
-    };
-    let finish = Finished {
-        state,
-        warning: None,
-        garp: None,
-        took_ms: 0,
-    };
+    let finish = Finished::after(op);
     let accept = if op == Op::Status {
         Accept::LsbStatus
     } else {
