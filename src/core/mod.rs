@@ -7,6 +7,7 @@
 
 pub mod event;
 pub mod membership;
+pub mod replication;
 pub mod takeover;
 
 pub use event::{Event, LinkId, Names};

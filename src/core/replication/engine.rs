@@ -1,0 +1,1 @@
+//! The replica state machine (see the brief in mod.rs); written next.

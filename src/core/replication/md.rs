@@ -1,0 +1,1 @@
+//! On-disk metadata: layout, superblock, generation identifiers, bitmap, activity log; written next.

@@ -1,0 +1,1 @@
+//! Messages between two replicas and their encoding; written next.
