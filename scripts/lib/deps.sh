@@ -11,6 +11,11 @@ DEPS_BUILD=(build-essential pkg-config curl ca-certificates)
 # Benchmarks' short modes (scripts/bench-*): load generators.
 # Heartbeat 3 and keepalived are the side-by-side references the benchmarks report ratios against.
 DEPS_BENCH=(stress-ng fio heartbeat keepalived)
+# The replicated disk: NBD clients the conformance tests drive (nbdinfo, nbdcopy,
+# nbdfuse from libnbd-bin; qemu-io from qemu-utils), FUSE for nbdfuse, nbdkit as
+# a plain NBD server for the block-device tests, Debian's nbd-server as the
+# benchmark's reference, e2fsprogs for the guide's mkfs.ext3.
+DEPS_DISK=(libnbd-bin qemu-utils fuse3 nbdkit nbd-server e2fsprogs)
 
 # Prints the packages among "$@" that are not installed.
 deps_missing() {
