@@ -30,7 +30,7 @@ use super::link::{Link, OpenError, RxContext};
 use super::log::{self as slog, log_event, LogSettings};
 use super::ping::PingProber;
 use super::serial::SerialLink;
-use super::takeover_io::{self, TakeoverIo};
+use super::takeover_io::TakeoverIo;
 use super::udp::{iface_info, UdpKind, UdpLink};
 use crate::config::digest::ConfigDigest;
 use crate::config::{AuthMethod, Medium};
@@ -250,6 +250,32 @@ fn open_ping(loaded: &Loaded, registry: &mio::Registry, now: Instant) -> Option<
     }
 }
 
+/// How the drbddisk agent runs this binary's `disk` client against this
+/// daemon: the same binary and the same directories, made absolute (the
+/// agent's children do not share our idea of the working directory).
+fn disk_cli(args: &Args, node: &str) -> super::agents::DiskCli {
+    let abs = |p: &std::path::Path| {
+        std::path::absolute(p)
+            .unwrap_or_else(|_| p.to_path_buf())
+            .display()
+            .to_string()
+    };
+    let program = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "bascule".into());
+    super::agents::DiskCli {
+        program,
+        global: vec![
+            "--config-dir".into(),
+            abs(&args.config_dir),
+            "--node".into(),
+            node.into(),
+            "--run-dir".into(),
+            abs(&args.run_dir),
+        ],
+    }
+}
+
 /// Registers the control socket and the signalfd with the loop.
 fn register_sources(
     registry: &mio::Registry,
@@ -311,7 +337,6 @@ pub fn run(args: &Args, node: &str) -> Result<(), ShellError> {
         .map_err(|e| ShellError::io("signalfd", e.into()))?;
     super::realtime::prepare();
     let loaded = config_load::load(&args.config_dir, node)?;
-    takeover_io::refuse_unsupported(&loaded)?;
     let control = ControlServer::bind(&args.run_dir)?;
     let ha = &loaded.config.ha;
     let settings = LogSettings {
@@ -373,8 +398,9 @@ impl Daemon {
             .try_clone()
             .map_err(|e| ShellError::io("clone epoll registry", e))?;
         let ping = open_ping(&loaded, registry, now);
-        let takeover =
+        let mut takeover =
             TakeoverIo::new(&loaded, runner_registry, RUNNER_FIRST, ping.is_some(), now)?;
+        takeover.set_disk_cli(disk_cli(args, &loaded.node));
         let mut daemon = Daemon {
             names: Names {
                 node: loaded.node.clone(),
@@ -648,6 +674,7 @@ impl Daemon {
                 self.takeover.command(now, command);
                 format!("ok: {}\n", control::command_line(command)).into_bytes()
             }
+            Request::Disk(_) => b"error: this node has no replicated disk\n".to_vec(),
             Request::Unknown => b"error: unknown request (try `status`, `status json`, \
 `standby all|local|foreign` or `takeover all|local|foreign`)\n"
                 .to_vec(),
@@ -683,6 +710,7 @@ impl Daemon {
             config_match: m.peer_digest().map(|d| d == self.digest),
             links,
             groups: self.takeover.status(m),
+            disks: Vec::new(),
             allocations,
         }
     }
