@@ -10,6 +10,7 @@
 
 pub mod authkeys;
 pub mod digest;
+pub mod drbd;
 pub mod hacf;
 pub mod haresources;
 
