@@ -22,6 +22,7 @@ pub mod link;
 pub mod log;
 pub mod ping;
 pub mod realtime;
+pub mod repl_conn;
 pub mod replication_io;
 pub mod serial;
 pub mod state;
