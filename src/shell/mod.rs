@@ -17,6 +17,7 @@ pub mod alloc_count;
 pub mod cli;
 pub mod config_load;
 pub mod control;
+pub mod disk_worker;
 pub mod event_loop;
 pub mod link;
 pub mod log;
