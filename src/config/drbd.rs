@@ -969,6 +969,34 @@ fn lex(text: &str) -> Result<Vec<(Tok, usize)>, (usize, String)> {
     Ok(out)
 }
 
+/// The words gathered so far as one statement (None when there are none).
+fn take_stmt(file: usize, words: &mut Vec<Word>) -> Option<Stmt> {
+    let line = words.first()?.line;
+    Some(Stmt {
+        file,
+        line,
+        words: std::mem::take(words),
+        body: None,
+    })
+}
+
+/// One token inside a `skip { }` block: tracks the depth, and returns the
+/// finished (empty) skip statement when its closing `}` comes.
+fn skip_token(skipping: &mut Option<(Stmt, usize)>, tok: &Tok) -> Option<Stmt> {
+    let (_, depth) = skipping.as_mut()?;
+    match tok {
+        Tok::Open => *depth += 1,
+        Tok::Close if *depth == 1 => {
+            let (mut stmt, _) = skipping.take()?;
+            stmt.body = Some(Vec::new());
+            return Some(stmt);
+        }
+        Tok::Close => *depth -= 1,
+        _ => {}
+    }
+    None
+}
+
 /// Builds the statement tree of one file with an explicit stack (no recursion).
 fn build(file: usize, text: &str) -> Result<Vec<Stmt>, (usize, String)> {
     // Each level: the statement whose block is open (None at top) and its body.
@@ -978,46 +1006,25 @@ fn build(file: usize, text: &str) -> Result<Vec<Stmt>, (usize, String)> {
     // drbdadm (only braces and strings must balance).
     let mut skipping: Option<(Stmt, usize)> = None;
     for (tok, line) in lex(text)? {
-        if let Some((_, depth)) = &mut skipping {
-            match tok {
-                Tok::Open => *depth += 1,
-                Tok::Close if *depth == 1 => {
-                    let (mut stmt, _) = skipping.take().expect("skipping");
-                    stmt.body = Some(Vec::new());
-                    stack.last_mut().expect("level").1.push(stmt);
-                }
-                Tok::Close => *depth -= 1,
-                _ => {}
+        if skipping.is_some() {
+            if let Some(stmt) = skip_token(&mut skipping, &tok) {
+                stack.last_mut().expect("level").1.push(stmt);
             }
             continue;
         }
         match tok {
             Tok::Word(text) => words.push(Word { text, line }),
             Tok::Semi => {
-                let Some(first) = words.first() else {
-                    return Err((line, "`;` without an option before it".into()));
-                };
-                let stmt = Stmt {
-                    file,
-                    line: first.line,
-                    words: std::mem::take(&mut words),
-                    body: None,
-                };
+                let stmt = take_stmt(file, &mut words)
+                    .ok_or((line, "`;` without an option before it".to_string()))?;
                 stack.last_mut().expect("top level").1.push(stmt);
             }
             Tok::Open => {
-                let Some(first) = words.first() else {
-                    return Err((line, "`{` without a section name before it".into()));
-                };
                 if stack.len() > DEPTH_MAX {
                     return Err((line, format!("blocks nested deeper than {DEPTH_MAX}")));
                 }
-                let stmt = Stmt {
-                    file,
-                    line: first.line,
-                    words: std::mem::take(&mut words),
-                    body: None,
-                };
+                let stmt = take_stmt(file, &mut words)
+                    .ok_or((line, "`{` without a section name before it".to_string()))?;
                 if stmt.words[0].text == "skip" {
                     skipping = Some((stmt, 1));
                     continue;
@@ -1134,6 +1141,57 @@ fn dir_of(path: &str) -> &str {
     }
 }
 
+/// The files one `include` statement of file `including` reads: an error for
+/// a malformed statement, a wildcard in a directory, an unreadable file or a
+/// missing plain path; a warning for a pattern that matches nothing.
+fn include_matches(
+    stmt: &Stmt,
+    including: &str,
+    reader: &mut dyn IncludeReader,
+    warnings: &mut Vec<DrbdWarning>,
+) -> Result<Vec<(String, String)>, DrbdError> {
+    let err = |message: String| DrbdError {
+        file: including.to_string(),
+        line: stmt.line,
+        message,
+    };
+    let [_, pattern] = stmt.words.as_slice() else {
+        return Err(err(
+            "include takes one file name or pattern: include \"drbd.d/*.res\";".into(),
+        ));
+    };
+    if stmt.body.is_some() {
+        return Err(err("include takes no `{ }` block".into()));
+    }
+    let pattern = &pattern.text;
+    let joined = if pattern.starts_with('/') {
+        pattern.clone()
+    } else {
+        format!("{}{}", dir_of(including), pattern)
+    };
+    if has_wildcard(dir_of(&joined)) {
+        return Err(err(format!(
+            "include \"{pattern}\": wildcards are supported in the file name only"
+        )));
+    }
+    let found = reader
+        .read_matching(&joined)
+        .map_err(|e| err(format!("include \"{pattern}\": {e}")))?;
+    if found.is_empty() {
+        if !has_wildcard(&joined) {
+            return Err(err(format!(
+                "include \"{pattern}\": no such file ({joined})"
+            )));
+        }
+        warnings.push(DrbdWarning {
+            file: including.to_string(),
+            line: stmt.line,
+            message: format!("include \"{pattern}\" matches no file ({joined})"),
+        });
+    }
+    Ok(found)
+}
+
 /// Lexes the top file, then splices in every top-level `include` (breadth
 /// first through a queue, bounded by [`INCLUDE_FILES_MAX`]). Returns the
 /// top-level statements of every file in reading order.
@@ -1161,41 +1219,7 @@ fn expand_includes(
             line: stmt.line,
             message,
         };
-        let [_, pattern] = stmt.words.as_slice() else {
-            return Err(err(
-                "include takes one file name or pattern: include \"drbd.d/*.res\";".into(),
-            ));
-        };
-        if stmt.body.is_some() {
-            return Err(err("include takes no `{ }` block".into()));
-        }
-        let joined = if pattern.text.starts_with('/') {
-            pattern.text.clone()
-        } else {
-            format!("{}{}", dir_of(&including), pattern.text)
-        };
-        if has_wildcard(dir_of(&joined)) {
-            return Err(err(format!(
-                "include \"{}\": wildcards are supported in the file name only",
-                pattern.text
-            )));
-        }
-        let found = reader
-            .read_matching(&joined)
-            .map_err(|e| err(format!("include \"{}\": {e}", pattern.text)))?;
-        if found.is_empty() {
-            if !has_wildcard(&joined) {
-                return Err(err(format!(
-                    "include \"{}\": no such file ({joined})",
-                    pattern.text
-                )));
-            }
-            warnings.push(DrbdWarning {
-                file: including.clone(),
-                line: stmt.line,
-                message: format!("include \"{}\" matches no file ({joined})", pattern.text),
-            });
-        }
+        let found = include_matches(&stmt, &including, reader, warnings)?;
         // Included files' statements come before the rest of the queue, in
         // order, so that the reading order is the text order.
         let mut spliced = Vec::new();
@@ -1481,40 +1505,7 @@ impl Interp<'_> {
                 scope.hosts.len()
             )));
         }
-        let timeout = s.timeout_ms.unwrap_or(TIMEOUT_DEFAULT_MS);
-        for (other, value) in [
-            ("ping-int", s.ping_int_ms.unwrap_or(PING_INT_DEFAULT_MS)),
-            (
-                "connect-int",
-                s.connect_int_ms.unwrap_or(CONNECT_INT_DEFAULT_MS),
-            ),
-        ] {
-            if timeout >= value {
-                return Err(self.error(stmt, stmt.line, format!(
-                    "resource '{name}': timeout ({timeout} ms) must be less than {other} ({value} ms)"
-                )));
-            }
-        }
-        if let Some(AfterSb0Spec::DiscardNode(node)) = &s.after_sb_0pri {
-            if !scope
-                .hosts
-                .iter()
-                .any(|(_, h)| h.eq_ignore_ascii_case(node))
-            {
-                return Err(self.error(stmt, stmt.line, format!(
-                    "resource '{name}': after-sb-0pri discard-node-{node} names no `on` host of the resource"
-                )));
-            }
-        }
-        if s.after_sb_1pri == Some(AfterSb1::CallPeerPrimaryLostAfterSb)
-            || s.after_sb_2pri == Some(AfterSb2::CallPeerPrimaryLostAfterSb)
-        {
-            if s.pri_lost_after_sb.is_none() {
-                self.warn(stmt, format!(
-                    "resource '{name}': call-pri-lost-after-sb without a pri-lost-after-sb handler: nothing will be run"
-                ));
-            }
-        }
+        self.check_policies(stmt, &name, s, &scope.hosts)?;
         let h0 = self.host(&scope.hosts[0].0, &scope.hosts[0].1, s)?;
         let h1 = self.host(&scope.hosts[1].0, &scope.hosts[1].1, s)?;
         if h0.name.eq_ignore_ascii_case(&h1.name) {
@@ -1530,6 +1521,48 @@ impl Interp<'_> {
             settings: scope.settings.clone(),
             hosts: [h0, h1],
         })
+    }
+
+    /// `timeout` below the intervals, `discard-node-NAME` naming a host, and a
+    /// warning when `call-pri-lost-after-sb` has no handler to call.
+    fn check_policies(
+        &mut self,
+        stmt: &Stmt,
+        name: &str,
+        s: &Settings,
+        hosts: &[(Stmt, String)],
+    ) -> Result<(), DrbdError> {
+        let timeout = s.timeout_ms.unwrap_or(TIMEOUT_DEFAULT_MS);
+        for (other, value) in [
+            ("ping-int", s.ping_int_ms.unwrap_or(PING_INT_DEFAULT_MS)),
+            (
+                "connect-int",
+                s.connect_int_ms.unwrap_or(CONNECT_INT_DEFAULT_MS),
+            ),
+        ] {
+            if timeout >= value {
+                let message = format!(
+                    "resource '{name}': timeout ({timeout} ms) must be less than {other} ({value} ms)"
+                );
+                return Err(self.error(stmt, stmt.line, message));
+            }
+        }
+        if let Some(AfterSb0Spec::DiscardNode(node)) = &s.after_sb_0pri {
+            if !hosts.iter().any(|(_, h)| h.eq_ignore_ascii_case(node)) {
+                let message = format!(
+                    "resource '{name}': after-sb-0pri discard-node-{node} names no `on` host of the resource"
+                );
+                return Err(self.error(stmt, stmt.line, message));
+            }
+        }
+        let calls_handler = s.after_sb_1pri == Some(AfterSb1::CallPeerPrimaryLostAfterSb)
+            || s.after_sb_2pri == Some(AfterSb2::CallPeerPrimaryLostAfterSb);
+        if calls_handler && s.pri_lost_after_sb.is_none() {
+            self.warn(stmt, format!(
+                "resource '{name}': call-pri-lost-after-sb without a pri-lost-after-sb handler: nothing will be run"
+            ));
+        }
+        Ok(())
     }
 
     /// One `on HOST { }` section, with the resource-level device, disk and
@@ -1893,7 +1926,7 @@ fn parse_rate(value: &str) -> Result<u64, String> {
     let n: u64 = digits
         .parse()
         .map_err(|_| format!("'{value}' is not a number with an optional K, M or G"))?;
-    let bytes = n.checked_mul(multiplier).unwrap_or(u64::MAX);
+    let bytes = n.saturating_mul(multiplier);
     if !(RESYNC_RATE_MIN_BYTES..=RESYNC_RATE_MAX_BYTES).contains(&bytes) {
         return Err(format!("'{value}' is outside 1K..4G (bytes per second)"));
     }
