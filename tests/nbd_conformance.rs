@@ -221,7 +221,9 @@ fn nbdcopy_round_trip_64_mib() {
 
 fn fio(h: &Harness, name: &str, args: &[&str]) -> String {
     let mut c = Command::new("fio");
-    c.arg(format!("--name={name}"))
+    // fio saves verify state files in its working directory.
+    c.current_dir(&h.dir)
+        .arg(format!("--name={name}"))
         .arg("--ioengine=nbd")
         .arg(format!("--uri={}", h.uri()))
         .arg("--size=64M")
@@ -245,32 +247,44 @@ fn fio_randwrite_verify_qd16_and_sequential_1m_qd4() {
         return;
     }
     let h = Harness::start("fio", 64 * MIB);
-    let out = fio(
-        &h,
-        "randwrite",
-        &[
-            "--rw=randwrite",
-            "--bs=4k",
-            "--iodepth=16",
-            "--verify=crc32c",
-            "--do_verify=1",
-        ],
-    );
-    let json = out.replace(char::is_whitespace, "");
-    // 64 MiB of 4 KiB writes, then read back for the verify pass.
-    assert!(json.contains("\"total_ios\":16384"), "{out}");
-    fio(
-        &h,
-        "seq",
-        &[
-            "--rw=write",
-            "--bs=1M",
-            "--iodepth=4",
-            "--verify=crc32c",
-            "--do_verify=1",
-        ],
-    );
+    for (name, args) in [
+        ("randwrite", ["--rw=randwrite", "--bs=4k", "--iodepth=16"]),
+        ("seq", ["--rw=write", "--bs=1M", "--iodepth=4"]),
+    ] {
+        let out = fio(
+            &h,
+            name,
+            &[
+                args[0],
+                args[1],
+                args[2],
+                "--verify=crc32c",
+                "--do_verify=1",
+            ],
+        );
+        let json = out.replace(char::is_whitespace, "");
+        // 64 MiB written, then all of it read back by the verify pass.
+        assert_eq!(
+            json_num(&json, "\"write\":", "\"io_bytes\":"),
+            64 * MIB,
+            "{name}: {out}"
+        );
+        assert_eq!(
+            json_num(&json, "\"read\":", "\"io_bytes\":"),
+            64 * MIB,
+            "{name}: {out}"
+        );
+    }
     assert!(h.stats.writes.load(std::sync::atomic::Ordering::Relaxed) >= 16384 + 64);
+}
+
+/// The number after the first `key` that follows `section` in compact JSON.
+fn json_num(json: &str, section: &str, key: &str) -> u64 {
+    let at = json.find(section).unwrap_or_else(|| panic!("no {section}"));
+    let rest = &json[at..];
+    let k = rest.find(key).unwrap_or_else(|| panic!("no {key}")) + key.len();
+    let digits: String = rest[k..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().unwrap()
 }
 
 // Tests with a raw client: what the tools never send.
