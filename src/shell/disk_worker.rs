@@ -178,7 +178,7 @@ impl Faults {
         let text = std::fs::read_to_string(path).unwrap_or_default();
         let (rules, bad) = FaultRules::parse(&text);
         for (line, text) in bad {
-            log::warn!(
+            log::debug!(
                 "disk_fault_rule_bad file={}:{line} text={text:?}",
                 path.display()
             );
@@ -228,7 +228,9 @@ pub struct DiskWorker {
 
 impl DiskWorker {
     /// Starts `threads` workers (at least one) on `files`; `waker` is the loop's
-    /// waker for the worker's token. Faults come from `BASCULE_FAIL_DISK`.
+    /// waker. mio allows only one `Waker` per `Poll`, so it may be shared with
+    /// other wakers of the loop: call [`DiskWorker::drain`] on every wake of
+    /// that token (an empty drain is cheap). Faults come from `BASCULE_FAIL_DISK`.
     pub fn new(files: DiskFiles, threads: usize, waker: Arc<Waker>) -> std::io::Result<DiskWorker> {
         let shared = Arc::new(Shared {
             jobs: Mutex::new(Jobs {
@@ -331,7 +333,7 @@ fn worker(s: &Shared) {
         s.done.lock().unwrap().push((id, result));
         if !s.wake_pending.swap(true, Ordering::SeqCst) {
             if let Err(e) = s.waker.wake() {
-                log::error!("disk_wake_failed error={e}");
+                log::debug!("disk_wake_failed error={e}");
             }
         }
     }

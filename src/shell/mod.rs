@@ -21,6 +21,7 @@ pub mod disk_worker;
 pub mod event_loop;
 pub mod link;
 pub mod log;
+pub mod nbd;
 pub mod ping;
 pub mod realtime;
 pub mod repl_conn;

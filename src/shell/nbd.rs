@@ -1,0 +1,539 @@
+//! The NBD server: one export (the resource) on a Unix socket, many connections.
+//!
+//! Layer: shell. [`NbdServer`] owns a listener and its connections, registered in
+//! the loop's mio registry under a token range `[token_first, token_first +
+//! tokens)`: the listener is `token_first`, connection slot i is `token_first + 1
+//! + i`. The protocol is [`crate::wire::nbd::Session`]; this file moves bytes.
+//!
+//! Driving it, once per loop iteration:
+//! 1. [`NbdServer::handle_event`] for every ready token it [`owns`](NbdServer::owns);
+//! 2. [`NbdServer::complete`] for every finished request, then [`NbdServer::flush`]
+//!    (replies are queued by `complete` and sent together: one `writev` for a
+//!    batch; `flush` also resumes connections paused by back-pressure);
+//! 3. [`NbdServer::poll_request`] until None, handing each `(HostId, HostIo)` on.
+//!
+//! Every request returned by `poll_request` must be completed once, even after
+//! its connection died (the reply is then dropped). Ids are never reused.
+//!
+//! Memory is bounded per connection: requests in flight count their payload (at
+//! least 4 KiB each, so a flood of flushes counts too) and replies not yet sent
+//! count their data; above `inflight_bytes_max` the connection is not read
+//! until completions bring it below. The overshoot is at most one read buffer
+//! and one 1 MiB payload.
+//!
+//! Read replies go out as `writev(header, data)` straight from the read's
+//! [`Payload`]: no copy. WRITE payloads are read straight into the request's
+//! `Vec` when a large part is still to come ([`DIRECT_READ_MIN`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{ErrorKind, IoSlice, Read, Write};
+use std::path::{Path, PathBuf};
+
+use mio::net::{UnixListener, UnixStream};
+use mio::{Interest, Registry, Token};
+
+use crate::core::replication::{HostId, HostIo, IoResult, Payload};
+use crate::wire::nbd::{simple_reply, ExportInfo, Feed, Session, GREETING, SIMPLE_REPLY_LEN};
+
+/// Size of the shared read buffer: many small requests per `read`.
+pub const READ_BUF_BYTES: usize = 128 * 1024;
+/// A WRITE payload with at least this much still to come is read directly
+/// into its `Vec` instead of through the read buffer.
+pub const DIRECT_READ_MIN: usize = 16 * 1024;
+/// Default per-connection bound on bytes in flight.
+pub const INFLIGHT_BYTES_MAX: usize = 32 << 20;
+/// Smallest amount a request counts for back-pressure.
+const REQUEST_COST_MIN: usize = 4096;
+/// Slices per `writev` (Linux allows 1024; 64 covers 32 read replies).
+const IOV_MAX: usize = 64;
+
+/// Settings of one export.
+#[derive(Clone, Debug)]
+pub struct NbdConfig {
+    /// The socket path (an old socket file there is replaced).
+    pub path: PathBuf,
+    /// The export name (the resource name).
+    pub name: String,
+    pub size: u64,
+    pub read_only: bool,
+    /// First token of the range, and how many tokens (listener + connections).
+    pub token_first: usize,
+    pub tokens: usize,
+    pub inflight_bytes_max: usize,
+}
+
+/// Something to send, in order.
+enum Out {
+    /// Handshake bytes.
+    Raw { buf: Vec<u8>, sent: usize },
+    /// A simple reply, with the read data after it.
+    Reply {
+        hdr: [u8; SIMPLE_REPLY_LEN],
+        data: Option<Payload>,
+        sent: usize,
+    },
+}
+
+impl Out {
+    fn len(&self) -> usize {
+        match self {
+            Out::Raw { buf, .. } => buf.len(),
+            Out::Reply { data, .. } => SIMPLE_REPLY_LEN + data.as_ref().map_or(0, |d| d.len()),
+        }
+    }
+    fn sent_mut(&mut self) -> &mut usize {
+        match self {
+            Out::Raw { sent, .. } | Out::Reply { sent, .. } => sent,
+        }
+    }
+    /// Pushes the unsent parts as slices.
+    fn slices<'a>(&'a self, iov: &mut Vec<IoSlice<'a>>) {
+        match self {
+            Out::Raw { buf, sent } => iov.push(IoSlice::new(&buf[*sent..])),
+            Out::Reply { hdr, data, sent } => {
+                if *sent < SIMPLE_REPLY_LEN {
+                    iov.push(IoSlice::new(&hdr[*sent..]));
+                }
+                if let Some(d) = data {
+                    let from = sent.saturating_sub(SIMPLE_REPLY_LEN);
+                    if from < d.len() {
+                        iov.push(IoSlice::new(&d[from..]));
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct Conn {
+    stream: UnixStream,
+    gen: u64,
+    session: Session,
+    wq: VecDeque<Out>,
+    /// Requests handed out and not completed.
+    inflight: usize,
+    /// Back-pressure measure: costs of requests in flight plus unsent bytes.
+    bytes: usize,
+    /// DISC or a protocol close: read no more, close once drained.
+    closing: bool,
+    /// Stopped reading for back-pressure (resume reads until WouldBlock).
+    paused: bool,
+    /// Why it is closing, for the log line.
+    reason: &'static str,
+}
+
+/// What a request is waiting for.
+struct Pending {
+    slot: usize,
+    gen: u64,
+    handle: u64,
+    cost: usize,
+}
+
+/// The queues requests go through, split from the connections for borrowing.
+struct Queues {
+    ready: VecDeque<(HostId, HostIo)>,
+    pending: HashMap<u64, Pending>,
+    next_id: u64,
+}
+
+/// The NBD server of one export.
+pub struct NbdServer {
+    cfg: NbdConfig,
+    registry: Registry,
+    listener: Option<UnixListener>,
+    conns: Vec<Option<Conn>>,
+    next_gen: u64,
+    q: Queues,
+    rbuf: Box<[u8]>,
+    scratch: Vec<u8>,
+}
+
+impl NbdServer {
+    /// Binds the socket (replacing a stale one) and registers the listener.
+    pub fn bind(cfg: NbdConfig, registry: &Registry) -> std::io::Result<NbdServer> {
+        assert!(
+            cfg.tokens >= 2,
+            "an NBD server needs a listener token and at least one connection token"
+        );
+        match std::fs::remove_file(&cfg.path) {
+            Err(e) if e.kind() != ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut listener = UnixListener::bind(&cfg.path)?;
+        registry.register(&mut listener, Token(cfg.token_first), Interest::READABLE)?;
+        let slots = cfg.tokens - 1;
+        Ok(NbdServer {
+            registry: registry.try_clone()?,
+            listener: Some(listener),
+            conns: (0..slots).map(|_| None).collect(),
+            next_gen: 0,
+            q: Queues {
+                ready: VecDeque::new(),
+                pending: HashMap::new(),
+                next_id: 0,
+            },
+            rbuf: vec![0u8; READ_BUF_BYTES].into_boxed_slice(),
+            scratch: Vec::new(),
+            cfg,
+        })
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.cfg.path
+    }
+
+    /// True for the tokens of this server.
+    pub fn owns(&self, token: Token) -> bool {
+        (self.cfg.token_first..self.cfg.token_first + self.cfg.tokens).contains(&token.0)
+    }
+
+    /// Open connections.
+    pub fn connections(&self) -> usize {
+        self.conns.iter().filter(|c| c.is_some()).count()
+    }
+
+    /// Requests handed out by `poll_request` (or waiting there) and not completed.
+    pub fn pending(&self) -> usize {
+        self.q.pending.len()
+    }
+
+    /// Secondary: writes, trims and zeroes fail with EPERM from now on, and
+    /// new connections see READ_ONLY.
+    pub fn set_read_only(&mut self, read_only: bool) {
+        self.cfg.read_only = read_only;
+    }
+
+    /// The export size checked by every later request and advertised to new
+    /// connections.
+    pub fn set_size(&mut self, size: u64) {
+        self.cfg.size = size;
+    }
+
+    /// Closes every connection now (their requests still complete; replies dropped).
+    pub fn close_all(&mut self) {
+        for slot in 0..self.conns.len() {
+            self.drop_conn(slot, "close_all");
+        }
+    }
+
+    /// Closes every connection and the listener, and removes the socket file.
+    pub fn shutdown(&mut self) {
+        self.close_all();
+        if let Some(mut l) = self.listener.take() {
+            let _ = self.registry.deregister(&mut l);
+            let _ = std::fs::remove_file(&self.cfg.path);
+        }
+    }
+
+    /// The next request to serve.
+    #[must_use]
+    pub fn poll_request(&mut self) -> Option<(HostId, HostIo)> {
+        self.q.ready.pop_front()
+    }
+
+    /// Readiness for one of our tokens.
+    pub fn handle_event(&mut self, token: Token, readable: bool, writable: bool) {
+        if token.0 == self.cfg.token_first {
+            self.accept();
+            return;
+        }
+        let slot = token.0 - self.cfg.token_first - 1;
+        if slot >= self.conns.len() || self.conns[slot].is_none() {
+            return; // a stale event for a closed slot
+        }
+        if writable {
+            self.flush_conn(slot);
+        }
+        if readable {
+            self.read_conn(slot);
+        }
+        self.close_if_done(slot);
+    }
+
+    /// A request finished: queue its reply (sent by [`NbdServer::flush`]).
+    pub fn complete(&mut self, id: HostId, result: IoResult) {
+        let Some(p) = self.q.pending.remove(&id.0) else {
+            log::debug!("nbd_complete_unknown res={} id={}", self.cfg.name, id.0);
+            return;
+        };
+        let Some(conn) = self.conns[p.slot].as_mut().filter(|c| c.gen == p.gen) else {
+            return; // its connection is gone: the reply is dropped
+        };
+        conn.inflight -= 1;
+        conn.bytes -= p.cost;
+        let (errno, data) = match result {
+            Ok(data) => (0, data),
+            Err(e) => (e.errno(), None),
+        };
+        let out = Out::Reply {
+            hdr: simple_reply(p.handle, errno),
+            data,
+            sent: 0,
+        };
+        conn.bytes += out.len();
+        conn.wq.push_back(out);
+    }
+
+    /// Sends queued replies on every connection, resumes paused readers, and
+    /// closes connections that finished. Call after a batch of `complete`s.
+    pub fn flush(&mut self) {
+        for slot in 0..self.conns.len() {
+            let Some(conn) = &self.conns[slot] else {
+                continue;
+            };
+            if !conn.wq.is_empty() {
+                self.flush_conn(slot);
+            }
+            if self.conns[slot]
+                .as_ref()
+                .is_some_and(|c| c.paused && c.bytes <= self.cfg.inflight_bytes_max)
+            {
+                self.read_conn(slot);
+            }
+            self.close_if_done(slot);
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            let (mut stream, _) = match listener.accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::debug!("nbd_accept_failed res={} error={e}", self.cfg.name);
+                    return;
+                }
+            };
+            let Some(slot) = self.conns.iter().position(Option::is_none) else {
+                log::debug!("nbd_conn_refused res={} reason=slots_full", self.cfg.name);
+                continue; // dropping the stream closes it
+            };
+            let token = Token(self.cfg.token_first + 1 + slot);
+            if let Err(e) =
+                self.registry
+                    .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+            {
+                log::debug!("nbd_register_failed res={} error={e}", self.cfg.name);
+                continue;
+            }
+            self.next_gen += 1;
+            let mut wq = VecDeque::new();
+            wq.push_back(Out::Raw {
+                buf: GREETING.to_vec(),
+                sent: 0,
+            });
+            self.conns[slot] = Some(Conn {
+                stream,
+                gen: self.next_gen,
+                session: Session::new(),
+                wq,
+                inflight: 0,
+                bytes: 0,
+                closing: false,
+                paused: false,
+                reason: "",
+            });
+            log::debug!("nbd_conn_open res={} conn={slot}", self.cfg.name);
+            self.flush_conn(slot);
+            // Bytes may have arrived with the connection (edge-triggered).
+            self.read_conn(slot);
+            self.close_if_done(slot);
+        }
+    }
+
+    /// Reads and parses until WouldBlock, a close, or back-pressure.
+    fn read_conn(&mut self, slot: usize) {
+        let export = ExportInfo {
+            name: &self.cfg.name,
+            size: self.cfg.size,
+            read_only: self.cfg.read_only,
+        };
+        let Some(conn) = self.conns[slot].as_mut() else {
+            return;
+        };
+        let max = self.cfg.inflight_bytes_max;
+        let mut failed = None;
+        conn.paused = false;
+        loop {
+            if conn.closing {
+                break;
+            }
+            if conn.bytes > max {
+                conn.paused = true;
+                break;
+            }
+            if let Some(direct) = conn
+                .session
+                .payload_slot()
+                .filter(|s| s.len() >= DIRECT_READ_MIN)
+            {
+                match conn.stream.read(direct) {
+                    Ok(0) => failed = Some("eof"),
+                    Ok(n) => {
+                        if let Some(feed) = conn.session.payload_advance(n) {
+                            on_feed(conn, slot, feed, &mut self.q);
+                        }
+                        continue;
+                    }
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(_) => failed = Some("read_error"),
+                }
+                break;
+            }
+            let n = match conn.stream.read(&mut self.rbuf) {
+                Ok(0) => {
+                    failed = Some("eof");
+                    break;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    failed = Some("read_error");
+                    break;
+                }
+            };
+            let mut input = &self.rbuf[..n];
+            while !input.is_empty() && !conn.closing {
+                let (used, feed) = conn.session.feed(input, &export, &mut self.scratch);
+                input = &input[used..];
+                if !self.scratch.is_empty() {
+                    let buf = std::mem::take(&mut self.scratch);
+                    conn.bytes += buf.len();
+                    conn.wq.push_back(Out::Raw { buf, sent: 0 });
+                }
+                on_feed(conn, slot, feed, &mut self.q);
+            }
+        }
+        if let Some(reason) = failed {
+            self.drop_conn(slot, reason);
+        } else {
+            self.flush_conn(slot);
+        }
+    }
+
+    /// Writes queued output until done or WouldBlock.
+    fn flush_conn(&mut self, slot: usize) {
+        let Some(conn) = self.conns[slot].as_mut() else {
+            return;
+        };
+        let mut failed = false;
+        while !conn.wq.is_empty() {
+            let mut iov: Vec<IoSlice> = Vec::with_capacity(IOV_MAX.min(conn.wq.len() * 2));
+            for out in conn.wq.iter() {
+                if iov.len() + 2 > IOV_MAX {
+                    break;
+                }
+                out.slices(&mut iov);
+            }
+            let n = match conn.stream.write_vectored(&iov) {
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            };
+            drop(iov);
+            advance(conn, n);
+        }
+        if failed {
+            self.drop_conn(slot, "write_error");
+        }
+    }
+
+    fn close_if_done(&mut self, slot: usize) {
+        if let Some(c) = &self.conns[slot] {
+            if c.closing && c.inflight == 0 && c.wq.is_empty() {
+                let reason = c.reason;
+                self.drop_conn(slot, reason);
+            }
+        }
+    }
+
+    fn drop_conn(&mut self, slot: usize, reason: &str) {
+        if let Some(mut c) = self.conns[slot].take() {
+            let _ = self.registry.deregister(&mut c.stream);
+            log::debug!(
+                "nbd_conn_close res={} conn={slot} reason={reason} inflight={}",
+                self.cfg.name,
+                c.inflight
+            );
+        }
+    }
+}
+
+impl Drop for NbdServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Marks `n` bytes of the write queue sent.
+fn advance(conn: &mut Conn, mut n: usize) {
+    conn.bytes -= n.min(conn.bytes);
+    while n > 0 {
+        let out = conn.wq.front_mut().expect("wrote more than queued");
+        let left = out.len() - *out.sent_mut();
+        if n >= left {
+            n -= left;
+            conn.wq.pop_front();
+        } else {
+            *out.sent_mut() += n;
+            n = 0;
+        }
+    }
+}
+
+/// Applies one parse result to a connection.
+fn on_feed(conn: &mut Conn, slot: usize, feed: Feed, q: &mut Queues) {
+    match feed {
+        Feed::More | Feed::Ready => {}
+        Feed::Request(req) => {
+            let cost = match &req.io {
+                HostIo::Read { len, .. } => *len as usize,
+                HostIo::Write { data, .. } => data.len(),
+                _ => 0,
+            }
+            .max(REQUEST_COST_MIN);
+            let id = q.next_id;
+            q.next_id += 1;
+            q.pending.insert(
+                id,
+                Pending {
+                    slot,
+                    gen: conn.gen,
+                    handle: req.handle,
+                    cost,
+                },
+            );
+            q.ready.push_back((HostId(id), req.io));
+            conn.inflight += 1;
+            conn.bytes += cost;
+        }
+        Feed::Reject { handle, errno } => {
+            conn.bytes += SIMPLE_REPLY_LEN;
+            conn.wq.push_back(Out::Reply {
+                hdr: simple_reply(handle, errno),
+                data: None,
+                sent: 0,
+            });
+        }
+        Feed::Disconnect => {
+            conn.closing = true;
+            conn.reason = "disc";
+        }
+        Feed::Close(why) => {
+            conn.closing = true;
+            conn.reason = why.as_str();
+        }
+    }
+}

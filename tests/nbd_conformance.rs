@@ -1,0 +1,460 @@
+//! The NBD server and disk worker against third-party clients: nbdinfo,
+//! qemu-io, nbdcopy and fio (libnbd-bin, qemu-utils, fio). Each client runs with
+//! a deadline and is killed and reaped if it overruns; each server is torn down
+//! on drop (tests/nbd_harness). A raw client at the end checks what the tools
+//! never send: read-only refusals, DISC with requests in flight, garbage.
+
+mod nbd_harness;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::process::Command;
+use std::time::Duration;
+
+use bascule::wire::nbd::{self, encode_request};
+use nbd_harness::{run_client, Harness, Options};
+
+const MIB: u64 = 1 << 20;
+
+fn have(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("SKIP: {tool} not installed (scripts/lib/deps.sh installs it)");
+    }
+    found
+}
+
+#[test]
+fn nbdinfo_size_flags_and_list() {
+    if !have("nbdinfo") {
+        return;
+    }
+    let h = Harness::start("info", 64 * MIB);
+    let out = run_client(
+        &h.dir,
+        Command::new("nbdinfo").arg("--json").arg(h.uri()),
+        30,
+    )
+    .ok();
+    let json = out.stdout.replace(char::is_whitespace, "");
+    assert!(json.contains("\"export-size\":67108864"), "{}", out.stdout);
+    assert!(json.contains("\"is_read_only\":false"), "{}", out.stdout);
+    for (can, want) in [
+        ("flush", true),
+        ("fua", true),
+        ("trim", true),
+        ("zero", true),
+        ("multi-conn", true),
+        ("cache", false),
+    ] {
+        let out = run_client(
+            &h.dir,
+            Command::new("nbdinfo").args(["--can", can]).arg(h.uri()),
+            30,
+        );
+        assert_eq!(out.status.success(), want, "--can {can}: {}", out.stderr);
+    }
+    assert!(
+        json.contains("\"block_size_maximum\":1048576"),
+        "{}",
+        out.stdout
+    );
+    let out = run_client(
+        &h.dir,
+        Command::new("nbdinfo").arg("--size").arg(h.uri()),
+        30,
+    )
+    .ok();
+    assert_eq!(out.stdout.trim(), "67108864");
+    let list_uri = format!("nbd+unix://?socket={}", h.sock.display());
+    let out = run_client(
+        &h.dir,
+        Command::new("nbdinfo").arg("--list").arg(&list_uri),
+        30,
+    )
+    .ok();
+    assert!(out.stdout.contains("export=\"repl\""), "{}", out.stdout);
+    // An unknown export name is refused.
+    let bad = format!("nbd+unix:///nope?socket={}", h.sock.display());
+    let out = run_client(&h.dir, Command::new("nbdinfo").arg(&bad), 30);
+    assert!(!out.status.success());
+
+    let ro = Harness::start_with(
+        "inforo",
+        Options {
+            size: 4 * MIB,
+            read_only: true,
+            ..Options::default()
+        },
+    );
+    let out = run_client(
+        &ro.dir,
+        Command::new("nbdinfo")
+            .args(["--is", "read-only"])
+            .arg(ro.uri()),
+        30,
+    );
+    assert!(
+        out.status.success(),
+        "read-only export not flagged: {}",
+        out.stderr
+    );
+    let out = run_client(
+        &h.dir,
+        Command::new("nbdinfo")
+            .args(["--is", "read-only"])
+            .arg(h.uri()),
+        30,
+    );
+    assert!(!out.status.success());
+}
+
+/// Runs qemu-io commands; fails on any error or pattern mismatch it reports.
+fn qemu_io(h: &Harness, cmds: &[&str]) -> String {
+    let mut c = Command::new("qemu-io");
+    c.args(["-f", "raw"]);
+    for cmd in cmds {
+        c.args(["-c", cmd]);
+    }
+    c.arg(h.uri());
+    let out = run_client(&h.dir, &mut c, 60).ok();
+    let all = format!("{}{}", out.stdout, out.stderr);
+    for bad in ["fail", "error", "Error", "Pattern verification"] {
+        assert!(!all.contains(bad), "qemu-io {cmds:?}:\n{all}");
+    }
+    all
+}
+
+#[test]
+fn qemu_io_patterns_unaligned_zeroes_discard_flush() {
+    if !have("qemu-io") {
+        return;
+    }
+    let h = Harness::start("qemu", 16 * MIB);
+    qemu_io(
+        &h,
+        &[
+            "write -P 0xab 0 1M",
+            "write -f -P 0xcd 12345 6789", // unaligned, FUA
+            "write -P 0x11 1048575 3",     // across the 1 MiB line
+            "write -P 0x22 2M 1M",
+            "flush",
+        ],
+    );
+    qemu_io(
+        &h,
+        &[
+            "read -P 0xab 0 12345",
+            "read -P 0xcd 12345 6789",
+            "read -P 0xab 19134 1029441",
+            "read -P 0x11 1048575 3",
+            "read -P 0 1048578 1048574",
+            "read -P 0x22 2M 1M",
+            "write -z 2M 4096",
+            "write -z -u 3000000 70000",
+            "discard 2101248 65536",
+            "read -P 0 2M 4096",
+            "read -P 0 2101248 65536",
+            "read -P 0x22 2166784 833216",
+            "read -P 0 3000000 70000",
+            "write -P 0x33 16776216 1000", // the last bytes
+            "read -P 0x33 16776216 1000",
+            "flush",
+        ],
+    );
+    // What qemu-io saw is what the backing file holds.
+    let disk = std::fs::read(&h.disk).unwrap();
+    assert!(disk[12345..12345 + 6789].iter().all(|&b| b == 0xcd));
+    assert!(disk[2 * MIB as usize..2 * MIB as usize + 4096]
+        .iter()
+        .all(|&b| b == 0));
+    assert!(disk[16 * MIB as usize - 1000..].iter().all(|&b| b == 0x33));
+    // Past the end: refused, the connection survives.
+    let mut c = Command::new("qemu-io");
+    c.args([
+        "-f",
+        "raw",
+        "-c",
+        "read 16M 512",
+        "-c",
+        "read -P 0x33 16776216 1000",
+    ])
+    .arg(h.uri());
+    let out = run_client(&h.dir, &mut c, 60);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(all.contains("read 1000/1000"), "{all}");
+}
+
+#[test]
+fn nbdcopy_round_trip_64_mib() {
+    if !have("nbdcopy") {
+        return;
+    }
+    let h = Harness::start("copy", 64 * MIB);
+    let src = h.dir.join("random.bin");
+    let back = h.dir.join("back.bin");
+    let mut data = vec![0u8; (64 * MIB) as usize];
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for chunk in data.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes());
+    }
+    // Some zero runs, so nbdcopy's sparse detection sends zeroes/trims too.
+    data[(5 * MIB) as usize..(7 * MIB) as usize].fill(0);
+    std::fs::write(&src, &data).unwrap();
+    run_client(&h.dir, Command::new("nbdcopy").arg(&src).arg(h.uri()), 60).ok();
+    run_client(&h.dir, Command::new("nbdcopy").arg(h.uri()).arg(&back), 60).ok();
+    let got = std::fs::read(&back).unwrap();
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "round trip differs");
+    assert!(
+        std::fs::read(&h.disk).unwrap() == data,
+        "backing file differs"
+    );
+}
+
+fn fio(h: &Harness, name: &str, args: &[&str]) -> String {
+    let mut c = Command::new("fio");
+    // fio saves verify state files in its working directory.
+    c.current_dir(&h.dir)
+        .arg(format!("--name={name}"))
+        .arg("--ioengine=nbd")
+        .arg(format!("--uri={}", h.uri()))
+        .arg("--size=64M")
+        .arg("--output-format=json")
+        .args(args);
+    let out = run_client(&h.dir, &mut c, 60).ok();
+    assert!(
+        !out.stdout.contains("verify:") && !out.stderr.contains("verify"),
+        "{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    let json = out.stdout.replace(char::is_whitespace, "");
+    assert!(json.contains("\"error\":0"), "{}", out.stdout);
+    out.stdout
+}
+
+#[test]
+fn fio_randwrite_verify_qd16_and_sequential_1m_qd4() {
+    if !have("fio") {
+        return;
+    }
+    let h = Harness::start("fio", 64 * MIB);
+    for (name, args) in [
+        ("randwrite", ["--rw=randwrite", "--bs=4k", "--iodepth=16"]),
+        ("seq", ["--rw=write", "--bs=1M", "--iodepth=4"]),
+    ] {
+        let out = fio(
+            &h,
+            name,
+            &[
+                args[0],
+                args[1],
+                args[2],
+                "--verify=crc32c",
+                "--do_verify=1",
+            ],
+        );
+        let json = out.replace(char::is_whitespace, "");
+        // 64 MiB written, then all of it read back by the verify pass.
+        assert_eq!(
+            json_num(&json, "\"write\":", "\"io_bytes\":"),
+            64 * MIB,
+            "{name}: {out}"
+        );
+        assert_eq!(
+            json_num(&json, "\"read\":", "\"io_bytes\":"),
+            64 * MIB,
+            "{name}: {out}"
+        );
+    }
+    assert!(h.stats.writes.load(std::sync::atomic::Ordering::Relaxed) >= 16384 + 64);
+}
+
+/// The number after the first `key` that follows `section` in compact JSON.
+fn json_num(json: &str, section: &str, key: &str) -> u64 {
+    let at = json.find(section).unwrap_or_else(|| panic!("no {section}"));
+    let rest = &json[at..];
+    let k = rest.find(key).unwrap_or_else(|| panic!("no {key}")) + key.len();
+    let digits: String = rest[k..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().unwrap()
+}
+
+// Tests with a raw client: what the tools never send.
+
+fn connect(h: &Harness) -> UnixStream {
+    let s = UnixStream::connect(&h.sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Fixed newstyle + NBD_OPT_GO for "repl"; returns the transmission flags.
+fn handshake(s: &mut UnixStream) -> u16 {
+    let mut g = [0u8; 18];
+    s.read_exact(&mut g).unwrap();
+    assert_eq!(g, nbd::GREETING);
+    let mut m = 3u32.to_be_bytes().to_vec();
+    m.extend(nbd::IHAVEOPT.to_be_bytes());
+    m.extend(nbd::OPT_GO.to_be_bytes());
+    m.extend(10u32.to_be_bytes());
+    m.extend(4u32.to_be_bytes());
+    m.extend(b"repl\0\0");
+    s.write_all(&m).unwrap();
+    let mut flags = 0;
+    loop {
+        let mut hdr = [0u8; 20];
+        s.read_exact(&mut hdr).unwrap();
+        let kind = u32::from_be_bytes(hdr[12..16].try_into().unwrap());
+        let len = u32::from_be_bytes(hdr[16..20].try_into().unwrap()) as usize;
+        let mut data = vec![0u8; len];
+        s.read_exact(&mut data).unwrap();
+        if kind == nbd::REP_ACK {
+            return flags;
+        }
+        assert_eq!(kind, nbd::REP_INFO);
+        if data[0..2] == [0, 0] {
+            flags = u16::from_be_bytes([data[10], data[11]]);
+        }
+    }
+}
+
+fn reply(s: &mut UnixStream) -> (u32, u64) {
+    let mut r = [0u8; 16];
+    s.read_exact(&mut r).unwrap();
+    assert_eq!(
+        u32::from_be_bytes(r[0..4].try_into().unwrap()),
+        nbd::SIMPLE_REPLY_MAGIC
+    );
+    (
+        u32::from_be_bytes(r[4..8].try_into().unwrap()),
+        u64::from_be_bytes(r[8..16].try_into().unwrap()),
+    )
+}
+
+#[test]
+fn raw_read_only_refusals_disc_and_garbage() {
+    let ro = Harness::start_with(
+        "rawro",
+        Options {
+            size: MIB,
+            read_only: true,
+            ..Options::default()
+        },
+    );
+    let mut s = connect(&ro);
+    let flags = handshake(&mut s);
+    assert_ne!(flags & nbd::TFLAG_READ_ONLY, 0);
+    let mut m = encode_request(0, nbd::CMD_WRITE, 1, 0, 4).to_vec();
+    m.extend(b"abcd");
+    m.extend(encode_request(0, nbd::CMD_TRIM, 2, 0, 4096));
+    m.extend(encode_request(0, nbd::CMD_READ, 3, 0, 4));
+    s.write_all(&m).unwrap();
+    assert_eq!(reply(&mut s), (1, 1)); // EPERM
+    assert_eq!(reply(&mut s), (1, 2));
+    assert_eq!(reply(&mut s), (0, 3));
+    let mut data = [9u8; 4];
+    s.read_exact(&mut data).unwrap();
+    assert_eq!(data, [0; 4]);
+    // DISC with reads in flight: both replies arrive, then EOF.
+    let mut m = encode_request(0, nbd::CMD_READ, 4, 0, 65536).to_vec();
+    m.extend(encode_request(0, nbd::CMD_READ, 5, 4096, 65536));
+    m.extend(encode_request(0, nbd::CMD_DISC, 6, 0, 0));
+    s.write_all(&m).unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest.len(), 2 * (16 + 65536), "two full replies, then close");
+
+    // Garbage in transmission: the server hangs up.
+    let h = Harness::start("rawbad", MIB);
+    let mut s = connect(&h);
+    handshake(&mut s);
+    s.write_all(&[0xffu8; 28]).unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    // A write larger than 1 MiB: hang up too (its payload would be unbounded).
+    let mut s = connect(&h);
+    handshake(&mut s);
+    s.write_all(&encode_request(0, nbd::CMD_WRITE, 1, 0, (MIB + 1) as u32))
+        .unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    // The server still serves new connections.
+    let mut s = connect(&h);
+    handshake(&mut s);
+    s.write_all(&encode_request(0, nbd::CMD_FLUSH, 7, 0, 0))
+        .unwrap();
+    assert_eq!(reply(&mut s), (0, 7));
+}
+
+/// A client that writes without reading replies: the server stops reading it
+/// once the bound is reached, so requests in flight stay bounded.
+#[test]
+fn raw_back_pressure_bounds_memory() {
+    let h = Harness::start_with(
+        "rawbp",
+        Options {
+            size: 8 * MIB,
+            inflight_bytes_max: MIB as usize,
+            ..Options::default()
+        },
+    );
+    const N: u64 = 10_000;
+    let mut s = connect(&h);
+    handshake(&mut s);
+    s.set_nonblocking(true).unwrap();
+    // 10000 reads of 64 KiB (280 KB of requests, more than one read buffer),
+    // 655 MB of replies the client does not read yet.
+    let req: Vec<u8> = (0..N)
+        .flat_map(|i| encode_request(0, nbd::CMD_READ, i, (i % 100) * 65536, 65536))
+        .collect();
+    let mut sent = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while sent < req.len() && std::time::Instant::now() < deadline {
+        match s.write(&req[sent..]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let pending = h
+        .stats
+        .max_pending
+        .load(std::sync::atomic::Ordering::Relaxed);
+    // 1 MiB bound: 16 reads, plus what one read buffer (128 KiB = 4681 headers) holds at most.
+    let served = h.stats.requests.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        served < N,
+        "server read everything ({served}) though nobody reads replies"
+    );
+    assert!(pending <= 16 + 4682, "pending {pending}");
+    // Now read everything: all N replies come, in any order.
+    // The rest is written by a thread while this one reads (the server only
+    // reads more once replies drain). The write timeout bounds the thread.
+    s.set_nonblocking(false).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let rest = req[sent..].to_vec();
+    let writer = std::thread::spawn(move || w.write_all(&rest));
+    let mut seen = vec![false; N as usize];
+    let mut buf = vec![0u8; 65536];
+    for _ in 0..N {
+        let (err, handle) = reply(&mut s);
+        assert_eq!(err, 0);
+        s.read_exact(&mut buf).unwrap();
+        assert!(!seen[handle as usize]);
+        seen[handle as usize] = true;
+    }
+    writer.join().unwrap().unwrap();
+}
