@@ -4,13 +4,55 @@
 //! time. Outputs: `poll_action` until None, then `poll_timeout`.
 //! CONTRACT between the engine writer and the shell writer: the items below.
 //! The engine writer owns this file and may add items; changing a signature
-//! below needs the lead's word. TODO(skeleton): `todo!()` bodies are replaced
-//! before this lands.
+//! below needs the lead's word.
+//!
+//! How the pieces fit (DRBD 8's model, simplified):
+//! - Every state change goes through one `set_*` function that emits the
+//!   catalogue event, so an observer sees each transition exactly once.
+//! - Metadata is written to `DiskTarget::Meta` (always FUA) on every uuid/flag
+//!   change. Host requests carry a *meta fence*: they are not acknowledged
+//!   before every metadata write issued before them is durable. A host write is
+//!   not even started before earlier metadata writes (its activity-log record
+//!   among them) are durable, so after a Primary crash every extent it may have
+//!   written is in the on-disk activity log.
+//! - Writes to the data area go through a FIFO range lock: an overlapping later
+//!   write (host, peer, resync) waits for the earlier one's local completion, so
+//!   both disks apply overlapping writes in the same order, and a resync read on
+//!   the source and its `RsData` are ordered with the host writes around it.
+//! - The Primary keeps a transfer log of replicated writes not yet covered by a
+//!   `BarrierAck` (DRBD's epochs); if the connection breaks, all of them are
+//!   marked out of sync, because the peer may have lost them from its volatile
+//!   cache. A barrier is sent on every host flush and every `EPOCH_WRITES_MAX`
+//!   writes, which bounds the log.
+//! - Resync is driven by the SyncTarget (`RsRequest`), rate-limited by a token
+//!   bucket on `now`. The target clears bits after its write completes; the
+//!   cleared bits reach the on-disk bitmap only after a flush of the data.
 
-use super::md::{Bitmap, Layout, Metadata};
-use super::msg::PeerMsg;
-use super::{ConnState, DiskId, DiskIo, DiskState, HostId, HostIo, IoResult, Protocol, Role};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::md::{
+    self, ActivityLog, Bitmap, Layout, MdFlags, Metadata, SyncDecision, UuidView, Uuids,
+};
+use super::msg::{PeerMsg, Seq, BITMAP_WORDS_MAX};
+use super::{
+    ConnState, DiskId, DiskIo, DiskState, DiskTarget, HostId, HostIo, IoError, IoResult, Payload,
+    Protocol, Role, BLOCK_BYTES, MAX_IO_BYTES,
+};
+use crate::rng::Rng;
 use crate::time::{Duration, Instant};
+
+/// Resync requests the SyncTarget keeps in flight.
+pub const RS_MAX_IN_FLIGHT: usize = 32;
+/// Largest resync request: 128 KiB (32 blocks).
+pub const RS_CHUNK_BYTES: u64 = 128 << 10;
+/// Replicated writes per epoch before the Primary closes it with a barrier
+/// (bounds the transfer log and what a peer crash can cost).
+pub const EPOCH_WRITES_MAX: usize = 64;
+/// DRBD's offset between successive bitmap uuids of the same source.
+const UUID_NEW_BM_OFFSET: u64 = 1 << 48;
 
 /// `after-sb-0pri` (no primary when split brain is detected).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,10 +119,14 @@ pub struct ReplicaConfig {
 pub enum Command {
     /// `primary [--force]`: force = make this node's data authoritative
     /// (the guide's --do-what-I-say), starting a full sync to the peer.
-    Primary { force: bool },
+    Primary {
+        force: bool,
+    },
     Secondary,
     /// `connect [--discard-my-data]`.
-    Connect { discard_my_data: bool },
+    Connect {
+        discard_my_data: bool,
+    },
     Disconnect,
     /// Mark the whole local disk out of sync (resync from the peer).
     Invalidate,
@@ -96,11 +142,17 @@ pub struct Refused(pub String);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Run this I/O on the backing store; report with `handle_disk_done(id, ..)`.
-    Disk { id: DiskId, io: DiskIo },
+    Disk {
+        id: DiskId,
+        io: DiskIo,
+    },
     /// Send to the peer (on the authenticated connection, in order).
     Send(PeerMsg),
     /// Complete a host request.
-    HostDone { id: HostId, result: IoResult },
+    HostDone {
+        id: HostId,
+        result: IoResult,
+    },
     /// Open the replication connection (connect and accept) / close it.
     Connect,
     Disconnect,
@@ -114,16 +166,44 @@ pub enum Action {
 /// `disk_<name> res=... key=value`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReplEvent {
-    Role { from: Role, to: Role },
-    Conn { from: ConnState, to: ConnState },
-    Disk { from: DiskState, to: DiskState },
-    PeerDisk { from: DiskState, to: DiskState },
-    SyncStart { source: bool, full: bool, kib: u64 },
-    SyncDone { kib: u64, ms: u64 },
-    SplitBrain { policy: &'static str, resolved: &'static str },
-    IoError { op: &'static str, offset: u64 },
+    Role {
+        from: Role,
+        to: Role,
+    },
+    Conn {
+        from: ConnState,
+        to: ConnState,
+    },
+    Disk {
+        from: DiskState,
+        to: DiskState,
+    },
+    PeerDisk {
+        from: DiskState,
+        to: DiskState,
+    },
+    SyncStart {
+        source: bool,
+        full: bool,
+        kib: u64,
+    },
+    SyncDone {
+        kib: u64,
+        ms: u64,
+    },
+    SplitBrain {
+        policy: &'static str,
+        resolved: &'static str,
+    },
+    IoError {
+        op: &'static str,
+        offset: u64,
+    },
     /// Anything else worth a line: short stable name and a detail.
-    Note { name: &'static str, detail: String },
+    Note {
+        name: &'static str,
+        detail: String,
+    },
 }
 
 /// A snapshot for `bascule status` / `disk status`.
@@ -150,9 +230,247 @@ pub struct Status {
     pub ap_pending: u64,
 }
 
+/// MDF bits as carried in `ReportParams::md_flags`.
+fn flags_to_u32(f: &MdFlags) -> u32 {
+    u32::from(f.consistent)
+        | u32::from(f.was_up_to_date) << 1
+        | u32::from(f.primary_ind) << 2
+        | u32::from(f.connected_ind) << 3
+        | u32::from(f.peer_out_dated) << 4
+        | u32::from(f.full_sync) << 5
+}
+
+fn flags_from_u32(v: u32) -> MdFlags {
+    MdFlags {
+        consistent: v & 1 != 0,
+        was_up_to_date: v & 2 != 0,
+        primary_ind: v & 4 != 0,
+        connected_ind: v & 8 != 0,
+        peer_out_dated: v & 16 != 0,
+        full_sync: v & 32 != 0,
+    }
+}
+
+fn digest(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
+    a.0 < b.1 && b.0 < a.1
+}
+
+/// What a host write stores until it completes.
+#[derive(Clone, Debug)]
+enum HostKind {
+    Read {
+        offset: u64,
+        len: u32,
+    },
+    /// Write, trim or write-zeroes: `data` None for the two zeroing kinds.
+    Write {
+        offset: u64,
+        len: u32,
+        data: Option<Payload>,
+        fua: bool,
+        discard: bool,
+    },
+    Flush,
+}
+
+#[derive(Debug)]
+struct HostReq {
+    kind: HostKind,
+    /// Waiting for the local disk (write, read, flush).
+    local: bool,
+    /// Waiting for the peer (ack, barrier ack, read reply).
+    peer: bool,
+    /// Not acknowledged before every metadata write with a smaller seq is done.
+    meta_fence: u64,
+    /// Replicated as this sequence number (acks name it).
+    seq: Option<Seq>,
+    /// The local disk failed it: only the peer's copy can complete it.
+    local_failed: bool,
+    error: Option<IoError>,
+    data: Option<Payload>,
+}
+
+/// What a `DiskId` was issued for.
+#[derive(Clone, Debug)]
+enum Op {
+    /// Superblock, bitmap page or activity-log record (FUA).
+    Meta {
+        seq: u64,
+    },
+    HostWrite {
+        host: HostId,
+        range: (u64, u64),
+    },
+    HostRead {
+        host: HostId,
+    },
+    HostFlush {
+        host: HostId,
+    },
+    /// The Secondary applies a replicated write.
+    PeerWrite {
+        seq: Seq,
+        range: (u64, u64),
+        write_ack: bool,
+    },
+    /// The Secondary flushes for a barrier.
+    BarrierFlush {
+        nr: u64,
+    },
+    /// SyncTarget writes resync data.
+    RsWrite {
+        range: (u64, u64),
+    },
+    /// SyncSource reads for `RsData` (or to compare with the target's digest).
+    RsRead {
+        range: (u64, u64),
+        digest: Option<[u8; 32]>,
+    },
+    /// SyncTarget reads its own range to send a digest.
+    CsumRead {
+        range: (u64, u64),
+    },
+    /// Verify: read the local range; `peer` is the peer's digest when we are
+    /// answering (VerifyT) or None when we asked (VerifyS).
+    OvRead {
+        range: (u64, u64),
+        reply_to_peer: bool,
+    },
+    /// Serving the peer's read (it is Diskless).
+    PeerRead {
+        id: u64,
+    },
+    /// Flush before cleared bitmap bits are persisted.
+    SyncFlush,
+}
+
+/// Work that needs the range lock before it may issue its disk op.
+#[derive(Clone, Debug)]
+enum Job {
+    Host(HostId),
+    Peer {
+        seq: Seq,
+        offset: u64,
+        io: DiskIo,
+        len: u64,
+        write_ack: bool,
+    },
+    RsWrite {
+        offset: u64,
+        data: Payload,
+    },
+    RsRead {
+        offset: u64,
+        len: u32,
+        digest: Option<[u8; 32]>,
+    },
+}
+
+/// A running resync (either side) or verify.
+#[derive(Debug)]
+struct Resync {
+    source: bool,
+    full: bool,
+    started: Instant,
+    total_blocks: u64,
+    /// Bitmap exchange: ours sent, the peer's merged.
+    peer_bitmap_done: bool,
+    /// Target: the SyncUuid arrived (requests may start).
+    running: bool,
+    /// Target: next block to look at, and requests in flight (offset -> len).
+    cursor: u64,
+    inflight: BTreeMap<u64, u32>,
+    /// Token bucket (bytes) and when it was last refilled.
+    tokens: u64,
+    refilled: Instant,
+    wake_at: Option<Instant>,
+    /// The target reported UpToDate / the source finished: waiting for the
+    /// flush before the bitmap is persisted.
+    bytes_done: u64,
+}
+
+/// Online verify progress (VerifyS side drives it).
+#[derive(Debug)]
+struct Verify {
+    cursor: u64,
+    inflight: usize,
+    /// Digests of our own reads waiting for the peer's, and vice versa.
+    mine: BTreeMap<u64, [u8; 32]>,
+    theirs: BTreeMap<u64, [u8; 32]>,
+    found: u64,
+}
+
+/// What we know of the peer from its last ReportParams / State.
+#[derive(Clone, Copy, Debug)]
+struct PeerParams {
+    uuids: Uuids,
+    flags: MdFlags,
+    dirty_blocks: u64,
+}
+
 pub struct Replica {
-    // owned by the engine writer
-    _private: (),
+    cfg: ReplicaConfig,
+    md: Metadata,
+    bitmap: Bitmap,
+    al: ActivityLog,
+    rng: Rng,
+    role: Role,
+    peer_role: Role,
+    cstate: ConnState,
+    dstate: DiskState,
+    peer_dstate: DiskState,
+    actions: VecDeque<Action>,
+    next_disk: u64,
+    ops: BTreeMap<DiskId, Op>,
+    hosts: BTreeMap<HostId, HostReq>,
+    /// Host writes waiting for earlier metadata writes before they start.
+    start_wait: VecDeque<(u64, HostId)>,
+    /// Range lock: holders (range, disk id) and FIFO waiters.
+    holders: Vec<((u64, u64), DiskId)>,
+    waiters: VecDeque<((u64, u64), Job)>,
+    meta_next: u64,
+    meta_inflight: BTreeSet<u64>,
+    /// Primary: replicated writes waiting for an ack: seq -> (host, range, ack needed).
+    next_seq: Seq,
+    sent: BTreeMap<Seq, (HostId, (u64, u64), bool)>,
+    /// Transfer log: ranges of writes per epoch not yet covered by a BarrierAck.
+    epoch: u64,
+    epoch_writes: usize,
+    tl: Vec<(u64, (u64, u64))>,
+    /// Barriers sent for host flushes: nr -> host request.
+    barriers: BTreeMap<u64, Vec<HostId>>,
+    /// Secondary: peer writes in flight (seq), barriers waiting for them.
+    peer_inflight: BTreeSet<Seq>,
+    last_peer_seq: Seq,
+    barrier_wait: VecDeque<(u64, Seq)>,
+    /// Reads sent to the peer: id -> host request.
+    next_read: u64,
+    peer_reads: BTreeMap<u64, HostId>,
+    peer: Option<PeerParams>,
+    discard_my_data: bool,
+    /// True from handle_peer_up until handle_peer_down.
+    link_up: bool,
+    last_rx: Instant,
+    last_tx: Instant,
+    /// When the outstanding Ping was sent (None: none outstanding).
+    ping_sent: Option<Instant>,
+    /// Our bitmap count as sent in the last ReportParams (split-brain policies
+    /// must compare the same numbers on both sides).
+    reported_dirty: u64,
+    sync: Option<Resync>,
+    verify: Option<Verify>,
+    /// Bitmap pages to persist once the data flush (`SyncFlush`) is done.
+    sync_flush_pending: bool,
+    sync_total_bytes: u64,
+    sync_rate: u64,
+    ns: u64,
+    nr: u64,
+    dw: u64,
+    dr: u64,
 }
 
 impl Replica {
@@ -160,65 +478,2197 @@ impl Replica {
     /// read and decoded (and the activity-log extents found there, marked in
     /// `bitmap` already when `md.flags.primary_ind` says we crashed as Primary).
     /// Starts Secondary, StandAlone, and asks to connect (Action::Connect).
+    ///
+    /// Disk state from the flags, as DRBD's attach: not consistent ->
+    /// Inconsistent; consistent but not was-up-to-date -> Outdated; otherwise
+    /// Consistent (it becomes UpToDate when the peer agrees on connect, or on
+    /// promotion while alone).
     pub fn new(config: ReplicaConfig, md: Metadata, bitmap: Bitmap, now: Instant) -> Replica {
-        let _ = (config, md, bitmap, now);
-        todo!()
+        let seed = md.uuids.current
+            ^ md.generation.rotate_left(17)
+            ^ now.millis().rotate_left(33)
+            ^ if config.lower_node {
+                0x5bd1_e995_0000_0001
+            } else {
+                0x9e37_79b9_7f4a_7c15
+            };
+        let dstate = if !md.flags.consistent {
+            DiskState::Inconsistent
+        } else if !md.flags.was_up_to_date {
+            DiskState::Outdated
+        } else {
+            DiskState::Consistent
+        };
+        let mut r = Replica {
+            cfg: config,
+            md,
+            bitmap,
+            al: ActivityLog::new(),
+            rng: Rng::new(seed),
+            role: Role::Secondary,
+            peer_role: Role::Unknown,
+            cstate: ConnState::StandAlone,
+            dstate,
+            peer_dstate: DiskState::DUnknown,
+            actions: VecDeque::new(),
+            next_disk: 1,
+            ops: BTreeMap::new(),
+            hosts: BTreeMap::new(),
+            start_wait: VecDeque::new(),
+            holders: Vec::new(),
+            waiters: VecDeque::new(),
+            meta_next: 0,
+            meta_inflight: BTreeSet::new(),
+            next_seq: 1,
+            sent: BTreeMap::new(),
+            epoch: 1,
+            epoch_writes: 0,
+            tl: Vec::new(),
+            barriers: BTreeMap::new(),
+            peer_inflight: BTreeSet::new(),
+            last_peer_seq: 0,
+            barrier_wait: VecDeque::new(),
+            next_read: 1,
+            peer_reads: BTreeMap::new(),
+            peer: None,
+            discard_my_data: false,
+            link_up: false,
+            last_rx: now,
+            last_tx: now,
+            ping_sent: None,
+            reported_dirty: 0,
+            sync: None,
+            verify: None,
+            sync_flush_pending: false,
+            sync_total_bytes: 0,
+            sync_rate: 0,
+            ns: 0,
+            nr: 0,
+            dw: 0,
+            dr: 0,
+        };
+        r.push(Action::Event(ReplEvent::Disk {
+            from: DiskState::Diskless,
+            to: dstate,
+        }));
+        // A crashed Primary keeps `primary_ind` until the peer has seen it in
+        // the handshake (DRBD's crashed-primary rule needs it there); it is
+        // cleared when the handshake or the resync that follows completes.
+        r.set_cstate(ConnState::Unconnected);
+        r.push(Action::Connect);
+        r.set_cstate(ConnState::WFConnection);
+        r
     }
 
-    /// A host request from the NBD server. Completed later by Action::HostDone.
-    pub fn handle_host(&mut self, now: Instant, id: HostId, io: HostIo) {
-        let _ = (now, id, io);
-        todo!()
+    // ---- small helpers -------------------------------------------------
+
+    fn push(&mut self, a: Action) {
+        if let Action::Send(m) = &a {
+            self.ns += match m {
+                PeerMsg::Data { data, .. }
+                | PeerMsg::RsData { data, .. }
+                | PeerMsg::ReadReply { data, .. } => data.len() as u64,
+                _ => 0,
+            };
+        }
+        self.actions.push_back(a);
+    }
+
+    /// Queues a message; dropped when the link is down (the peer will learn
+    /// everything again in the next handshake).
+    fn send(&mut self, m: PeerMsg) {
+        if !self.link_up {
+            return;
+        }
+        self.push(Action::Send(m));
+    }
+
+    fn note(&mut self, name: &'static str, detail: String) {
+        self.push(Action::Event(ReplEvent::Note { name, detail }));
+    }
+
+    fn disk(&mut self, io: DiskIo, op: Op) -> DiskId {
+        let id = DiskId(self.next_disk);
+        self.next_disk += 1;
+        self.ops.insert(id, op);
+        self.push(Action::Disk { id, io });
+        id
+    }
+
+    fn set_role(&mut self, to: Role) {
+        if self.role != to {
+            let from = std::mem::replace(&mut self.role, to);
+            self.push(Action::Event(ReplEvent::Role { from, to }));
+        }
+    }
+
+    fn set_peer_role(&mut self, to: Role) {
+        self.peer_role = to;
+    }
+
+    fn set_cstate(&mut self, to: ConnState) {
+        if self.cstate != to {
+            let from = std::mem::replace(&mut self.cstate, to);
+            self.push(Action::Event(ReplEvent::Conn { from, to }));
+        }
+    }
+
+    fn set_dstate(&mut self, to: DiskState) {
+        if self.dstate != to {
+            let from = std::mem::replace(&mut self.dstate, to);
+            self.push(Action::Event(ReplEvent::Disk { from, to }));
+        }
+    }
+
+    fn set_peer_dstate(&mut self, to: DiskState) {
+        if self.peer_dstate != to {
+            let from = std::mem::replace(&mut self.peer_dstate, to);
+            self.push(Action::Event(ReplEvent::PeerDisk { from, to }));
+        }
+    }
+
+    fn has_disk(&self) -> bool {
+        !matches!(self.dstate, DiskState::Diskless | DiskState::Failed)
+    }
+
+    fn good_data(d: DiskState) -> bool {
+        matches!(d, DiskState::UpToDate | DiskState::Consistent)
+    }
+
+    /// The handshake is done: writes are replicated, the peer's state known.
+    fn replicating(&self) -> bool {
+        matches!(
+            self.cstate,
+            ConnState::Connected
+                | ConnState::WFBitMapS
+                | ConnState::WFBitMapT
+                | ConnState::WFSyncUUID
+                | ConnState::SyncSource
+                | ConnState::SyncTarget
+                | ConnState::VerifyS
+                | ConnState::VerifyT
+        ) && self.peer_dstate != DiskState::Diskless
+    }
+
+    // ---- metadata ------------------------------------------------------
+
+    fn meta_write(&mut self, offset: u64, data: Payload) {
+        let seq = self.meta_next;
+        self.meta_next += 1;
+        self.meta_inflight.insert(seq);
+        if !self.has_disk() {
+            // Nothing to write to: count it done at once.
+            self.meta_inflight.remove(&seq);
+            return;
+        }
+        self.disk(
+            DiskIo::Write {
+                target: DiskTarget::Meta,
+                offset,
+                data,
+                fua: true,
+            },
+            Op::Meta { seq },
+        );
+    }
+
+    /// Writes the superblock (every uuid/flag change goes through here).
+    fn write_md(&mut self) {
+        self.md.generation += 1;
+        let bytes = md::encode_superblock(&self.md);
+        let at = self.cfg.layout.superblock_offset;
+        self.meta_write(at, Arc::new(bytes));
+    }
+
+    fn write_bitmap_range(&mut self, offset: u64, len: u64) {
+        for (at, page) in self.bitmap.encode_pages(&self.cfg.layout, offset, len) {
+            self.meta_write(at, page);
+        }
+    }
+
+    fn write_bitmap_all(&mut self) {
+        let usable = self.cfg.layout.usable_bytes;
+        if usable > 0 {
+            self.write_bitmap_range(0, usable);
+        }
+    }
+
+    /// Every metadata write issued before `fence` is durable.
+    fn meta_done_before(&self, fence: u64) -> bool {
+        self.meta_inflight.first().map_or(true, |&s| s >= fence)
+    }
+
+    fn random_uuid(&mut self) -> u64 {
+        loop {
+            // Bit 0 is DRBD's primary flag; never 0 (= "no uuid").
+            let v = self.rng.next_u64() & !1;
+            if v != 0 {
+                return v;
+            }
+        }
+    }
+
+    fn push_history(&mut self, uuid: u64) {
+        if uuid != 0 {
+            self.md.uuids.history[1] = self.md.uuids.history[0];
+            self.md.uuids.history[0] = uuid;
+        }
+    }
+
+    /// DRBD's drbd_uuid_new_current: the data diverges from what the peer
+    /// has; the old current uuid becomes the bitmap uuid (the base the bitmap
+    /// counts from) unless the bitmap already tracks an older base.
+    fn new_current_uuid(&mut self) {
+        if self.md.uuids.bitmap == 0 {
+            self.md.uuids.bitmap = self.md.uuids.current;
+        } else {
+            let old = self.md.uuids.current;
+            self.push_history(old);
+        }
+        self.md.uuids.current = self.random_uuid() | u64::from(self.role == Role::Primary);
+        self.note(
+            "new_current_uuid",
+            format!("uuid={:016x}", self.md.uuids.current),
+        );
+    }
+
+    fn set_disk_good(&mut self) {
+        self.md.flags.consistent = true;
+        self.md.flags.was_up_to_date = true;
+        self.md.flags.full_sync = false;
+    }
+
+    fn view(&self) -> UuidView {
+        UuidView {
+            uuids: self.md.uuids,
+            flags: self.md.flags,
+            dirty_blocks: self.bitmap.count(),
+        }
+    }
+
+    fn report_params(&mut self) {
+        self.reported_dirty = self.bitmap.count();
+        let msg = PeerMsg::ReportParams {
+            protocol: self.cfg.protocol,
+            usable_bytes: self.cfg.layout.usable_bytes,
+            role: self.role,
+            disk: self.dstate,
+            uuids: self.md.uuids,
+            dirty_blocks: self.bitmap.count(),
+            md_flags: flags_to_u32(&self.md.flags),
+            discard_my_data: self.discard_my_data,
+        };
+        self.send(msg);
+    }
+
+    fn send_state(&mut self) {
+        if self.link_up {
+            let (role, disk) = (self.role, self.dstate);
+            self.send(PeerMsg::State { role, disk });
+        }
+    }
+}
+
+// ---- host requests ------------------------------------------------------
+impl Replica {
+    fn host_done(&mut self, id: HostId, result: IoResult) {
+        self.hosts.remove(&id);
+        self.push(Action::HostDone { id, result });
+    }
+
+    /// Completes `id` when nothing it waits for is left.
+    fn try_complete(&mut self, id: HostId) {
+        let Some(req) = self.hosts.get(&id) else {
+            return;
+        };
+        if req.local || req.peer || !self.meta_done_before(req.meta_fence) {
+            return;
+        }
+        let result = match req.error {
+            Some(e) => Err(e),
+            None => Ok(req.data.clone()),
+        };
+        self.host_done(id, result);
+    }
+
+    fn try_complete_all(&mut self) {
+        let ids: Vec<HostId> = self.hosts.keys().copied().collect();
+        for id in ids {
+            self.try_complete(id);
+        }
+    }
+
+    fn new_req(&mut self, id: HostId, kind: HostKind) {
+        let req = HostReq {
+            kind,
+            local: false,
+            peer: false,
+            meta_fence: 0,
+            seq: None,
+            local_failed: false,
+            error: None,
+            data: None,
+        };
+        self.hosts.insert(id, req);
+    }
+
+    fn host_read(&mut self, id: HostId, offset: u64, len: u32) {
+        self.new_req(id, HostKind::Read { offset, len });
+        let local_ok = self.dstate == DiskState::UpToDate
+            || (self.role == Role::Secondary && self.dstate == DiskState::Consistent);
+        if local_ok {
+            self.hosts.get_mut(&id).expect("just inserted").local = true;
+            let io = DiskIo::Read {
+                target: DiskTarget::Data,
+                offset,
+                len,
+            };
+            self.disk(io, Op::HostRead { host: id });
+        } else if !self.read_through_peer(id, offset, len) {
+            self.host_done(id, Err(IoError::Io));
+        }
+    }
+
+    /// Sends a read to the peer when it has good data. False when it cannot.
+    fn read_through_peer(&mut self, id: HostId, offset: u64, len: u32) -> bool {
+        if !(self.replicating() && self.peer_dstate == DiskState::UpToDate) {
+            return false;
+        }
+        let rid = self.next_read;
+        self.next_read += 1;
+        self.peer_reads.insert(rid, id);
+        if let Some(req) = self.hosts.get_mut(&id) {
+            req.peer = true;
+        }
+        self.send(PeerMsg::ReadRequest {
+            id: rid,
+            offset,
+            len,
+        });
+        true
+    }
+
+    fn host_write(
+        &mut self,
+        id: HostId,
+        offset: u64,
+        len: u32,
+        data: Option<Payload>,
+        fua: bool,
+        discard: bool,
+    ) {
+        if self.role != Role::Primary {
+            self.push(Action::HostDone {
+                id,
+                result: Err(IoError::ReadOnly),
+            });
+            return;
+        }
+        if !self.has_disk() && !self.replicating() {
+            self.push(Action::HostDone {
+                id,
+                result: Err(IoError::Io),
+            });
+            return;
+        }
+        self.new_req(
+            id,
+            HostKind::Write {
+                offset,
+                len,
+                data,
+                fua,
+                discard,
+            },
+        );
+        if self.has_disk() {
+            // Activity log first: the extents this write touches are recorded
+            // on disk before any of its data may reach the disk.
+            let last = offset + u64::from(len).max(1) - 1;
+            for at in [offset, last] {
+                if let Some((off, rec)) = self.al.touch(at, &self.cfg.layout) {
+                    let base = self.cfg.layout.al_offset;
+                    self.meta_write(base + off, rec);
+                }
+            }
+        }
+        let fence = self.meta_next;
+        if self.start_wait.is_empty() && self.meta_done_before(fence) {
+            self.start_host_write(id);
+        } else {
+            self.start_wait.push_back((fence, id));
+        }
+    }
+
+    /// Starts the host writes whose metadata fence is passed, in order.
+    fn pump_start_wait(&mut self) {
+        while let Some(&(fence, id)) = self.start_wait.front() {
+            if !self.meta_done_before(fence) {
+                break;
+            }
+            self.start_wait.pop_front();
+            self.start_host_write(id);
+        }
+    }
+
+    fn start_host_write(&mut self, id: HostId) {
+        let Some(HostKind::Write { offset, len, .. }) = self.hosts.get(&id).map(|r| r.kind.clone())
+        else {
+            return;
+        };
+        if self.has_disk() {
+            self.acquire((offset, offset + u64::from(len)), Job::Host(id));
+        } else {
+            self.issue_host_write(id);
+        }
+    }
+
+    /// The range lock is held (or there is no local disk): write locally and
+    /// send to the peer at the same time. Returns the local disk op.
+    fn issue_host_write(&mut self, id: HostId) -> Option<DiskId> {
+        let req = self.hosts.get(&id)?;
+        let HostKind::Write {
+            offset,
+            len,
+            data,
+            fua,
+            discard,
+        } = req.kind.clone()
+        else {
+            return None;
+        };
+        let range = (offset, offset + u64::from(len));
+        let mut local = None;
+        if self.has_disk() {
+            let io = match (&data, discard) {
+                (Some(d), _) => DiskIo::Write {
+                    target: DiskTarget::Data,
+                    offset,
+                    data: d.clone(),
+                    fua,
+                },
+                (None, true) => DiskIo::Discard { offset, len, fua },
+                (None, false) => DiskIo::WriteZeroes { offset, len, fua },
+            };
+            local = Some(self.disk(io, Op::HostWrite { host: id, range }));
+        }
+        let replicate = self.replicating();
+        let req = self.hosts.get_mut(&id).expect("checked above");
+        req.local = local.is_some();
+        if replicate {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            // Protocol C, a FUA write and a Diskless Primary need the peer's
+            // write; B its receipt; A nothing.
+            let write_ack = self.cfg.protocol == Protocol::C || fua || local.is_none();
+            let wait = write_ack || self.cfg.protocol == Protocol::B;
+            req.seq = Some(seq);
+            req.peer = wait;
+            if wait {
+                self.sent.insert(seq, (id, range, write_ack));
+            }
+            let msg = match data {
+                Some(data) => PeerMsg::Data {
+                    seq,
+                    offset,
+                    data,
+                    fua,
+                },
+                None => PeerMsg::Zero {
+                    seq,
+                    offset,
+                    len,
+                    fua,
+                    discard,
+                },
+            };
+            self.send(msg);
+            self.tl.push((self.epoch, range));
+            self.epoch_writes += 1;
+            if self.epoch_writes >= EPOCH_WRITES_MAX {
+                self.send_barrier(None);
+            }
+        } else {
+            // Alone: the block is out of sync with the peer; the bitmap page is
+            // durable before the write is acknowledged.
+            self.bitmap.set_range(range.0, range.1 - range.0);
+            self.write_bitmap_range(range.0, range.1 - range.0);
+            let fence = self.meta_next;
+            self.hosts.get_mut(&id).expect("checked above").meta_fence = fence;
+        }
+        if local.is_none() {
+            self.try_complete(id);
+        }
+        local
+    }
+
+    fn send_barrier(&mut self, host: Option<HostId>) {
+        let nr = self.epoch;
+        self.epoch += 1;
+        self.epoch_writes = 0;
+        self.send(PeerMsg::Barrier { nr });
+        if let Some(h) = host {
+            self.barriers.entry(nr).or_default().push(h);
+        }
+    }
+
+    fn host_flush(&mut self, id: HostId) {
+        self.new_req(id, HostKind::Flush);
+        if self.has_disk() {
+            self.hosts.get_mut(&id).expect("just inserted").local = true;
+            self.disk(DiskIo::Flush, Op::HostFlush { host: id });
+        }
+        if self.role == Role::Primary && self.replicating() {
+            self.hosts.get_mut(&id).expect("just inserted").peer = true;
+            self.send_barrier(Some(id));
+        }
+        self.try_complete(id);
+    }
+
+    /// The peer can no longer confirm anything: every write it has not
+    /// confirmed durable (unacked, or not covered by a BarrierAck) is marked
+    /// out of sync and persisted before the requests waiting on it complete.
+    fn fail_peer_pending(&mut self) {
+        let mut ranges: Vec<(u64, u64)> = self.tl.drain(..).map(|(_, r)| r).collect();
+        let sent = std::mem::take(&mut self.sent);
+        let mut waiting = Vec::new();
+        for (_, (host, range, _)) in sent {
+            ranges.push(range);
+            waiting.push(host);
+        }
+        for (_, hosts) in std::mem::take(&mut self.barriers) {
+            waiting.extend(hosts);
+        }
+        for range in &ranges {
+            self.bitmap.set_range(range.0, range.1 - range.0);
+        }
+        if self.has_disk() {
+            for range in &ranges {
+                self.write_bitmap_range(range.0, range.1 - range.0);
+            }
+        }
+        let fence = self.meta_next;
+        for host in waiting {
+            if let Some(req) = self.hosts.get_mut(&host) {
+                req.peer = false;
+                req.meta_fence = req.meta_fence.max(fence);
+                if req.local_failed {
+                    // Neither copy is known good.
+                    req.error = Some(IoError::Io);
+                }
+            }
+        }
+        for (_, host) in std::mem::take(&mut self.peer_reads) {
+            if let Some(req) = self.hosts.get_mut(&host) {
+                req.peer = false;
+                req.error = Some(IoError::Io);
+            }
+        }
+        self.try_complete_all();
+    }
+}
+
+// ---- range lock ---------------------------------------------------------
+impl Replica {
+    fn acquire(&mut self, range: (u64, u64), job: Job) {
+        let busy = self.holders.iter().any(|(r, _)| overlaps(*r, range))
+            || self.waiters.iter().any(|(r, _)| overlaps(*r, range));
+        if busy {
+            self.waiters.push_back((range, job));
+        } else if let Some(id) = self.run_job(job) {
+            self.holders.push((range, id));
+        }
+    }
+
+    fn release(&mut self, id: DiskId) {
+        let before = self.holders.len();
+        self.holders.retain(|(_, h)| *h != id);
+        if self.holders.len() == before {
+            return;
+        }
+        let mut i = 0;
+        while i < self.waiters.len() {
+            let range = self.waiters[i].0;
+            let busy = self.holders.iter().any(|(r, _)| overlaps(*r, range))
+                || self
+                    .waiters
+                    .iter()
+                    .take(i)
+                    .any(|(r, _)| overlaps(*r, range));
+            if busy {
+                i += 1;
+                continue;
+            }
+            let (_, job) = self.waiters.remove(i).expect("index checked");
+            if let Some(id) = self.run_job(job) {
+                self.holders.push((range, id));
+            }
+        }
+    }
+
+    fn run_job(&mut self, job: Job) -> Option<DiskId> {
+        match job {
+            Job::Host(id) => self.issue_host_write(id),
+            Job::Peer {
+                seq,
+                offset,
+                io,
+                len,
+                write_ack,
+            } => {
+                if !self.has_disk() {
+                    self.peer_inflight.remove(&seq);
+                    self.send(PeerMsg::NegAck { seq });
+                    self.check_barriers();
+                    return None;
+                }
+                Some(self.disk(
+                    io,
+                    Op::PeerWrite {
+                        seq,
+                        range: (offset, offset + len),
+                        write_ack,
+                    },
+                ))
+            }
+            Job::RsWrite { offset, data } => {
+                if !self.has_disk() {
+                    return None;
+                }
+                let range = (offset, offset + data.len() as u64);
+                let io = DiskIo::Write {
+                    target: DiskTarget::Data,
+                    offset,
+                    data,
+                    fua: false,
+                };
+                Some(self.disk(io, Op::RsWrite { range }))
+            }
+            Job::RsRead {
+                offset,
+                len,
+                digest,
+            } => {
+                if !self.has_disk() {
+                    self.send(PeerMsg::RsNegAck { offset, len });
+                    return None;
+                }
+                let range = (offset, offset + u64::from(len));
+                let io = DiskIo::Read {
+                    target: DiskTarget::Data,
+                    offset,
+                    len,
+                };
+                Some(self.disk(io, Op::RsRead { range, digest }))
+            }
+        }
+    }
+}
+
+// ---- disk completions ---------------------------------------------------
+impl Replica {
+    /// A local I/O failed. Returns true when the disk was detached (the
+    /// caller may then fall back on the peer), false for `pass_on`.
+    fn local_error(&mut self, op: &'static str, offset: u64) -> bool {
+        self.push(Action::Event(ReplEvent::IoError { op, offset }));
+        match self.cfg.on_io_error {
+            OnIoError::PassOn => false,
+            OnIoError::Detach | OnIoError::CallLocalIoError => {
+                if self.cfg.on_io_error == OnIoError::CallLocalIoError {
+                    self.push(Action::RunHandler("local-io-error"));
+                }
+                self.detach();
+                true
+            }
+        }
+    }
+
+    fn detach(&mut self) {
+        if !self.has_disk() {
+            return;
+        }
+        self.set_dstate(DiskState::Failed);
+        self.set_dstate(DiskState::Diskless);
+        // Writes waiting for the lock can no longer go to this disk.
+        self.meta_inflight.clear();
+        if let Some(s) = &self.sync {
+            if !s.source {
+                self.note("resync_abort", "reason=detached".into());
+            }
+        }
+        self.send_state();
+        self.pump_start_wait();
     }
 
     pub fn handle_disk_done(&mut self, now: Instant, id: DiskId, result: IoResult) {
-        let _ = (now, id, result);
-        todo!()
+        let Some(op) = self.ops.remove(&id) else {
+            self.note("disk_done_unknown", format!("id={}", id.0));
+            return;
+        };
+        match op {
+            Op::Meta { seq } => {
+                if result.is_err() {
+                    self.local_error("meta-write", 0);
+                }
+                self.meta_inflight.remove(&seq);
+                self.pump_start_wait();
+                self.try_complete_all();
+            }
+            Op::HostWrite { host, range } => self.host_write_done(id, host, range, result),
+            Op::HostRead { host } => self.host_read_done(host, result),
+            Op::HostFlush { host } => {
+                if result.is_err() && !(self.local_error("flush", 0) && self.replicating()) {
+                    self.set_host_error(host);
+                }
+                if let Some(req) = self.hosts.get_mut(&host) {
+                    req.local = false;
+                }
+                self.try_complete(host);
+            }
+            Op::PeerWrite {
+                seq,
+                range,
+                write_ack,
+            } => {
+                self.release(id);
+                self.peer_inflight.remove(&seq);
+                match result {
+                    Ok(_) => {
+                        self.dw += range.1 - range.0;
+                        if write_ack {
+                            self.send(PeerMsg::WriteAck { seq });
+                        }
+                    }
+                    Err(_) => {
+                        self.local_error("peer-write", range.0);
+                        self.send(PeerMsg::NegAck { seq });
+                    }
+                }
+                self.check_barriers();
+            }
+            Op::BarrierFlush { nr } => {
+                if result.is_err() {
+                    self.local_error("flush", 0);
+                }
+                // After a failed flush we are Diskless and said so (State):
+                // the Primary has already marked what we did not confirm.
+                if self.has_disk() {
+                    self.send(PeerMsg::BarrierAck { nr });
+                }
+            }
+            Op::RsWrite { range } => {
+                self.release(id);
+                let len = range.1 - range.0;
+                let ok = result.is_ok();
+                if ok {
+                    self.dw += len;
+                    self.bitmap.clear_range(range.0, len);
+                } else {
+                    self.local_error("resync-write", range.0);
+                }
+                if let Some(s) = self.sync.as_mut().filter(|s| !s.source) {
+                    s.inflight.remove(&range.0);
+                    if ok {
+                        s.bytes_done += len;
+                    }
+                }
+                self.rs_pump(now);
+            }
+            Op::RsRead {
+                range,
+                digest: want,
+            } => {
+                self.release(id);
+                let (offset, len) = (range.0, (range.1 - range.0) as u32);
+                match result {
+                    Ok(Some(data)) => {
+                        self.dr += u64::from(len);
+                        // The source's own bits: the target has (or will have)
+                        // this content; its bitmap keeps the bit until written.
+                        self.bitmap.clear_range(offset, u64::from(len));
+                        if let Some(s) = self.sync.as_mut() {
+                            s.bytes_done += u64::from(len);
+                        }
+                        if want.is_some_and(|d| d == digest(&data)) {
+                            self.send(PeerMsg::RsInSync { offset, len });
+                        } else {
+                            self.send(PeerMsg::RsData { offset, data });
+                        }
+                    }
+                    _ => {
+                        self.local_error("resync-read", offset);
+                        self.send(PeerMsg::RsNegAck { offset, len });
+                    }
+                }
+            }
+            Op::CsumRead { range } => {
+                let (offset, len) = (range.0, (range.1 - range.0) as u32);
+                match result {
+                    Ok(Some(data)) => {
+                        self.dr += u64::from(len);
+                        let digest = digest(&data);
+                        self.send(PeerMsg::RsCsumRequest {
+                            offset,
+                            len,
+                            digest,
+                        });
+                    }
+                    // Cannot read our own copy: ask for the data itself.
+                    _ => self.send(PeerMsg::RsRequest { offset, len }),
+                }
+            }
+            Op::OvRead {
+                range,
+                reply_to_peer,
+            } => self.ov_read_done(range, reply_to_peer, result),
+            Op::PeerRead { id: rid } => match result {
+                Ok(Some(data)) => {
+                    self.dr += data.len() as u64;
+                    self.send(PeerMsg::ReadReply { id: rid, data });
+                }
+                _ => {
+                    self.local_error("read", 0);
+                    self.send(PeerMsg::ReadError { id: rid });
+                }
+            },
+            Op::SyncFlush => {
+                if result.is_err() {
+                    self.local_error("flush", 0);
+                }
+                self.sync_flush_pending = false;
+                if self.has_disk() {
+                    self.write_bitmap_all();
+                    self.write_md();
+                }
+            }
+        }
     }
 
+    fn set_host_error(&mut self, host: HostId) {
+        if let Some(req) = self.hosts.get_mut(&host) {
+            req.error = Some(IoError::Io);
+        }
+    }
+
+    fn host_write_done(&mut self, id: DiskId, host: HostId, range: (u64, u64), result: IoResult) {
+        self.release(id);
+        match result {
+            Ok(_) => self.dw += range.1 - range.0,
+            Err(_) => {
+                let detached = self.local_error("write", range.0);
+                let Some(req) = self.hosts.get_mut(&host) else {
+                    return;
+                };
+                req.local_failed = true;
+                // Only the peer's copy can complete it: it must be written
+                // there (protocol C semantics), else the host gets EIO.
+                match req.seq.and_then(|s| self.sent.get_mut(&s)) {
+                    Some(entry) if detached => entry.2 = true,
+                    _ if detached && req.seq.is_some() => {}
+                    _ => req.error = Some(IoError::Io),
+                }
+            }
+        }
+        if let Some(req) = self.hosts.get_mut(&host) {
+            req.local = false;
+        }
+        self.try_complete(host);
+    }
+
+    fn host_read_done(&mut self, host: HostId, result: IoResult) {
+        let Some(req) = self.hosts.get_mut(&host) else {
+            return;
+        };
+        req.local = false;
+        let HostKind::Read { offset, len } = req.kind else {
+            return;
+        };
+        match result {
+            Ok(data) => {
+                self.dr += u64::from(len);
+                req.data = data;
+            }
+            Err(_) => {
+                if !(self.local_error("read", offset) && self.read_through_peer(host, offset, len))
+                {
+                    self.set_host_error(host);
+                }
+            }
+        }
+        self.try_complete(host);
+    }
+
+    /// Secondary: acknowledge barriers whose writes are all done locally.
+    fn check_barriers(&mut self) {
+        while let Some(&(nr, last)) = self.barrier_wait.front() {
+            if self.peer_inflight.first().is_some_and(|&s| s <= last) {
+                break;
+            }
+            self.barrier_wait.pop_front();
+            if self.has_disk() {
+                self.disk(DiskIo::Flush, Op::BarrierFlush { nr });
+            } else {
+                self.send(PeerMsg::BarrierAck { nr });
+            }
+        }
+    }
+}
+
+// ---- connection and handshake -------------------------------------------
+impl Replica {
     /// The replication connection is up and authenticated.
     pub fn handle_peer_up(&mut self, now: Instant) {
-        let _ = now;
-        todo!()
-    }
-
-    pub fn handle_peer_msg(&mut self, now: Instant, msg: PeerMsg) {
-        let _ = (now, msg);
-        todo!()
+        if self.cstate == ConnState::StandAlone {
+            // We were told to stay alone; the shell raced us.
+            self.push(Action::Disconnect);
+            return;
+        }
+        self.link_up = true;
+        self.last_rx = now;
+        self.last_tx = now;
+        self.ping_sent = None;
+        self.set_cstate(ConnState::WFReportParams);
+        self.report_params();
     }
 
     /// The connection broke (or could not be made).
     pub fn handle_peer_down(&mut self, now: Instant) {
         let _ = now;
-        todo!()
+        if !self.link_up {
+            return;
+        }
+        self.teardown();
+        if self.cstate != ConnState::StandAlone {
+            self.set_cstate(ConnState::Unconnected);
+            self.push(Action::Connect);
+            self.set_cstate(ConnState::WFConnection);
+        }
+    }
+
+    /// Forgets the connection: pending peer work is failed or marked out of
+    /// sync, resync progress persisted, a Primary starts a new data generation.
+    fn teardown(&mut self) {
+        self.link_up = false;
+        self.ping_sent = None;
+        self.fail_peer_pending();
+        self.barrier_wait.clear();
+        if let Some(s) = self.sync.take() {
+            self.note(
+                "resync_interrupted",
+                format!("source={} left_kib={}", s.source, self.bitmap.count() * 4),
+            );
+            self.persist_sync_progress();
+        }
+        self.verify = None;
+        if self.role == Role::Primary && self.md.uuids.bitmap == 0 && self.has_disk() {
+            self.new_current_uuid();
+            self.write_md();
+        }
+        self.peer = None;
+        self.set_peer_role(Role::Unknown);
+        self.set_peer_dstate(DiskState::DUnknown);
+    }
+
+    /// Cleared bits reach the disk only after the data they stand for: flush,
+    /// then write the bitmap and superblock (see `Op::SyncFlush`).
+    fn persist_sync_progress(&mut self) {
+        if self.has_disk() && !self.sync_flush_pending {
+            self.sync_flush_pending = true;
+            self.disk(DiskIo::Flush, Op::SyncFlush);
+        }
+    }
+
+    /// Ends the connection on our side and stays StandAlone.
+    fn go_standalone(&mut self) {
+        self.push(Action::Disconnect);
+        if self.link_up {
+            self.teardown();
+        }
+        self.set_cstate(ConnState::StandAlone);
+    }
+
+    pub fn handle_peer_msg(&mut self, now: Instant, msg: PeerMsg) {
+        if !self.link_up {
+            return;
+        }
+        self.last_rx = now;
+        self.ping_sent = None;
+        match msg {
+            PeerMsg::ReportParams {
+                protocol,
+                usable_bytes,
+                role,
+                disk,
+                uuids,
+                dirty_blocks,
+                md_flags,
+                discard_my_data,
+            } => {
+                let peer = PeerParams {
+                    uuids,
+                    flags: flags_from_u32(md_flags),
+                    dirty_blocks,
+                };
+                self.on_report_params(
+                    now,
+                    protocol,
+                    usable_bytes,
+                    role,
+                    disk,
+                    peer,
+                    discard_my_data,
+                );
+            }
+            PeerMsg::Data {
+                seq,
+                offset,
+                data,
+                fua,
+            } => {
+                self.nr += data.len() as u64;
+                let len = data.len() as u64;
+                let io = DiskIo::Write {
+                    target: DiskTarget::Data,
+                    offset,
+                    data,
+                    fua,
+                };
+                self.on_peer_write(seq, offset, len, io, fua);
+            }
+            PeerMsg::Zero {
+                seq,
+                offset,
+                len,
+                fua,
+                discard,
+            } => {
+                let io = if discard {
+                    DiskIo::Discard { offset, len, fua }
+                } else {
+                    DiskIo::WriteZeroes { offset, len, fua }
+                };
+                self.on_peer_write(seq, offset, u64::from(len), io, fua);
+            }
+            PeerMsg::RecvAck { seq } => self.on_ack(seq, false),
+            PeerMsg::WriteAck { seq } => self.on_ack(seq, true),
+            PeerMsg::NegAck { seq } => {
+                if let Some((host, range, _)) = self.sent.remove(&seq) {
+                    self.bitmap.set_range(range.0, range.1 - range.0);
+                    self.write_bitmap_range(range.0, range.1 - range.0);
+                    let fence = self.meta_next;
+                    if let Some(req) = self.hosts.get_mut(&host) {
+                        req.peer = false;
+                        req.meta_fence = req.meta_fence.max(fence);
+                        if req.local_failed {
+                            req.error = Some(IoError::Io);
+                        }
+                    }
+                    self.try_complete(host);
+                }
+            }
+            PeerMsg::Barrier { nr } => {
+                self.barrier_wait.push_back((nr, self.last_peer_seq));
+                self.check_barriers();
+            }
+            PeerMsg::BarrierAck { nr } => {
+                self.tl.retain(|(e, _)| *e > nr);
+                let done: Vec<u64> = self.barriers.range(..=nr).map(|(k, _)| *k).collect();
+                for k in done {
+                    for host in self.barriers.remove(&k).unwrap_or_default() {
+                        if let Some(req) = self.hosts.get_mut(&host) {
+                            req.peer = false;
+                        }
+                        self.try_complete(host);
+                    }
+                }
+            }
+            PeerMsg::Bitmap {
+                first_word,
+                words,
+                last,
+            } => self.on_bitmap(now, first_word, &words, last),
+            PeerMsg::SyncUuid { uuid } => self.on_sync_uuid(now, uuid),
+            PeerMsg::RsRequest { offset, len } => self.on_rs_request(offset, len, None),
+            PeerMsg::RsCsumRequest {
+                offset,
+                len,
+                digest,
+            } => self.on_rs_request(offset, len, Some(digest)),
+            PeerMsg::RsData { offset, data } => {
+                self.nr += data.len() as u64;
+                let expected = self
+                    .sync
+                    .as_ref()
+                    .is_some_and(|s| !s.source && s.inflight.contains_key(&offset));
+                if expected && self.has_disk() {
+                    let range = (offset, offset + data.len() as u64);
+                    self.acquire(range, Job::RsWrite { offset, data });
+                } else if let Some(s) = self.sync.as_mut() {
+                    s.inflight.remove(&offset);
+                    self.rs_pump(now);
+                }
+            }
+            PeerMsg::RsInSync { offset, len } => {
+                if let Some(s) = self.sync.as_mut().filter(|s| !s.source) {
+                    s.inflight.remove(&offset);
+                    s.bytes_done += u64::from(len);
+                    self.bitmap.clear_range(offset, u64::from(len));
+                    self.rs_pump(now);
+                }
+            }
+            PeerMsg::RsNegAck { offset, len } => {
+                self.push(Action::Event(ReplEvent::IoError {
+                    op: "peer-resync-read",
+                    offset,
+                }));
+                let _ = len;
+                // The source cannot give us this range: stop here; the bits
+                // stay set and the next connection tries again.
+                self.go_standalone_then_retry();
+            }
+            PeerMsg::OvRequest { offset, len } => self.on_ov_request(offset, len),
+            PeerMsg::OvReply {
+                offset,
+                len,
+                digest,
+            } => self.on_ov_reply(offset, len, digest),
+            PeerMsg::ReadRequest { id, offset, len } => {
+                if self.has_disk() && Self::good_data(self.dstate) {
+                    let io = DiskIo::Read {
+                        target: DiskTarget::Data,
+                        offset,
+                        len,
+                    };
+                    self.disk(io, Op::PeerRead { id });
+                } else {
+                    self.send(PeerMsg::ReadError { id });
+                }
+            }
+            PeerMsg::ReadReply { id, data } => {
+                self.nr += data.len() as u64;
+                if let Some(host) = self.peer_reads.remove(&id) {
+                    if let Some(req) = self.hosts.get_mut(&host) {
+                        req.peer = false;
+                        req.data = Some(data);
+                    }
+                    self.try_complete(host);
+                }
+            }
+            PeerMsg::ReadError { id } => {
+                if let Some(host) = self.peer_reads.remove(&id) {
+                    if let Some(req) = self.hosts.get_mut(&host) {
+                        req.peer = false;
+                        req.error = Some(IoError::Io);
+                    }
+                    self.try_complete(host);
+                }
+            }
+            PeerMsg::State { role, disk } => self.on_state(now, role, disk),
+            PeerMsg::Ping => self.send(PeerMsg::PingAck),
+            PeerMsg::PingAck => {}
+        }
+    }
+
+    /// Drops the connection and asks for a new one (the peer is alive but this
+    /// connection cannot go on).
+    fn go_standalone_then_retry(&mut self) {
+        self.push(Action::Disconnect);
+        self.teardown();
+        self.set_cstate(ConnState::Unconnected);
+        self.push(Action::Connect);
+        self.set_cstate(ConnState::WFConnection);
+    }
+
+    fn on_ack(&mut self, seq: Seq, write: bool) {
+        let Some(&(host, _, need_write)) = self.sent.get(&seq) else {
+            return;
+        };
+        if need_write && !write {
+            return;
+        }
+        self.sent.remove(&seq);
+        if let Some(req) = self.hosts.get_mut(&host) {
+            req.peer = false;
+        }
+        self.try_complete(host);
+    }
+
+    fn on_peer_write(&mut self, seq: Seq, offset: u64, len: u64, io: DiskIo, fua: bool) {
+        self.last_peer_seq = seq;
+        if self.role == Role::Primary {
+            // Two Primaries: refuse to apply (it would race our own writes).
+            self.send(PeerMsg::NegAck { seq });
+            return;
+        }
+        if self.cfg.protocol == Protocol::B {
+            self.send(PeerMsg::RecvAck { seq });
+        }
+        let write_ack = self.cfg.protocol == Protocol::C || fua;
+        self.peer_inflight.insert(seq);
+        self.acquire(
+            (offset, offset + len),
+            Job::Peer {
+                seq,
+                offset,
+                io,
+                len,
+                write_ack,
+            },
+        );
+    }
+
+    fn on_state(&mut self, now: Instant, role: Role, disk: DiskState) {
+        self.set_peer_role(role);
+        self.set_peer_dstate(disk);
+        if disk == DiskState::Diskless {
+            // It cannot confirm writes any more: mark what it did not.
+            self.fail_peer_pending();
+        }
+        if disk == DiskState::UpToDate && self.sync.as_ref().is_some_and(|s| s.source) {
+            self.finish_sync_source(now);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_report_params(
+        &mut self,
+        now: Instant,
+        protocol: Protocol,
+        usable_bytes: u64,
+        role: Role,
+        disk: DiskState,
+        peer: PeerParams,
+        peer_discard: bool,
+    ) {
+        let handshake = self.cstate == ConnState::WFReportParams;
+        let renegotiate = self.cstate == ConnState::Connected;
+        self.peer = Some(peer);
+        self.set_peer_role(role);
+        if !handshake && !renegotiate {
+            self.set_peer_dstate(disk);
+            return;
+        }
+        if usable_bytes != self.cfg.layout.usable_bytes || protocol != self.cfg.protocol {
+            self.note(
+                "handshake_refused",
+                format!(
+                    "reason=mismatch size={} peer_size={} protocol={} peer_protocol={}",
+                    self.cfg.layout.usable_bytes, usable_bytes, self.cfg.protocol, protocol
+                ),
+            );
+            self.go_standalone();
+            return;
+        }
+        if renegotiate {
+            self.report_params();
+        }
+        self.set_peer_dstate(disk);
+        if role == Role::Primary && self.role == Role::Primary {
+            self.note("handshake_refused", "reason=two_primaries".into());
+            self.go_standalone();
+            return;
+        }
+        let decision = self.decide(&peer, disk, role, peer_discard);
+        self.discard_my_data = false;
+        match decision {
+            None => {}
+            Some(SyncDecision::NoSync) => self.connected_in_sync(),
+            Some(SyncDecision::Source { full }) => self.start_sync(now, true, full),
+            Some(SyncDecision::Target { full }) => self.start_sync(now, false, full),
+            Some(SyncDecision::SplitBrain | SyncDecision::Unrelated) => {
+                unreachable!("decide resolves these")
+            }
+        }
+    }
+
+    /// DRBD's uuid comparison plus what it leaves to the states: an
+    /// Inconsistent side with equal uuids syncs from a good one, split brain
+    /// goes through the after-sb policies. None: the connection was dropped.
+    fn decide(
+        &mut self,
+        peer: &PeerParams,
+        peer_disk: DiskState,
+        peer_role: Role,
+        peer_discard: bool,
+    ) -> Option<SyncDecision> {
+        let peer_view = UuidView {
+            uuids: peer.uuids,
+            flags: peer.flags,
+            dirty_blocks: peer.dirty_blocks,
+        };
+        let mut d = md::sync_decision(&self.view(), &peer_view, self.cfg.lower_node);
+        if !self.has_disk() || peer_disk == DiskState::Diskless {
+            return Some(SyncDecision::NoSync);
+        }
+        if d == SyncDecision::NoSync {
+            if self.dstate == DiskState::Inconsistent && Self::good_data(peer_disk) {
+                d = SyncDecision::Target { full: false };
+            } else if peer_disk == DiskState::Inconsistent && Self::good_data(self.dstate) {
+                d = SyncDecision::Source { full: false };
+            }
+        }
+        match d {
+            SyncDecision::Unrelated => {
+                self.note("handshake_refused", "reason=unrelated_data".into());
+                self.go_standalone();
+                None
+            }
+            SyncDecision::SplitBrain => self.split_brain(peer, peer_role, peer_discard),
+            SyncDecision::Target { .. } if self.role == Role::Primary => {
+                self.note(
+                    "handshake_refused",
+                    "reason=primary_would_be_sync_target".into(),
+                );
+                self.go_standalone();
+                None
+            }
+            SyncDecision::Source { .. } if peer_role == Role::Primary => {
+                self.note(
+                    "handshake_refused",
+                    "reason=primary_peer_would_be_sync_target".into(),
+                );
+                self.go_standalone();
+                None
+            }
+            other => Some(other),
+        }
+    }
+
+    fn connected_in_sync(&mut self) {
+        self.set_cstate(ConnState::Connected);
+        let mut changed = false;
+        if Self::good_data(self.dstate) && Self::good_data(self.peer_dstate) {
+            self.set_dstate(DiskState::UpToDate);
+            if !self.md.flags.was_up_to_date || !self.md.flags.consistent {
+                self.set_disk_good();
+                changed = true;
+            }
+            if self.bitmap.count() > 0 {
+                // Same generation on both sides: stale bits would only cause
+                // a needless resync later.
+                self.bitmap.clear_range(0, self.cfg.layout.usable_bytes);
+                self.write_bitmap_all();
+            }
+        }
+        if self.role == Role::Secondary && self.md.flags.primary_ind {
+            self.md.flags.primary_ind = false;
+            changed = true;
+        }
+        if changed {
+            self.write_md();
+        }
+        self.send_state();
+    }
+}
+
+// ---- split brain --------------------------------------------------------
+impl Replica {
+    /// Both sides changed the data. Returns the resync that resolves it, or
+    /// None when the policy says disconnect (both stay StandAlone).
+    fn split_brain(
+        &mut self,
+        peer: &PeerParams,
+        peer_role: Role,
+        peer_discard: bool,
+    ) -> Option<SyncDecision> {
+        self.push(Action::RunHandler("split-brain"));
+        let primaries =
+            usize::from(self.role == Role::Primary) + usize::from(peer_role == Role::Primary);
+        // Some(true): discard our data; Some(false): the peer's.
+        let (policy, victim_me) = if self.discard_my_data != peer_discard {
+            ("discard-my-data", Some(self.discard_my_data))
+        } else {
+            match primaries {
+                0 => (sb0_name(self.cfg.after_sb_0pri), self.sb0_victim(peer)),
+                1 => self.sb1_victim(peer),
+                _ => match self.cfg.after_sb_2pri {
+                    AfterSb2::ViolentlyAs0p => ("violently-as0p", self.sb0_victim(peer)),
+                    AfterSb2::Disconnect => ("disconnect", None),
+                    AfterSb2::CallPeerPrimaryLostAfterSb => ("call-pri-lost-after-sb", None),
+                },
+            }
+        };
+        // Never make a Primary a sync target.
+        let victim_me = victim_me
+            .filter(|&me| !(me && self.role == Role::Primary || !me && peer_role == Role::Primary));
+        let resolved = match victim_me {
+            None => "disconnect",
+            Some(true) => "discard-local",
+            Some(false) => "discard-peer",
+        };
+        self.push(Action::Event(ReplEvent::SplitBrain { policy, resolved }));
+        match victim_me {
+            None => {
+                self.go_standalone();
+                None
+            }
+            Some(true) => Some(SyncDecision::Target { full: false }),
+            Some(false) => Some(SyncDecision::Source { full: false }),
+        }
+    }
+
+    fn sb0_victim(&self, peer: &PeerParams) -> Option<bool> {
+        let (mine, theirs) = (self.reported_dirty, peer.dirty_blocks);
+        let (my_pri, peer_pri) = (self.md.uuids.current & 1 == 1, peer.uuids.current & 1 == 1);
+        match self.cfg.after_sb_0pri {
+            AfterSb0::Disconnect => None,
+            AfterSb0::DiscardNode(me) => Some(me),
+            AfterSb0::DiscardZeroChanges => match (mine == 0, theirs == 0) {
+                (true, false) => Some(true),
+                (false, true) => Some(false),
+                // Both unchanged: either copy will do.
+                (true, true) => Some(self.cfg.lower_node),
+                (false, false) => None,
+            },
+            AfterSb0::DiscardLeastChanges => Some(if mine == theirs {
+                self.cfg.lower_node
+            } else {
+                mine < theirs
+            }),
+            // The uuid's primary bit says who was Primary when the current
+            // generation started: that one is the "younger primary".
+            AfterSb0::DiscardYoungerPrimary => match (my_pri, peer_pri) {
+                (true, false) => Some(true),
+                (false, true) => Some(false),
+                _ => Some(self.cfg.lower_node),
+            },
+            AfterSb0::DiscardOlderPrimary => match (my_pri, peer_pri) {
+                (true, false) => Some(false),
+                (false, true) => Some(true),
+                _ => Some(!self.cfg.lower_node),
+            },
+        }
+    }
+
+    fn sb1_victim(&self, peer: &PeerParams) -> (&'static str, Option<bool>) {
+        let me_secondary = self.role != Role::Primary;
+        match self.cfg.after_sb_1pri {
+            AfterSb1::Disconnect => ("disconnect", None),
+            AfterSb1::DiscardSecondary => ("discard-secondary", Some(me_secondary)),
+            AfterSb1::CallPeerPrimaryLostAfterSb => ("call-pri-lost-after-sb", Some(me_secondary)),
+            AfterSb1::ViolentlyAs0p => ("violently-as0p", self.sb0_victim(peer)),
+            // Only when the 0pri rule would also discard the Secondary.
+            AfterSb1::Consensus => (
+                "consensus",
+                self.sb0_victim(peer).filter(|&me| me == me_secondary),
+            ),
+        }
+    }
+}
+
+fn sb0_name(p: AfterSb0) -> &'static str {
+    match p {
+        AfterSb0::Disconnect => "disconnect",
+        AfterSb0::DiscardYoungerPrimary => "discard-younger-primary",
+        AfterSb0::DiscardOlderPrimary => "discard-older-primary",
+        AfterSb0::DiscardZeroChanges => "discard-zero-changes",
+        AfterSb0::DiscardLeastChanges => "discard-least-changes",
+        AfterSb0::DiscardNode(_) => "discard-node",
+    }
+}
+
+// ---- resync -------------------------------------------------------------
+impl Replica {
+    fn start_sync(&mut self, now: Instant, source: bool, full: bool) {
+        if full {
+            self.bitmap.set_all();
+        }
+        if source {
+            self.set_dstate(DiskState::UpToDate);
+            self.set_peer_dstate(DiskState::Inconsistent);
+        } else {
+            self.set_dstate(DiskState::Inconsistent);
+            self.set_peer_dstate(DiskState::UpToDate);
+            self.md.flags.consistent = false;
+            self.write_md();
+        }
+        self.write_bitmap_all();
+        self.sync = Some(Resync {
+            source,
+            full,
+            started: now,
+            total_blocks: 0,
+            peer_bitmap_done: false,
+            running: false,
+            cursor: 0,
+            inflight: BTreeMap::new(),
+            tokens: RS_CHUNK_BYTES,
+            refilled: now,
+            wake_at: None,
+            bytes_done: 0,
+        });
+        self.set_cstate(if source {
+            ConnState::WFBitMapS
+        } else {
+            ConnState::WFBitMapT
+        });
+        let words = self.bitmap.words().to_vec();
+        let chunks: Vec<&[u64]> = words.chunks(BITMAP_WORDS_MAX).collect();
+        if chunks.is_empty() {
+            self.send(PeerMsg::Bitmap {
+                first_word: 0,
+                words: Vec::new(),
+                last: true,
+            });
+        }
+        for (i, chunk) in chunks.iter().enumerate() {
+            let msg = PeerMsg::Bitmap {
+                first_word: (i * BITMAP_WORDS_MAX) as u64,
+                words: chunk.to_vec(),
+                last: i + 1 == chunks.len(),
+            };
+            self.send(msg);
+        }
+    }
+
+    fn on_bitmap(&mut self, now: Instant, first_word: u64, words: &[u64], last: bool) {
+        let waiting = self.sync.as_ref().is_some_and(|s| !s.peer_bitmap_done);
+        let fits = (first_word as usize).saturating_add(words.len()) <= self.bitmap.words().len();
+        if !waiting || !fits {
+            self.note(
+                "protocol_error",
+                format!("msg=bitmap first_word={first_word}"),
+            );
+            self.go_standalone_then_retry();
+            return;
+        }
+        self.bitmap.merge_words(first_word as usize, words);
+        if !last {
+            return;
+        }
+        let total = self.bitmap.count();
+        let s = self.sync.as_mut().expect("checked above");
+        s.peer_bitmap_done = true;
+        s.total_blocks = total;
+        let (source, full) = (s.source, s.full);
+        self.sync_total_bytes = total * BLOCK_BYTES;
+        self.write_bitmap_all();
+        self.push(Action::Event(ReplEvent::SyncStart {
+            source,
+            full,
+            kib: total * BLOCK_BYTES / 1024,
+        }));
+        if source {
+            // DRBD's drbd_gen_and_send_sync_uuid: the target takes this as its
+            // current uuid, so an interrupted sync resumes bitmap-based.
+            let bm = self.md.uuids.bitmap;
+            let uuid = if bm != 0 {
+                bm.wrapping_add(UUID_NEW_BM_OFFSET)
+            } else {
+                self.random_uuid()
+            };
+            self.push_history(bm);
+            self.md.uuids.bitmap = uuid;
+            self.write_md();
+            self.send(PeerMsg::SyncUuid { uuid });
+            self.set_cstate(ConnState::SyncSource);
+        } else {
+            self.set_cstate(ConnState::WFSyncUUID);
+        }
+        let _ = now;
+    }
+
+    fn on_sync_uuid(&mut self, now: Instant, uuid: u64) {
+        if self.cstate != ConnState::WFSyncUUID {
+            self.note("protocol_error", "msg=sync_uuid".into());
+            return;
+        }
+        self.md.uuids.current = uuid;
+        self.md.uuids.bitmap = 0;
+        self.write_md();
+        self.set_cstate(ConnState::SyncTarget);
+        if let Some(s) = self.sync.as_mut() {
+            s.running = true;
+            s.refilled = now;
+        }
+        self.rs_pump(now);
+    }
+
+    fn on_rs_request(&mut self, offset: u64, len: u32, digest: Option<[u8; 32]>) {
+        let end = offset.checked_add(u64::from(len));
+        let valid = self.cstate == ConnState::SyncSource
+            && len > 0
+            && len as usize <= MAX_IO_BYTES
+            && end.is_some_and(|e| e <= self.cfg.layout.usable_bytes);
+        if !valid {
+            self.send(PeerMsg::RsNegAck { offset, len });
+            return;
+        }
+        self.acquire(
+            (offset, offset + u64::from(len)),
+            Job::RsRead {
+                offset,
+                len,
+                digest,
+            },
+        );
+    }
+
+    /// SyncTarget: keep up to RS_MAX_IN_FLIGHT requests going, within the rate.
+    fn rs_pump(&mut self, now: Instant) {
+        let rate = self.cfg.resync_rate;
+        let csums = self.cfg.csums;
+        let blocks = self.bitmap.blocks();
+        let Some(s) = self.sync.as_mut().filter(|s| !s.source && s.running) else {
+            return;
+        };
+        if rate > 0 {
+            let elapsed = now.saturating_since(s.refilled).millis();
+            let cap = RS_CHUNK_BYTES.max(rate / 10);
+            s.tokens = (s.tokens + rate.saturating_mul(elapsed) / 1000).min(cap);
+            s.refilled = now;
+        }
+        s.wake_at = None;
+        let mut requests = Vec::new();
+        let mut restarted = false;
+        while s.inflight.len() < RS_MAX_IN_FLIGHT {
+            let Some(b) = self.bitmap.next_set(s.cursor) else {
+                // Bits set behind the cursor (a failed write): go round once more.
+                if s.inflight.is_empty() && !restarted && self.bitmap.count() > 0 && s.cursor > 0 {
+                    s.cursor = 0;
+                    restarted = true;
+                    continue;
+                }
+                break;
+            };
+            let mut n = 1;
+            while n < RS_CHUNK_BYTES / BLOCK_BYTES && b + n < blocks && self.bitmap.is_set(b + n) {
+                n += 1;
+            }
+            let (offset, len) = (b * BLOCK_BYTES, n * BLOCK_BYTES);
+            if rate > 0 && s.tokens < len {
+                let ms = ((len - s.tokens) * 1000).div_ceil(rate).max(1);
+                s.wake_at = Some(now + Duration::from_millis(ms));
+                break;
+            }
+            s.tokens = s.tokens.saturating_sub(len);
+            s.inflight.insert(offset, len as u32);
+            s.cursor = b + n;
+            requests.push((offset, len as u32));
+        }
+        let finished = s.inflight.is_empty() && self.bitmap.count() == 0;
+        for (offset, len) in requests {
+            if csums {
+                let io = DiskIo::Read {
+                    target: DiskTarget::Data,
+                    offset,
+                    len,
+                };
+                self.disk(
+                    io,
+                    Op::CsumRead {
+                        range: (offset, offset + u64::from(len)),
+                    },
+                );
+            } else {
+                self.send(PeerMsg::RsRequest { offset, len });
+            }
+        }
+        if finished {
+            self.finish_sync_target(now);
+        }
+    }
+
+    fn sync_done_event(&mut self, now: Instant) {
+        if let Some(s) = self.sync.take() {
+            let ms = now.saturating_since(s.started).millis();
+            let kib = s.total_blocks * BLOCK_BYTES / 1024;
+            self.sync_rate = if ms > 0 {
+                s.total_blocks * BLOCK_BYTES * 1000 / ms
+            } else {
+                0
+            };
+            self.push(Action::Event(ReplEvent::SyncDone { kib, ms }));
+        }
+    }
+
+    fn finish_sync_target(&mut self, now: Instant) {
+        self.sync_done_event(now);
+        let peer = self.peer.map(|p| p.uuids).unwrap_or_default();
+        let sync_uuid = self.md.uuids.current;
+        self.md.uuids = Uuids {
+            current: peer.current,
+            bitmap: 0,
+            history: [sync_uuid, peer.history[0]],
+        };
+        self.set_disk_good();
+        if self.role == Role::Secondary {
+            self.md.flags.primary_ind = false;
+        }
+        self.set_dstate(DiskState::UpToDate);
+        self.set_cstate(ConnState::Connected);
+        // Durable order: data flushed, then bitmap and superblock (SyncFlush).
+        self.persist_sync_progress();
+        self.send_state();
+    }
+
+    fn finish_sync_source(&mut self, now: Instant) {
+        self.sync_done_event(now);
+        let bm = self.md.uuids.bitmap;
+        self.push_history(bm);
+        self.md.uuids.bitmap = 0;
+        if self.role == Role::Secondary {
+            self.md.flags.primary_ind = false;
+        }
+        self.set_cstate(ConnState::Connected);
+        self.write_bitmap_all();
+        self.write_md();
+    }
+}
+
+// ---- online verify ------------------------------------------------------
+impl Replica {
+    fn verify_pump(&mut self) {
+        let usable = self.cfg.layout.usable_bytes;
+        let Some(v) = self.verify.as_mut() else {
+            return;
+        };
+        let mut reqs = Vec::new();
+        while v.inflight < RS_MAX_IN_FLIGHT && v.cursor < usable {
+            let len = RS_CHUNK_BYTES.min(usable - v.cursor);
+            reqs.push((v.cursor, len as u32));
+            v.cursor += len;
+            v.inflight += 1;
+        }
+        let done = v.inflight == 0 && v.cursor >= usable;
+        let found = v.found;
+        for (offset, len) in reqs {
+            self.send(PeerMsg::OvRequest { offset, len });
+            let io = DiskIo::Read {
+                target: DiskTarget::Data,
+                offset,
+                len,
+            };
+            self.disk(
+                io,
+                Op::OvRead {
+                    range: (offset, offset + u64::from(len)),
+                    reply_to_peer: false,
+                },
+            );
+        }
+        if done {
+            self.verify = None;
+            self.push(Action::Event(ReplEvent::Note {
+                name: "verify_done",
+                detail: format!("out_of_sync_kib={}", found * BLOCK_BYTES / 1024),
+            }));
+            self.write_bitmap_all();
+            self.set_cstate(ConnState::Connected);
+            self.send_state();
+        }
+    }
+
+    fn on_ov_request(&mut self, offset: u64, len: u32) {
+        if self.cstate == ConnState::Connected {
+            self.set_cstate(ConnState::VerifyT);
+        }
+        let in_range = offset
+            .checked_add(u64::from(len))
+            .is_some_and(|e| e <= self.cfg.layout.usable_bytes);
+        if !self.has_disk() || !in_range || len as usize > MAX_IO_BYTES {
+            // A digest of nothing never matches: the range is marked.
+            self.send(PeerMsg::OvReply {
+                offset,
+                len,
+                digest: [0; 32],
+            });
+            return;
+        }
+        let io = DiskIo::Read {
+            target: DiskTarget::Data,
+            offset,
+            len,
+        };
+        self.disk(
+            io,
+            Op::OvRead {
+                range: (offset, offset + u64::from(len)),
+                reply_to_peer: true,
+            },
+        );
+    }
+
+    fn ov_read_done(&mut self, range: (u64, u64), reply_to_peer: bool, result: IoResult) {
+        let (offset, len) = (range.0, (range.1 - range.0) as u32);
+        let d = match result {
+            Ok(Some(data)) => {
+                self.dr += data.len() as u64;
+                digest(&data)
+            }
+            _ => {
+                self.local_error("verify-read", offset);
+                [0xFF; 32]
+            }
+        };
+        if reply_to_peer {
+            self.send(PeerMsg::OvReply {
+                offset,
+                len,
+                digest: d,
+            });
+            return;
+        }
+        if let Some(v) = self.verify.as_mut() {
+            v.mine.insert(offset, d);
+        }
+        self.ov_compare(offset, len);
+    }
+
+    fn on_ov_reply(&mut self, offset: u64, len: u32, d: [u8; 32]) {
+        if let Some(v) = self.verify.as_mut() {
+            v.theirs.insert(offset, d);
+        }
+        self.ov_compare(offset, len);
+    }
+
+    fn ov_compare(&mut self, offset: u64, len: u32) {
+        let Some(v) = self.verify.as_mut() else {
+            return;
+        };
+        let (Some(a), Some(b)) = (v.mine.get(&offset).copied(), v.theirs.get(&offset).copied())
+        else {
+            return;
+        };
+        v.mine.remove(&offset);
+        v.theirs.remove(&offset);
+        v.inflight -= 1;
+        if a != b {
+            v.found += u64::from(len) / BLOCK_BYTES;
+            self.bitmap.set_range(offset, u64::from(len));
+            self.push(Action::Event(ReplEvent::Note {
+                name: "verify_out_of_sync",
+                detail: format!("offset={offset} len={len}"),
+            }));
+        }
+        self.verify_pump();
+    }
+}
+
+// ---- commands, time, outputs --------------------------------------------
+impl Replica {
+    /// A host request from the NBD server. Completed later by Action::HostDone.
+    pub fn handle_host(&mut self, now: Instant, id: HostId, io: HostIo) {
+        let _ = now;
+        let usable = self.cfg.layout.usable_bytes;
+        let range_ok = |offset: u64, len: u64| {
+            len as usize <= MAX_IO_BYTES && offset.checked_add(len).is_some_and(|e| e <= usable)
+        };
+        if self.hosts.contains_key(&id) {
+            self.push(Action::HostDone {
+                id,
+                result: Err(IoError::Invalid),
+            });
+            return;
+        }
+        match io {
+            HostIo::Read { offset, len } if range_ok(offset, u64::from(len)) => {
+                if len == 0 {
+                    self.push(Action::HostDone {
+                        id,
+                        result: Ok(Some(Arc::new(Vec::new()))),
+                    });
+                } else {
+                    self.host_read(id, offset, len);
+                }
+            }
+            HostIo::Write { offset, data, fua } if range_ok(offset, data.len() as u64) => {
+                let len = data.len() as u32;
+                if len == 0 {
+                    self.push(Action::HostDone {
+                        id,
+                        result: Ok(None),
+                    });
+                } else {
+                    self.host_write(id, offset, len, Some(data), fua, false);
+                }
+            }
+            HostIo::Trim { offset, len, fua } if range_ok(offset, u64::from(len)) => {
+                self.host_write(id, offset, len, None, fua, true)
+            }
+            HostIo::WriteZeroes { offset, len, fua } if range_ok(offset, u64::from(len)) => {
+                self.host_write(id, offset, len, None, fua, false)
+            }
+            HostIo::Flush => self.host_flush(id),
+            _ => self.push(Action::HostDone {
+                id,
+                result: Err(IoError::Invalid),
+            }),
+        }
     }
 
     pub fn handle_command(&mut self, now: Instant, cmd: Command) -> Result<(), Refused> {
-        let _ = (now, cmd);
-        todo!()
+        let _ = now;
+        match cmd {
+            Command::Primary { force } => self.cmd_primary(force),
+            Command::Secondary => {
+                if self.role != Role::Primary {
+                    return Ok(());
+                }
+                if !self.hosts.is_empty() {
+                    return Err(Refused(format!(
+                        "{} host requests in flight; retry when they complete",
+                        self.hosts.len()
+                    )));
+                }
+                self.set_role(Role::Secondary);
+                self.md.flags.primary_ind = false;
+                self.write_md();
+                self.send_state();
+                Ok(())
+            }
+            Command::Connect { discard_my_data } => {
+                self.discard_my_data = discard_my_data;
+                if self.cstate == ConnState::StandAlone {
+                    self.set_cstate(ConnState::Unconnected);
+                    self.push(Action::Connect);
+                    self.set_cstate(ConnState::WFConnection);
+                }
+                Ok(())
+            }
+            Command::Disconnect => {
+                if self.cstate != ConnState::StandAlone {
+                    self.set_cstate(ConnState::Disconnecting);
+                    self.go_standalone();
+                }
+                Ok(())
+            }
+            Command::Invalidate => {
+                if self.role == Role::Primary {
+                    return Err(Refused("invalidate on a Primary: demote it first".into()));
+                }
+                if self.sync.is_some() || self.verify.is_some() {
+                    return Err(Refused(format!("busy: {}", self.cstate)));
+                }
+                if !self.has_disk() {
+                    return Err(Refused("no local disk".into()));
+                }
+                self.bitmap.set_all();
+                self.write_bitmap_all();
+                self.set_dstate(DiskState::Inconsistent);
+                self.md.flags.consistent = false;
+                self.write_md();
+                self.renegotiate();
+                Ok(())
+            }
+            Command::Verify => {
+                if self.cstate != ConnState::Connected {
+                    return Err(Refused(format!(
+                        "verify needs a Connected resource (now {})",
+                        self.cstate
+                    )));
+                }
+                if !(self.has_disk()
+                    && self.peer_dstate == DiskState::UpToDate
+                    && self.dstate == DiskState::UpToDate)
+                {
+                    return Err(Refused("verify needs both disks UpToDate".into()));
+                }
+                self.set_cstate(ConnState::VerifyS);
+                let v = Verify {
+                    cursor: 0,
+                    inflight: 0,
+                    mine: BTreeMap::new(),
+                    theirs: BTreeMap::new(),
+                    found: 0,
+                };
+                self.verify = Some(v);
+                self.verify_pump();
+                Ok(())
+            }
+        }
+    }
+
+    /// Asks the peer to compare again (our uuids or disk changed while Connected).
+    fn renegotiate(&mut self) {
+        if self.cstate == ConnState::Connected && self.link_up {
+            self.set_cstate(ConnState::WFReportParams);
+            self.report_params();
+        }
+    }
+
+    fn cmd_primary(&mut self, force: bool) -> Result<(), Refused> {
+        if self.role == Role::Primary {
+            return Ok(());
+        }
+        if self.link_up && self.peer_role == Role::Primary {
+            return Err(Refused(
+                "the peer is Primary (one Primary at a time)".into(),
+            ));
+        }
+        let syncing_target = matches!(
+            self.cstate,
+            ConnState::SyncTarget
+                | ConnState::WFBitMapT
+                | ConnState::WFSyncUUID
+                | ConnState::WFReportParams
+        );
+        let alone = !self.replicating();
+        let diskless_ok =
+            !self.has_disk() && self.replicating() && self.peer_dstate == DiskState::UpToDate;
+        let good = self.dstate == DiskState::UpToDate
+            || (alone && self.dstate == DiskState::Consistent)
+            || diskless_ok;
+        if !good && !force {
+            return Err(Refused(format!(
+                "disk is {}: not UpToDate (use --force to make this copy authoritative)",
+                self.dstate
+            )));
+        }
+        if syncing_target && !diskless_ok {
+            return Err(Refused(format!(
+                "connection is {}: wait for it to settle",
+                self.cstate
+            )));
+        }
+        if !self.has_disk() && !diskless_ok {
+            return Err(Refused("no local disk and no UpToDate peer".into()));
+        }
+        self.set_role(Role::Primary);
+        let forced = !good;
+        if forced {
+            // --force: this copy is the data from now on.
+            self.set_disk_good();
+            self.set_dstate(DiskState::UpToDate);
+            self.md.uuids.bitmap = 0;
+            self.new_current_uuid();
+            self.bitmap.set_all();
+            self.write_bitmap_all();
+        } else if self.has_disk() {
+            self.set_dstate(DiskState::UpToDate);
+            self.set_disk_good();
+            if alone && self.md.uuids.bitmap == 0 {
+                self.new_current_uuid();
+            }
+        }
+        self.md.flags.primary_ind = true;
+        self.write_md();
+        if forced && self.cstate == ConnState::Connected {
+            self.renegotiate();
+        } else {
+            self.send_state();
+        }
+        Ok(())
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        let _ = now;
-        todo!()
+        if self.link_up {
+            if let Some(sent) = self.ping_sent {
+                if now.saturating_since(sent) >= self.cfg.ping_timeout {
+                    self.note(
+                        "ping_timeout",
+                        format!("silent_ms={}", now.saturating_since(self.last_rx).millis()),
+                    );
+                    self.push(Action::Disconnect);
+                    self.set_cstate(ConnState::NetworkFailure);
+                    self.teardown();
+                    self.set_cstate(ConnState::Unconnected);
+                    self.push(Action::Connect);
+                    self.set_cstate(ConnState::WFConnection);
+                    return;
+                }
+            } else if now.saturating_since(self.last_rx) >= self.cfg.ping_interval {
+                self.ping_sent = Some(now);
+                self.send(PeerMsg::Ping);
+            }
+        }
+        if self
+            .sync
+            .as_ref()
+            .and_then(|s| s.wake_at)
+            .is_some_and(|t| t <= now)
+        {
+            self.rs_pump(now);
+        }
     }
 
+    #[must_use]
     pub fn poll_action(&mut self) -> Option<Action> {
-        todo!()
+        let a = self.actions.pop_front();
+        if matches!(a, Some(Action::Send(_))) {
+            // Sending is what the peer's idle timer sees; ours counts from rx.
+        }
+        a
     }
 
+    /// The next deadline: a ping to send or its answer to wait for, or the
+    /// resync token bucket refilling.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        todo!()
+        let ping = if self.link_up {
+            Some(match self.ping_sent {
+                Some(sent) => sent + self.cfg.ping_timeout,
+                None => self.last_rx + self.cfg.ping_interval,
+            })
+        } else {
+            None
+        };
+        let rs = self.sync.as_ref().and_then(|s| s.wake_at);
+        match (ping, rs) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     pub fn status(&self, now: Instant) -> Status {
-        let _ = now;
-        todo!()
+        let (left, rate) = match &self.sync {
+            Some(s) => {
+                let ms = now.saturating_since(s.started).millis();
+                let rate = if ms > 0 { s.bytes_done * 1000 / ms } else { 0 };
+                (self.bitmap.count() * BLOCK_BYTES, rate)
+            }
+            None => (0, self.sync_rate),
+        };
+        Status {
+            role: self.role,
+            peer_role: self.peer_role,
+            cstate: self.cstate,
+            dstate: self.dstate,
+            peer_dstate: self.peer_dstate,
+            protocol: self.cfg.protocol,
+            usable_bytes: self.cfg.layout.usable_bytes,
+            out_of_sync_bytes: self.bitmap.count() * BLOCK_BYTES,
+            sync_total_bytes: if self.sync.is_some() {
+                self.sync_total_bytes
+            } else {
+                0
+            },
+            sync_left_bytes: left,
+            sync_rate: rate,
+            ns_kib: self.ns / 1024,
+            nr_kib: self.nr / 1024,
+            dw_kib: self.dw / 1024,
+            dr_kib: self.dr / 1024,
+            ap_pending: self.hosts.len() as u64,
+        }
     }
 
     /// True when the node may be shut down without losing acknowledged data
     /// (nothing in flight to disk or peer).
     pub fn idle(&self) -> bool {
-        todo!()
+        self.hosts.is_empty()
+            && self.ops.is_empty()
+            && self.waiters.is_empty()
+            && self.start_wait.is_empty()
+            && self.sent.is_empty()
+            && self.barriers.is_empty()
+            && self.actions.is_empty()
+    }
+
+    /// Read-only views for tests, the simulation and the shell.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+    pub fn cstate(&self) -> ConnState {
+        self.cstate
+    }
+    pub fn dstate(&self) -> DiskState {
+        self.dstate
+    }
+    pub fn metadata(&self) -> &Metadata {
+        &self.md
+    }
+    pub fn bitmap(&self) -> &Bitmap {
+        &self.bitmap
     }
 }
