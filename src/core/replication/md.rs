@@ -1026,6 +1026,9 @@ pub const ACTIVITY_LOG_EXTENTS: usize = 127;
 /// the whole hot set, so the newest intact record alone says what to resync;
 /// a torn newest record falls back to the one before, which lacks only the
 /// extent whose writes had not started yet (they wait for the record).
+/// Recovery takes the union of all intact records (see
+/// [`ActivityLog::decode_extents`]): a superset of the newest, at most
+/// AL_SLOTS-1 extents more in steady state.
 mod al {
     pub const MAGIC: u32 = u32::from_le_bytes(*b"BSAL");
     pub const COUNT_AT: usize = 4;
@@ -1154,14 +1157,20 @@ impl ActivityLog {
 
     /// Extents recorded in the on-disk log (after a crash): (offset, len) ranges
     /// of data to mark out of sync. `bytes`: the whole AL area.
+    ///
+    /// The union of every intact record, not only the newest: then it does
+    /// not matter whether the sequence numbers of the crashed run were above
+    /// those of an older run whose records are still in other slots (a log
+    /// made with [`ActivityLog::new`] over a used area). Stale records only
+    /// add extents to resync; they never hide one. Sorted, no duplicates.
     pub fn decode_extents(bytes: &[u8]) -> Vec<(u64, u64)> {
-        match newest_record(bytes) {
-            Some((_, extents)) => extents
-                .into_iter()
-                .map(|e| (u64::from(e) * AL_EXTENT_BYTES, AL_EXTENT_BYTES))
-                .collect(),
-            None => Vec::new(),
-        }
+        let mut extents: Vec<u32> = intact_records(bytes).flat_map(|(_, e)| e).collect();
+        extents.sort_unstable();
+        extents.dedup();
+        extents
+            .into_iter()
+            .map(|e| (u64::from(e) * AL_EXTENT_BYTES, AL_EXTENT_BYTES))
+            .collect()
     }
 
     fn get(&mut self, offset: u64, layout: &Layout, count: bool) -> Option<(u64, Payload)> {
@@ -1232,26 +1241,27 @@ fn extent_of(offset: u64) -> u32 {
     u32::try_from(offset / AL_EXTENT_BYTES).expect("data offset below 16 PiB")
 }
 
+/// The records of an AL area whose magic and CRC are intact: (seq, extents).
+fn intact_records(bytes: &[u8]) -> impl Iterator<Item = (u64, Vec<u32>)> + '_ {
+    bytes
+        .chunks_exact(AL_SLOT_BYTES as usize)
+        .filter_map(|slot| {
+            if get_u32(slot, 0) != al::MAGIC
+                || CRC32C.checksum(&slot[..al::CRC_AT]) != get_u32(slot, al::CRC_AT)
+            {
+                return None;
+            }
+            let count = (get_u32(slot, al::COUNT_AT) as usize).min(al::CAPACITY);
+            let extents = (0..count)
+                .map(|i| get_u32(slot, al::EXTENTS_AT + 4 * i))
+                .collect();
+            Some((get_u64(slot, al::SEQ_AT), extents))
+        })
+}
+
 /// The intact record with the highest sequence number in an AL area, if any.
 fn newest_record(bytes: &[u8]) -> Option<(u64, Vec<u32>)> {
-    let mut best: Option<(u64, &[u8])> = None;
-    for slot in bytes.chunks_exact(AL_SLOT_BYTES as usize) {
-        if get_u32(slot, 0) != al::MAGIC
-            || CRC32C.checksum(&slot[..al::CRC_AT]) != get_u32(slot, al::CRC_AT)
-        {
-            continue;
-        }
-        let seq = get_u64(slot, al::SEQ_AT);
-        if best.map_or(true, |(s, _)| seq > s) {
-            best = Some((seq, slot));
-        }
-    }
-    let (seq, slot) = best?;
-    let count = (get_u32(slot, al::COUNT_AT) as usize).min(al::CAPACITY);
-    let extents = (0..count)
-        .map(|i| get_u32(slot, al::EXTENTS_AT + 4 * i))
-        .collect();
-    Some((seq, extents))
+    intact_records(bytes).max_by_key(|(seq, _)| *seq)
 }
 
 #[cfg(test)]
@@ -2297,12 +2307,17 @@ mod tests {
         // Refresh extent 0: extent 1 is now the least recently used.
         assert!(!apply(&mut area, log.touch(0, &layout)));
         assert!(apply(&mut area, log.touch(1000 * AL_EXTENT_BYTES, &layout)));
-        let hot: Vec<u64> = sorted(ActivityLog::decode_extents(&area))
+        // The newest record no longer names extent 1; older ones in the
+        // ring still do, and recovery takes their union.
+        let newest = newest_record(&area).unwrap().1;
+        assert_eq!(newest.len(), ACTIVITY_LOG_EXTENTS);
+        assert!(newest.contains(&0) && !newest.contains(&1) && newest.contains(&1000));
+        let union: Vec<u64> = ActivityLog::decode_extents(&area)
             .into_iter()
             .map(|(o, _)| o / AL_EXTENT_BYTES)
             .collect();
-        assert_eq!(hot.len(), ACTIVITY_LOG_EXTENTS);
-        assert!(hot.contains(&0) && !hot.contains(&1) && hot.contains(&1000));
+        assert_eq!(union.len(), ACTIVITY_LOG_EXTENTS + 1);
+        assert!(log.extents().all(|e| union.contains(&e)));
         // Extent 1 is cold: touching it again needs a record.
         assert!(apply(&mut area, log.touch(AL_EXTENT_BYTES, &layout)));
     }
@@ -2449,5 +2464,27 @@ mod tests {
         let expected = AL_EXTENT_BYTES / 4096 + (layout.usable_bytes - last_extent_start) / 4096;
         assert_eq!(bitmap.count(), expected);
         check_count(&bitmap);
+    }
+
+    #[test]
+    fn al_stale_records_of_an_older_run_do_not_hide_new_extents() {
+        let layout = al_layout();
+        let mut area = vec![0u8; layout.al_bytes as usize];
+        // A long older run: high sequence numbers in every slot.
+        let mut old = ActivityLog::new();
+        for e in 0..200u64 {
+            apply(&mut area, old.touch(e * AL_EXTENT_BYTES, &layout));
+        }
+        // Restarted with new() (sequence from 1) and wrote one extent.
+        let mut fresh = ActivityLog::new();
+        apply(&mut area, fresh.touch(7000 * AL_EXTENT_BYTES, &layout));
+        let extents = ActivityLog::decode_extents(&area);
+        assert!(extents.contains(&(7000 * AL_EXTENT_BYTES, AL_EXTENT_BYTES)));
+        // Bounded: the older run's 7 surviving records add at most 127 + 6.
+        assert!(
+            extents.len() <= ACTIVITY_LOG_EXTENTS + 7,
+            "{}",
+            extents.len()
+        );
     }
 }
