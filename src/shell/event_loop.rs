@@ -29,6 +29,7 @@ use super::control::{self, ConnOutcome, ControlServer, LinkStatus, Request, Stat
 use super::link::{Link, OpenError, RxContext};
 use super::log::{self as slog, log_event, LogSettings};
 use super::ping::PingProber;
+use super::replication_io::Disks;
 use super::serial::SerialLink;
 use super::takeover_io::TakeoverIo;
 use super::udp::{iface_info, UdpKind, UdpLink};
@@ -81,6 +82,8 @@ pub enum Source {
     Link(usize),
     /// A pipe of a resource agent child (the runner's token).
     Runner,
+    /// A replicated disk's socket, waker or handler pipe.
+    Disk,
     /// Not ours (ignored).
     Unknown,
 }
@@ -97,6 +100,7 @@ impl Source {
             }
             t if (LINK_FIRST..LINK_FIRST + LINKS_MAX).contains(&t) => Source::Link(t - LINK_FIRST),
             t if (RUNNER_FIRST..RUNNER_FIRST + runner::TOKENS).contains(&t) => Source::Runner,
+            t if t >= super::replication_io::TOKEN_FIRST => Source::Disk,
             _ => Source::Unknown,
         }
     }
@@ -310,6 +314,8 @@ pub struct Daemon {
     lag: LagMonitor,
     takeover: TakeoverIo,
     ping: Option<PingProber>,
+    /// The replicated disks (drbd.conf resources of this node).
+    disks: Disks,
     stop: Option<i32>,
     /// A second SIGTERM/SIGINT: exit without waiting for the release.
     force_stop: bool,
@@ -401,6 +407,7 @@ impl Daemon {
         let mut takeover =
             TakeoverIo::new(&loaded, runner_registry, RUNNER_FIRST, ping.is_some(), now)?;
         takeover.set_disk_cli(disk_cli(args, &loaded.node));
+        let disks = Disks::start(&loaded, &args.run_dir, registry, now)?;
         let mut daemon = Daemon {
             names: Names {
                 node: loaded.node.clone(),
@@ -418,6 +425,7 @@ impl Daemon {
             boot_epoch,
             takeover,
             ping,
+            disks,
             stop: None,
             force_stop: false,
             releasing: false,
@@ -503,6 +511,7 @@ impl Daemon {
                 signal: self.stop.unwrap_or(0),
             },
         );
+        self.disks.shutdown();
         self.control.remove();
         Ok(())
     }
@@ -511,9 +520,11 @@ impl Daemon {
     fn after_tokens(&mut self, now: Instant) {
         if std::mem::take(&mut self.sigchld) {
             self.takeover.on_sigchld(now);
+            self.disks.on_sigchld(now);
         }
         self.membership.handle_timeout(now);
         self.takeover.handle_timeout(now);
+        self.disks.handle_timeout(now);
         if let Some(ping) = self.ping.as_mut() {
             ping.handle_timeout(now);
         }
@@ -548,6 +559,7 @@ impl Daemon {
             .into_iter()
             .chain(self.takeover.poll_timeout())
             .chain(self.ping.as_ref().map(|p| p.poll_timeout(now)))
+            .chain(self.disks.poll_timeout())
             .chain(link_deadlines)
         {
             deadline = deadline.min(d);
@@ -585,6 +597,7 @@ impl Daemon {
                 }
             }
             Source::Runner => self.takeover.on_token(event.token()),
+            Source::Disk => self.disks.on_token(event, now),
             Source::Ping => {
                 if let Some(ping) = self.ping.as_mut() {
                     ping.on_readable(now);
@@ -635,6 +648,7 @@ impl Daemon {
             self.takeover.ping(now, local, peer);
         }
         self.takeover.step(now, &mut self.membership);
+        self.disks.drain(now);
         for _ in 0..TRANSMITS_PER_ITERATION_MAX {
             let Some(repr) = self.membership.poll_transmit(now) else {
                 break;
@@ -674,7 +688,7 @@ impl Daemon {
                 self.takeover.command(now, command);
                 format!("ok: {}\n", control::command_line(command)).into_bytes()
             }
-            Request::Disk(_) => b"error: this node has no replicated disk\n".to_vec(),
+            Request::Disk(cmd) => self.disks.answer(now, &cmd).into_bytes(),
             Request::Unknown => b"error: unknown request (try `status`, `status json`, \
 `standby all|local|foreign` or `takeover all|local|foreign`)\n"
                 .to_vec(),
@@ -710,7 +724,7 @@ impl Daemon {
             config_match: m.peer_digest().map(|d| d == self.digest),
             links,
             groups: self.takeover.status(m),
-            disks: Vec::new(),
+            disks: self.disks.status(now),
             allocations,
         }
     }

@@ -24,12 +24,27 @@ use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration as StdDuration;
 
+use std::collections::VecDeque;
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::Arc;
+
+use mio::{Registry, Token, Waker};
+
+use super::agents::runner::{self, OpDone, OpId, OpRequest, Runner, SpawnError};
 use super::agents::write_quoted;
 use super::cli::{Args, DiskCommand, DiskTarget, DiskVerb, ShellError};
+use super::config_load::Loaded;
 use super::control::{self, DiskStatus, SyncProgress};
-use crate::core::replication::engine::{ReplEvent, Status};
+use super::disk_worker::{DiskFiles, DiskWorker};
+use super::log::log_disk_line;
+use super::nbd::{self, NbdConfig, NbdServer};
+use super::repl_conn::{self, ConnEvent, ReplConn, ReplConnConfig, SendError};
+use crate::config::drbd::{self, ResolvedResource};
+use crate::core::replication::engine::{Action, Command, Refused, ReplEvent, Replica, Status};
 use crate::core::replication::md::{self, ActivityLog, Bitmap, Layout, MdError, Metadata};
-use crate::core::replication::{ConnState, DiskState, Role};
+use crate::core::replication::msg::PeerMsg;
+use crate::core::replication::{ConnState, DiskId, DiskIo, DiskState, IoResult, Payload, Role};
+use crate::time::{Duration, Instant};
 
 /// Where the NBD socket of resource `res` lives in the run dir.
 pub fn socket_path(run_dir: &Path, res: &str) -> PathBuf {
@@ -205,7 +220,7 @@ impl Store {
         Ok((md, bitmap))
     }
 
-    /// Writes fresh metadata: a new superblock (Inconsistent, generation 1),
+    /// Writes fresh metadata: a new superblock (Inconsistent, just created),
     /// a clear bitmap and an empty activity log, then fsync. Returns the usable size.
     pub fn create_md(&self) -> Result<u64, String> {
         let zero = vec![0u8; ZERO_CHUNK];
@@ -221,6 +236,7 @@ impl Store {
             }
         }
         let md = fresh_metadata(self.layout.usable_bytes);
+        debug_assert!(md.check_size(&self.layout).is_ok());
         self.write_meta(self.layout.superblock_offset, &md::encode_superblock(&md))?;
         self.meta
             .sync_all()
@@ -229,14 +245,10 @@ impl Store {
     }
 }
 
-/// The superblock of a just-created resource: no generation yet, nothing
-/// consistent (both sides start Inconsistent, as DRBD after create-md).
+/// The superblock of a just-created resource: DRBD's "just created" current
+/// identifier, nothing consistent (both sides start Inconsistent).
 pub fn fresh_metadata(usable_bytes: u64) -> Metadata {
-    Metadata {
-        usable_bytes,
-        generation: 1,
-        ..Metadata::default()
-    }
+    Metadata::created(usable_bytes)
 }
 
 /// `bascule disk create-md RES [--force]` on one opened store; the answer line.
@@ -636,7 +648,7 @@ fn wait_command(
     }
 }
 
-/// What the glue needs of a drbd.conf resource, resolved for this node.
+/// What `create-md` needs of a drbd.conf resource, resolved for this node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DiskSpec {
     /// The resource name (`repl`).
@@ -649,12 +661,44 @@ pub struct DiskSpec {
     pub meta: MetaDisk,
 }
 
-/// The drbd.conf resources of this node, in file order.
+impl DiskSpec {
+    /// From the resolved drbd.conf resource.
+    pub fn of(res: &ResolvedResource) -> DiskSpec {
+        DiskSpec {
+            name: res.name.clone(),
+            device: res.device.path.clone(),
+            disk: PathBuf::from(&res.disk),
+            meta: match &res.meta_disk {
+                drbd::MetaDisk::Internal => MetaDisk::Internal,
+                drbd::MetaDisk::External { path, index } => MetaDisk::External {
+                    path: PathBuf::from(path),
+                    index: *index,
+                },
+            },
+        }
+    }
+}
+
+/// The drbd.conf resources of this node, in file order (the whole
+/// configuration is checked first, as `run` would).
 pub fn load_specs(args: &Args, node: &str) -> Result<Vec<DiskSpec>, ShellError> {
-    let _ = (args, node);
-    Err(ShellError::Config(
-        "drbd.conf: not read yet by this build (the drbd.conf parser is being merged)".into(),
-    ))
+    let loaded = super::config_load::load(&args.config_dir, node)?;
+    let Some(conf) = loaded.drbd.as_ref() else {
+        return Err(ShellError::Config(format!(
+            "{}: no such file: the replicated disks are defined there",
+            args.config_dir
+                .join(super::config_load::DRBD_CONF)
+                .display()
+        )));
+    };
+    conf.resources_on(&loaded.node)
+        .iter()
+        .map(|r| {
+            conf.resource_for(&r.name, &loaded.node)
+                .map(|res| DiskSpec::of(&res))
+                .map_err(ShellError::Config)
+        })
+        .collect()
 }
 
 /// The resources `target` names; an unknown name is a usage error.
@@ -675,6 +719,827 @@ pub fn select<'a>(
                     known.join(", ")
                 ))
             }),
+    }
+}
+
+// ==== The running resources ====
+
+/// First token of the replicated disks: the handler runner's pipes, then
+/// [`TOKENS_PER_DISK`] per resource.
+pub const TOKEN_FIRST: usize = 512;
+/// Tokens of one resource: the disk worker's waker, the replication
+/// connection's, then the NBD server's (listener + connections).
+pub const TOKENS_PER_DISK: usize = 32;
+/// Resources this node may run (DRBD 8 allowed many; a pair of budget servers
+/// has a few).
+pub const DISKS_MAX: usize = 16;
+/// NBD tokens of one resource: what is left after the waker and the connection.
+const NBD_TOKENS: usize = TOKENS_PER_DISK - 1 - repl_conn::TOKENS;
+/// Disk worker threads per resource (I/O bound: they sleep in the kernel).
+pub const DISK_THREADS: usize = 4;
+/// Bytes of peer messages the glue holds when the connection's own queue is
+/// full; while above, no new host request is taken (the NBD server then stops
+/// reading its clients): memory stays bounded under a slow link.
+pub const SENDQ_BYTES_MAX: usize = 16 << 20;
+/// Passes of the pump per loop iteration (each pass may unlock the next).
+const PUMP_PASSES_MAX: usize = 8;
+/// Longest a drbd.conf handler may run before it is killed.
+pub const HANDLER_TIMEOUT: Duration = Duration::from_secs(60);
+/// After a failed listen (address not up yet), try again this much later.
+const LISTEN_RETRY: Duration = Duration::from_secs(2);
+
+/// The block device at drbd.conf's `device`, as the glue drives it.
+// Busy and Ready come with shell::blockdev (branch labdev): until it is merged
+// the device never appears and `disk role` never says `exposed`.
+#[allow(dead_code)]
+#[derive(Debug)]
+enum Exposure {
+    /// Nothing at `device` (Secondary, or not yet).
+    Absent,
+    /// Being set up or torn down by `blockdev` (helper thread).
+    Busy { since: Instant, up: bool },
+    /// Present: `mkfs`, `mount` work.
+    Ready,
+}
+
+/// One message for the peer, encoded once.
+struct OutMsg {
+    kind: u8,
+    header: Vec<u8>,
+    payload: Option<Payload>,
+}
+
+impl OutMsg {
+    fn bytes(&self) -> usize {
+        self.header.len() + self.payload.as_ref().map_or(0, |p| p.len())
+    }
+}
+
+/// One resource running here. See the module doc.
+pub struct ReplicationIo {
+    res: ResolvedResource,
+    minor: u32,
+    replica: Replica,
+    worker: DiskWorker,
+    conn: ReplConn,
+    nbd: NbdServer,
+    token_base: usize,
+    sendq: VecDeque<OutMsg>,
+    sendq_bytes: usize,
+    done: Vec<(DiskId, IoResult)>,
+    batch: Vec<(DiskId, DiskIo)>,
+    header: Vec<u8>,
+    exposure: Exposure,
+    /// Connect asked but the listener could not bind yet: retry at this time.
+    listen_retry: Option<Instant>,
+    role: Role,
+}
+
+/// A resource that could not start: shown in `status`, refused in commands.
+struct FailedDisk {
+    name: String,
+    minor: u32,
+    device: String,
+    error: String,
+}
+
+#[allow(clippy::large_enum_variant)]
+enum Slot {
+    Running(ReplicationIo),
+    Failed(FailedDisk),
+}
+
+impl Slot {
+    fn name(&self) -> &str {
+        match self {
+            Slot::Running(r) => &r.res.name,
+            Slot::Failed(f) => &f.name,
+        }
+    }
+}
+
+/// A handler child in flight.
+struct HandlerRun {
+    id: OpId,
+    res: String,
+    handler: &'static str,
+}
+
+/// Every replicated disk of this node, and the runner of their handlers.
+pub struct Disks {
+    slots: Vec<Slot>,
+    runner: Runner,
+    handlers: Vec<HandlerRun>,
+}
+
+impl ReplicationIo {
+    /// Opens the backing store, reads the metadata, builds the replica, binds
+    /// the NBD socket (read-only until promoted) and starts the disk worker.
+    /// Blocking (reads the metadata): call before the loop runs.
+    pub fn start(
+        res: ResolvedResource,
+        secret: &[u8],
+        run_dir: &Path,
+        registry: &Registry,
+        token_base: usize,
+        index: u32,
+        now: Instant,
+    ) -> Result<ReplicationIo, String> {
+        let spec = DiskSpec::of(&res);
+        let store = Store::open(&spec.disk, &spec.meta)?;
+        let (md, bitmap) = store.read_md(&res.name)?;
+        let layout = store.layout;
+        let waker = Waker::new(registry, Token(token_base)).map_err(|e| format!("waker: {e}"))?;
+        let files = DiskFiles {
+            data: store.data,
+            data_bytes: layout.usable_bytes,
+            meta: Some((store.meta, store.meta_base)),
+        };
+        let worker = DiskWorker::new(files, DISK_THREADS, Arc::new(waker))
+            .map_err(|e| format!("disk worker threads: {e}"))?;
+        let mut cc = ReplConnConfig::new(
+            &res.name,
+            &res.host,
+            &res.peer_host,
+            secret,
+            res.address,
+            res.peer_address,
+        );
+        cc.connect_interval = res.connect_int.max(Duration::from_millis(100));
+        cc.check()
+            .map_err(|e| format!("replication connection: {e}"))?;
+        let mut conn = ReplConn::new(cc);
+        conn.register(registry, token_base + 1)
+            .map_err(|e| format!("register connection: {e}"))?;
+        let path = socket_path(run_dir, &res.name);
+        let nbd = NbdServer::bind(
+            NbdConfig {
+                path: path.clone(),
+                name: res.name.clone(),
+                size: layout.usable_bytes,
+                read_only: true,
+                token_first: token_base + 1 + repl_conn::TOKENS,
+                tokens: NBD_TOKENS,
+                inflight_bytes_max: nbd::INFLIGHT_BYTES_MAX,
+            },
+            registry,
+        )
+        .map_err(|e| format!("NBD socket {}: {e}", path.display()))?;
+        let replica = Replica::new(res.replica_config(layout), md, bitmap, now);
+        Ok(ReplicationIo {
+            minor: res
+                .device
+                .minor
+                .unwrap_or(minor_of(&res.device.path, index)),
+            res,
+            replica,
+            worker,
+            conn,
+            nbd,
+            token_base,
+            sendq: VecDeque::new(),
+            sendq_bytes: 0,
+            done: Vec::new(),
+            batch: Vec::new(),
+            header: Vec::with_capacity(256),
+            exposure: Exposure::Absent,
+            listen_retry: None,
+            role: Role::Secondary,
+        })
+    }
+
+    fn owns(&self, token: Token) -> bool {
+        (self.token_base..self.token_base + TOKENS_PER_DISK).contains(&token.0)
+    }
+
+    fn on_token(&mut self, event: &mio::event::Event, now: Instant) {
+        let token = event.token();
+        if self.conn.owns(token) {
+            self.conn.ready(token, event, now);
+        } else if self.nbd.owns(token) {
+            self.nbd
+                .handle_event(token, event.is_readable(), event.is_writable());
+        }
+        // The waker's token needs nothing: the pump drains the worker anyway.
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.replica.poll_timeout(),
+            self.conn.poll_timeout(),
+            self.listen_retry,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        if self.replica.poll_timeout().is_some_and(|t| t <= now) {
+            self.replica.handle_timeout(now);
+        }
+        self.conn.handle_timeout(now);
+        if self.listen_retry.is_some_and(|t| t <= now) {
+            self.listen_retry = None;
+            self.connect(now);
+        }
+    }
+
+    fn connect(&mut self, now: Instant) {
+        if let Err(e) = self.conn.connect(now) {
+            // The crossover address may not be configured yet: retry quietly.
+            log::debug!(
+                "disk_listen_failed res={} address={} error={e}",
+                self.res.name,
+                self.res.address
+            );
+            self.listen_retry = Some(now + LISTEN_RETRY);
+        }
+    }
+
+    /// Moves everything that is ready: completions, peer messages, queued
+    /// sends, host requests (while the send queue has room), actions.
+    /// Returns the handlers the replica asked for.
+    fn pump(&mut self, now: Instant, handlers: &mut Vec<&'static str>) {
+        for _ in 0..PUMP_PASSES_MAX {
+            let mut work = false;
+            self.worker.drain(&mut self.done);
+            for (id, result) in self.done.drain(..) {
+                self.replica.handle_disk_done(now, id, result);
+                work = true;
+            }
+            while let Some(event) = self.conn.poll_event() {
+                work = true;
+                self.on_conn_event(now, event);
+            }
+            self.flush_sends();
+            while self.sendq_bytes < SENDQ_BYTES_MAX {
+                let Some((id, io)) = self.nbd.poll_request() else {
+                    break;
+                };
+                self.replica.handle_host(now, id, io);
+                work = true;
+            }
+            while let Some(action) = self.replica.poll_action() {
+                work = true;
+                self.act(now, action, handlers);
+            }
+            if !self.batch.is_empty() {
+                self.worker.submit_batch(self.batch.drain(..));
+            }
+            self.flush_sends();
+            self.nbd.flush();
+            if !work {
+                break;
+            }
+        }
+    }
+
+    fn on_conn_event(&mut self, now: Instant, event: ConnEvent) {
+        match event {
+            ConnEvent::Up { .. } => self.replica.handle_peer_up(now),
+            ConnEvent::Msg(kind, header, payload) => {
+                match PeerMsg::decode(kind, &header, payload) {
+                    Ok(msg) => self.replica.handle_peer_msg(now, msg),
+                    Err(e) => {
+                        // A peer speaking another dialect: drop the connection (the
+                        // engine sees it break) rather than guess.
+                        log::debug!(
+                            "disk_bad_message res={} kind={kind} error={e:?}",
+                            self.res.name
+                        );
+                        self.conn.close();
+                        self.drop_sends();
+                        self.replica.handle_peer_down(now);
+                        self.connect(now);
+                    }
+                }
+            }
+            ConnEvent::Down(reason) => {
+                log::debug!("disk_conn_down res={} reason={reason}", self.res.name);
+                self.drop_sends();
+                self.replica.handle_peer_down(now);
+            }
+            ConnEvent::Rejected { peer, reject } => {
+                let detail = format!("{peer}: {reject:?}");
+                log_disk_line(&DiskLine::Repl {
+                    res: &self.res.name,
+                    event: &ReplEvent::Note {
+                        name: "peer_rejected",
+                        detail,
+                    },
+                });
+            }
+            ConnEvent::Drained => {}
+        }
+    }
+
+    fn drop_sends(&mut self) {
+        self.sendq.clear();
+        self.sendq_bytes = 0;
+    }
+
+    fn flush_sends(&mut self) {
+        while let Some(m) = self.sendq.front() {
+            match self.conn.send(m.kind, &m.header, m.payload.clone()) {
+                Ok(()) => {
+                    let m = self.sendq.pop_front().expect("front exists");
+                    self.sendq_bytes -= m.bytes();
+                }
+                Err(SendError::Full) => return,
+                Err(SendError::NotUp) => {
+                    // The replica hears the Down event and resends what it must.
+                    self.drop_sends();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn act(&mut self, now: Instant, action: Action, handlers: &mut Vec<&'static str>) {
+        match action {
+            Action::Disk { id, io } => self.batch.push((id, io)),
+            Action::Send(msg) => {
+                self.header.clear();
+                let (kind, payload) = msg.encode(&mut self.header);
+                let m = OutMsg {
+                    kind,
+                    header: self.header.clone(),
+                    payload,
+                };
+                self.sendq_bytes += m.bytes();
+                self.sendq.push_back(m);
+                if self.sendq.len() == 1 {
+                    self.flush_sends();
+                }
+            }
+            Action::HostDone { id, result } => self.nbd.complete(id, result),
+            Action::Connect => self.connect(now),
+            Action::Disconnect => {
+                self.listen_retry = None;
+                self.conn.close();
+                self.drop_sends();
+            }
+            Action::Event(event) => {
+                log_disk_line(&DiskLine::Repl {
+                    res: &self.res.name,
+                    event: &event,
+                });
+                if let ReplEvent::Role { to, .. } = event {
+                    self.on_role(now, to);
+                }
+            }
+            Action::RunHandler(name) => handlers.push(name),
+        }
+    }
+
+    /// Primary: writable NBD export, the block device appears; Secondary:
+    /// read-only export, the block device goes.
+    fn on_role(&mut self, now: Instant, to: Role) {
+        self.role = to;
+        let primary = to == Role::Primary;
+        self.nbd.set_read_only(!primary);
+        if !primary {
+            // Clients of a demoted node must reconnect (and see READ_ONLY).
+            self.nbd.close_all();
+        }
+        self.expose(now, primary);
+    }
+
+    /// Starts setting up (`up`) or tearing down the block device.
+    fn expose(&mut self, now: Instant, up: bool) {
+        let _ = now;
+        self.exposure = match up {
+            true => Exposure::Absent,
+            false => Exposure::Absent,
+        };
+    }
+
+    fn exposed(&self) -> bool {
+        matches!(self.exposure, Exposure::Ready)
+    }
+
+    fn status(&self, now: Instant) -> DiskStatus {
+        disk_status(
+            &self.res.name,
+            self.minor,
+            &self.res.device.path,
+            &self.replica.status(now),
+            self.exposed(),
+        )
+    }
+
+    /// `disk role`: `Primary exposed`, `Primary`, `Secondary removed` or `Secondary`.
+    fn role_word(&self) -> &'static str {
+        let gone = matches!(self.exposure, Exposure::Absent);
+        match (self.role, self.exposed(), gone) {
+            (Role::Primary, true, _) => "Primary exposed",
+            (Role::Primary, false, _) => "Primary",
+            (_, _, true) => "Secondary removed",
+            _ => "Secondary",
+        }
+    }
+
+    /// Applies an operator command; Err is the refusal's reason.
+    fn command(&mut self, now: Instant, verb: &DiskVerb) -> Result<(), String> {
+        let cmd = match *verb {
+            DiskVerb::Primary { .. } if self.role == Role::Primary => return Ok(()),
+            DiskVerb::Secondary if self.role != Role::Primary => return Ok(()),
+            DiskVerb::Secondary => {
+                if let Some(why) = device_busy(&self.res.device.path) {
+                    return Err(why);
+                }
+                Command::Secondary
+            }
+            DiskVerb::Primary { force } => Command::Primary { force },
+            DiskVerb::Connect { discard_my_data } => Command::Connect { discard_my_data },
+            DiskVerb::Disconnect => Command::Disconnect,
+            DiskVerb::Invalidate => Command::Invalidate,
+            DiskVerb::Verify => Command::Verify,
+            DiskVerb::Status | DiskVerb::Role | DiskVerb::CreateMd { .. } => return Ok(()),
+        };
+        self.replica
+            .handle_command(now, cmd)
+            .map_err(|Refused(why)| why)
+    }
+
+    /// Bytes the replication connection moved (the resync test reads them).
+    pub fn wire_bytes(&self) -> (u64, u64) {
+        let s = self.conn.stats();
+        (s.bytes_sent, s.bytes_received)
+    }
+
+    fn shutdown(&mut self) {
+        self.nbd.shutdown();
+        self.conn.close();
+    }
+}
+
+/// Why the device cannot be demoted now: mounted (named with its mountpoint)
+/// or held open exclusively by someone else. None when it may go.
+pub fn device_busy(device: &str) -> Option<String> {
+    let path = Path::new(device);
+    if !path.exists() {
+        return None;
+    }
+    let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    if let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") {
+        for line in info.lines() {
+            let mountpoint = line.split(' ').nth(4).unwrap_or("");
+            let source = line
+                .split(" - ")
+                .nth(1)
+                .and_then(|rest| rest.split(' ').nth(1))
+                .unwrap_or("");
+            if source == device || Path::new(source) == real {
+                return Some(format!(
+                    "{device} is mounted on {mountpoint}: unmount it first"
+                ));
+            }
+        }
+    }
+    let meta = std::fs::metadata(&real).ok()?;
+    if !meta.file_type().is_block_device() {
+        return None;
+    }
+    match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_EXCL)
+        .open(&real)
+    {
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+            Some(format!("{device} is in use (held open): close it first"))
+        }
+        _ => None,
+    }
+}
+
+impl Disks {
+    /// Starts every drbd.conf resource of this node. A resource that cannot
+    /// start is logged (`disk_error`) and shown in `status`; the others run.
+    pub fn start(
+        loaded: &Loaded,
+        run_dir: &Path,
+        registry: &Registry,
+        now: Instant,
+    ) -> Result<Disks, ShellError> {
+        let runner_registry = registry
+            .try_clone()
+            .map_err(|e| ShellError::io("clone epoll registry", e))?;
+        let mut disks = Disks {
+            slots: Vec::new(),
+            runner: Runner::with_registry(runner_registry, TOKEN_FIRST),
+            handlers: Vec::new(),
+        };
+        let Some(conf) = loaded.drbd.as_ref() else {
+            return Ok(disks);
+        };
+        let names: Vec<String> = conf
+            .resources_on(&loaded.node)
+            .iter()
+            .map(|r| r.name.clone())
+            .collect();
+        if names.len() > DISKS_MAX {
+            return Err(ShellError::Config(format!(
+                "drbd.conf: {} resources for {}, at most {DISKS_MAX}",
+                names.len(),
+                loaded.node
+            )));
+        }
+        let authkey = loaded.config.auth.active_key().secret.clone();
+        for (i, name) in names.iter().enumerate() {
+            let res = conf
+                .resource_for(name, &loaded.node)
+                .map_err(ShellError::Config)?;
+            let secret = res
+                .shared_secret
+                .as_ref()
+                .map_or_else(|| authkey.clone(), |s| s.as_bytes().to_vec());
+            let base = TOKEN_FIRST
+                + runner::TOKENS.next_multiple_of(TOKENS_PER_DISK)
+                + i * TOKENS_PER_DISK;
+            let minor = res
+                .device
+                .minor
+                .unwrap_or(minor_of(&res.device.path, i as u32));
+            let device = res.device.path.clone();
+            let slot =
+                match ReplicationIo::start(res, &secret, run_dir, registry, base, i as u32, now) {
+                    Ok(r) => Slot::Running(r),
+                    Err(error) => {
+                        log_disk_line(&DiskLine::Error {
+                            res: name,
+                            message: &error,
+                        });
+                        Slot::Failed(FailedDisk {
+                            name: name.clone(),
+                            minor,
+                            device,
+                            error,
+                        })
+                    }
+                };
+            disks.slots.push(slot);
+        }
+        Ok(disks)
+    }
+
+    /// True for the handler runner's and every resource's tokens.
+    pub fn owns(&self, token: Token) -> bool {
+        token.0 >= TOKEN_FIRST
+            && token.0
+                < TOKEN_FIRST
+                    + runner::TOKENS.next_multiple_of(TOKENS_PER_DISK)
+                    + DISKS_MAX * TOKENS_PER_DISK
+    }
+
+    /// Readiness of one of our tokens.
+    pub fn on_token(&mut self, event: &mio::event::Event, now: Instant) {
+        let token = event.token();
+        if self.runner.owns(token) {
+            self.runner.on_token(token);
+            return;
+        }
+        for slot in self.slots.iter_mut() {
+            if let Slot::Running(r) = slot {
+                if r.owns(token) {
+                    r.on_token(event, now);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// SIGCHLD: handlers that ended.
+    pub fn on_sigchld(&mut self, now: Instant) {
+        if self.runner.running() == 0 {
+            return;
+        }
+        let done: Vec<OpDone> = self.runner.reap(now).collect();
+        for d in done {
+            let Some(i) = self.handlers.iter().position(|h| h.id == d.id) else {
+                continue;
+            };
+            let h = self.handlers.swap_remove(i);
+            let (result, code) = match d.outcome {
+                runner::Outcome::Ok => ("ok", Some(0)),
+                runner::Outcome::Failed { code } => ("failed", Some(code)),
+                runner::Outcome::Signal { signal } => ("signal", Some(signal)),
+                runner::Outcome::Timeout => ("timeout", None),
+            };
+            log_disk_line(&DiskLine::Handler {
+                res: &h.res,
+                handler: h.handler,
+                result,
+                code,
+                took_ms: d.took_ms,
+            });
+        }
+    }
+
+    /// Timers of every resource and of the handler runner.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.runner.running() > 0 {
+            self.runner.handle_timeout(now);
+        }
+        for slot in self.slots.iter_mut() {
+            if let Slot::Running(r) = slot {
+                r.handle_timeout(now);
+            }
+        }
+    }
+
+    /// Pumps every resource (see [`ReplicationIo`]) and starts the handlers
+    /// they asked for.
+    pub fn drain(&mut self, now: Instant) {
+        let mut wanted = Vec::new();
+        for i in 0..self.slots.len() {
+            let Slot::Running(r) = &mut self.slots[i] else {
+                continue;
+            };
+            r.pump(now, &mut wanted);
+            if wanted.is_empty() {
+                continue;
+            }
+            let res = r.res.clone();
+            for handler in wanted.drain(..) {
+                self.run_handler(now, &res, handler);
+            }
+        }
+    }
+
+    fn run_handler(&mut self, now: Instant, res: &ResolvedResource, handler: &'static str) {
+        let h = &res.handlers;
+        let command = match handler {
+            "split-brain" => &h.split_brain,
+            "local-io-error" => &h.local_io_error,
+            "fence-peer" => &h.fence_peer,
+            "pri-lost-after-sb" => &h.pri_lost_after_sb,
+            _ => &None,
+        };
+        let Some(command) = command else {
+            log::debug!(
+                "disk_handler res={} handler={handler}: not configured",
+                res.name
+            );
+            return;
+        };
+        let mut req = OpRequest::new("/bin/sh", &["-c", command], HANDLER_TIMEOUT);
+        // The environment DRBD 8 gives its handlers.
+        req.env = vec![
+            ("DRBD_RESOURCE".into(), res.name.clone()),
+            ("DRBD_PEER".into(), res.peer_host.clone()),
+            ("DRBD_PEERS".into(), res.peer_host.clone()),
+            (
+                "DRBD_PEER_ADDRESS".into(),
+                res.peer_address.ip().to_string(),
+            ),
+        ];
+        match self.runner.spawn(req, now) {
+            Ok(id) => self.handlers.push(HandlerRun {
+                id,
+                res: res.name.clone(),
+                handler,
+            }),
+            Err(e) => log_disk_line(&DiskLine::Handler {
+                res: &res.name,
+                handler,
+                result: if e == SpawnError::Busy {
+                    "busy"
+                } else {
+                    "spawn_failed"
+                },
+                code: None,
+                took_ms: 0,
+            }),
+        }
+    }
+
+    /// The earliest deadline of any resource or handler.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let resources = self.slots.iter().filter_map(|s| match s {
+            Slot::Running(r) => r.poll_timeout(),
+            Slot::Failed(_) => None,
+        });
+        resources.chain(self.runner.poll_timeout()).min()
+    }
+
+    /// Every resource for `status`.
+    pub fn status(&self, now: Instant) -> Vec<DiskStatus> {
+        self.slots
+            .iter()
+            .map(|s| match s {
+                Slot::Running(r) => r.status(now),
+                Slot::Failed(f) => failed_status(&f.name, f.minor, &f.device, &f.error),
+            })
+            .collect()
+    }
+
+    /// Answers a `disk ...` request from the control socket.
+    pub fn answer(&mut self, now: Instant, cmd: &DiskCommand) -> String {
+        let chosen: Vec<usize> = match &cmd.target {
+            DiskTarget::All => (0..self.slots.len()).collect(),
+            DiskTarget::One(name) => match self.slots.iter().position(|s| s.name() == name) {
+                Some(i) => vec![i],
+                None => {
+                    let known: Vec<&str> = self.slots.iter().map(Slot::name).collect();
+                    return format!(
+                        "error: no resource `{name}` runs on this node (known: {})\n",
+                        known.join(", ")
+                    );
+                }
+            },
+        };
+        match cmd.verb {
+            DiskVerb::Status => {
+                let mut out = String::new();
+                for i in chosen {
+                    let d = match &self.slots[i] {
+                        Slot::Running(r) => r.status(now),
+                        Slot::Failed(f) => failed_status(&f.name, f.minor, &f.device, &f.error),
+                    };
+                    control::render_disk(&mut out, &d);
+                }
+                return out;
+            }
+            DiskVerb::Role => {
+                let words: Vec<&str> = chosen
+                    .iter()
+                    .map(|i| match &self.slots[*i] {
+                        Slot::Running(r) => r.role_word(),
+                        Slot::Failed(_) => "Secondary removed",
+                    })
+                    .collect();
+                let all = |w: &str| words.iter().all(|x| *x == w);
+                return format!(
+                    "{}\n",
+                    if all("Primary exposed") {
+                        "Primary exposed"
+                    } else if all("Secondary removed") {
+                        "Secondary removed"
+                    } else if words.iter().any(|w| w.starts_with("Primary")) {
+                        "Primary"
+                    } else {
+                        "Secondary"
+                    }
+                );
+            }
+            DiskVerb::CreateMd { .. } => {
+                return "error: create-md works on a stopped daemon's disks (stop bascule first)\n"
+                    .into()
+            }
+            _ => {}
+        }
+        let words = cmd.request_line();
+        let command = words
+            .strip_prefix("disk ")
+            .and_then(|w| w.rsplit_once(' ').map(|(c, _)| c))
+            .unwrap_or(cmd.verb.word())
+            .to_string();
+        let mut refusals = Vec::new();
+        for i in chosen {
+            let (name, result) = match &mut self.slots[i] {
+                Slot::Running(r) => (r.res.name.clone(), r.command(now, &cmd.verb)),
+                Slot::Failed(f) => (
+                    f.name.clone(),
+                    match cmd.verb {
+                        DiskVerb::Secondary | DiskVerb::Disconnect => Ok(()),
+                        _ => Err(f.error.clone()),
+                    },
+                ),
+            };
+            log_disk_line(&DiskLine::Command {
+                res: &name,
+                command: &command,
+                result: result.as_ref().map(|_| ()).map_err(String::as_str),
+            });
+            if let Err(why) = result {
+                refusals.push(format!("{name}: {why}"));
+            }
+        }
+        // The command's effects (role events, the device) follow in this pump.
+        self.drain(now);
+        if refusals.is_empty() {
+            format!("ok: {words}\n")
+        } else {
+            format!("refused: {}\n", refusals.join("; "))
+        }
+    }
+
+    /// Whether any resource is Primary here.
+    pub fn any_primary(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|s| matches!(s, Slot::Running(r) if r.role == Role::Primary))
+    }
+
+    /// At exit: the NBD sockets go, the connections close.
+    pub fn shutdown(&mut self) {
+        for slot in self.slots.iter_mut() {
+            if let Slot::Running(r) = slot {
+                r.shutdown();
+            }
+        }
     }
 }
 
@@ -795,6 +1660,86 @@ mod tests {
             .1,
             "disk_error res=repl message=\"no metadata on /dev/hda5: run bascule disk create-md repl\""
         );
+    }
+
+    /// A sparse backing file of `mb` MiB in a fresh temp dir (removed on drop).
+    struct Backing(PathBuf);
+
+    impl Backing {
+        fn new(tag: &str, mb: u64) -> Backing {
+            let dir =
+                std::env::temp_dir().join(format!("bascule-rio-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let f = File::create(dir.join("hda5.img")).unwrap();
+            f.set_len(mb << 20).unwrap();
+            Backing(dir)
+        }
+        fn disk(&self) -> PathBuf {
+            self.0.join("hda5.img")
+        }
+    }
+
+    impl Drop for Backing {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn create_md_then_read_back_and_refuse_overwrite() {
+        let b = Backing::new("md", 64);
+        let store = Store::open(&b.disk(), &MetaDisk::Internal).unwrap();
+        let e = store.read_md("repl").unwrap_err();
+        assert!(e.contains("run bascule disk create-md repl"), "{e}");
+        let out = create_md_on(&store, "repl", false).unwrap();
+        let usable = store.layout.usable_bytes;
+        assert!(usable > 60 << 20 && usable < 64 << 20, "{usable}");
+        assert!(
+            out.contains(&format!("usable size {} KiB", usable / 1024)),
+            "{out}"
+        );
+        let (md, bitmap) = store.read_md("repl").unwrap();
+        assert_eq!(md.usable_bytes, usable);
+        assert!(!md.flags.consistent, "fresh metadata is Inconsistent");
+        assert_eq!(bitmap.count(), 0);
+        let refused = create_md_on(&store, "repl", false).unwrap_err();
+        assert_eq!(refused.exit_code(), 10, "{refused}");
+        assert!(refused.to_string().contains("--force"), "{refused}");
+        create_md_on(&store, "repl", true).unwrap();
+        // The data area is untouched by create-md: only the tail is written.
+        let data_end = store.layout.usable_bytes;
+        let mut probe = vec![1u8; 4096];
+        store
+            .data
+            .read_exact_at(&mut probe, data_end - 4096)
+            .unwrap();
+        assert!(probe.iter().all(|b| *b == 0));
+    }
+
+    #[test]
+    fn external_metadata_slot_and_size_checks() {
+        let b = Backing::new("ext", 16);
+        let meta = b.0.join("meta.img");
+        File::create(&meta).unwrap().set_len(256 << 20).unwrap();
+        let ext = MetaDisk::External {
+            path: meta.clone(),
+            index: Some(1),
+        };
+        let store = Store::open(&b.disk(), &ext).unwrap();
+        assert_eq!(store.meta_base, EXTERNAL_SLOT_BYTES);
+        assert_eq!(store.layout.usable_bytes, 16 << 20);
+        create_md_on(&store, "r1", false).unwrap();
+        assert!(store.read_md("r1").is_ok());
+        // Slot 0 is still empty.
+        let slot0 = MetaDisk::External {
+            path: meta,
+            index: Some(0),
+        };
+        let other = Store::open(&b.disk(), &slot0).unwrap();
+        assert!(other.read_md("r1").unwrap_err().contains("create-md"));
+        let missing = Store::open(&b.0.join("nope"), &MetaDisk::Internal).unwrap_err();
+        assert!(missing.contains("cannot open"), "{missing}");
     }
 
     #[test]
