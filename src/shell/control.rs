@@ -127,6 +127,10 @@ pub struct DiskStatus {
     pub out_of_sync_kib: u64,
     /// Set while a resync runs.
     pub sync: Option<SyncProgress>,
+    /// Bytes the replication connection wrote and read since start, framing
+    /// and handshakes included (what a resync really cost on the wire).
+    pub wire_sent_bytes: u64,
+    pub wire_received_bytes: u64,
     /// The block device is present at `device` (Primary only).
     pub exposed: bool,
     /// Why the resource is not running (metadata missing, disk unusable).
@@ -412,8 +416,16 @@ fn json_disk(o: &mut String, i: usize, d: &DiskStatus) {
     }
     let _ = write!(
         o,
-        ",\"out_of_sync_kib\":{},\"ns_kib\":{},\"nr_kib\":{},\"dw_kib\":{},\"dr_kib\":{},\"ap_pending\":{},\"exposed\":{}",
-        d.out_of_sync_kib, d.ns_kib, d.nr_kib, d.dw_kib, d.dr_kib, d.ap_pending, d.exposed
+        ",\"out_of_sync_kib\":{},\"ns_kib\":{},\"nr_kib\":{},\"dw_kib\":{},\"dr_kib\":{},\"ap_pending\":{},\"exposed\":{},\"wire_sent_bytes\":{},\"wire_received_bytes\":{}",
+        d.out_of_sync_kib,
+        d.ns_kib,
+        d.nr_kib,
+        d.dw_kib,
+        d.dr_kib,
+        d.ap_pending,
+        d.exposed,
+        d.wire_sent_bytes,
+        d.wire_received_bytes
     );
     o.push_str(",\"sync\":");
     match &d.sync {
@@ -800,6 +812,8 @@ mod tests {
                 speed_kib_s: 4096,
             }),
             exposed: true,
+            wire_sent_bytes: 0,
+            wire_received_bytes: 0,
             error: None,
         }
     }

@@ -43,7 +43,9 @@ use crate::config::drbd::{self, ResolvedResource};
 use crate::core::replication::engine::{Action, Command, Refused, ReplEvent, Replica, Status};
 use crate::core::replication::md::{self, ActivityLog, Bitmap, Layout, MdError, Metadata};
 use crate::core::replication::msg::PeerMsg;
-use crate::core::replication::{ConnState, DiskId, DiskIo, DiskState, IoResult, Payload, Role};
+use crate::core::replication::{
+    ConnState, DiskId, DiskIo, DiskState, HostIo, IoResult, Payload, Role,
+};
 use crate::time::{Duration, Instant};
 
 /// Where the NBD socket of resource `res` lives in the run dir.
@@ -339,6 +341,8 @@ pub fn disk_status(name: &str, minor: u32, device: &str, s: &Status, exposed: bo
             speed_kib_s: s.sync_rate / 1024,
         }),
         exposed,
+        wire_sent_bytes: 0,
+        wire_received_bytes: 0,
         error: None,
     }
 }
@@ -364,6 +368,8 @@ pub fn failed_status(name: &str, minor: u32, device: &str, error: &str) -> DiskS
         out_of_sync_kib: 0,
         sync: None,
         exposed: false,
+        wire_sent_bytes: 0,
+        wire_received_bytes: 0,
         error: Some(error.into()),
     }
 }
@@ -965,6 +971,12 @@ impl ReplicationIo {
             let mut work = false;
             self.worker.drain(&mut self.done);
             for (id, result) in self.done.drain(..) {
+                log::trace!(
+                    "disk_done res={} id={} ok={}",
+                    self.res.name,
+                    id.0,
+                    result.is_ok()
+                );
                 self.replica.handle_disk_done(now, id, result);
                 work = true;
             }
@@ -977,6 +989,15 @@ impl ReplicationIo {
                 let Some((id, io)) = self.nbd.poll_request() else {
                     break;
                 };
+                if log::log_enabled!(log::Level::Trace) {
+                    let what = match &io {
+                        HostIo::Write { offset, data, fua } => {
+                            format!("write offset={offset} len={} fua={fua}", data.len())
+                        }
+                        other => format!("{other:?}"),
+                    };
+                    log::trace!("disk_host res={} id={} {what}", self.res.name, id.0);
+                }
                 self.replica.handle_host(now, id, io);
                 work = true;
             }
@@ -1057,6 +1078,13 @@ impl ReplicationIo {
     }
 
     fn act(&mut self, now: Instant, action: Action, handlers: &mut Vec<&'static str>) {
+        if log::log_enabled!(log::Level::Trace) {
+            log::trace!(
+                "disk_action res={} {}",
+                self.res.name,
+                action_summary(&action)
+            );
+        }
         match action {
             Action::Disk { id, io } => self.batch.push((id, io)),
             Action::Send(msg) => {
@@ -1120,13 +1148,15 @@ impl ReplicationIo {
     }
 
     fn status(&self, now: Instant) -> DiskStatus {
-        disk_status(
+        let mut d = disk_status(
             &self.res.name,
             self.minor,
             &self.res.device.path,
             &self.replica.status(now),
             self.exposed(),
-        )
+        );
+        (d.wire_sent_bytes, d.wire_received_bytes) = self.wire_bytes();
+        d
     }
 
     /// `disk role`: `Primary exposed`, `Primary`, `Secondary removed` or `Secondary`.
@@ -1172,6 +1202,38 @@ impl ReplicationIo {
     fn shutdown(&mut self) {
         self.nbd.shutdown();
         self.conn.close();
+    }
+}
+
+/// One line for a trace of the replica's actions (no payload bytes).
+fn action_summary(action: &Action) -> String {
+    match action {
+        Action::Disk { id, io } => match io {
+            DiskIo::Write {
+                target,
+                offset,
+                data,
+                fua,
+            } => format!(
+                "disk id={} write {target:?} offset={offset} len={} fua={fua}",
+                id.0,
+                data.len()
+            ),
+            other => format!("disk id={} {other:?}", id.0),
+        },
+        Action::Send(msg) => {
+            let mut h = Vec::new();
+            let (kind, payload) = msg.encode(&mut h);
+            format!(
+                "send kind={kind} header_len={} payload={}",
+                h.len(),
+                payload.map_or(0, |p| p.len())
+            )
+        }
+        Action::HostDone { id, result } => {
+            format!("host_done id={} ok={}", id.0, result.is_ok())
+        }
+        other => format!("{other:?}"),
     }
 }
 
