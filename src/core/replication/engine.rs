@@ -261,6 +261,8 @@ struct HostReq {
     local: bool,
     /// Offsets `ActivityLog::acquire`d for this write, released at completion.
     al_offsets: Vec<u64>,
+    /// A write not issued yet (waiting for its AL record or the range lock).
+    queued: bool,
     /// Waiting for the peer (ack, barrier ack, read reply).
     peer: bool,
     /// Not acknowledged before every metadata write with a smaller seq is done.
@@ -776,7 +778,7 @@ impl Replica {
         let Some(req) = self.hosts.get(&id) else {
             return;
         };
-        if req.local || req.peer || !self.meta_done_before(req.meta_fence) {
+        if req.queued || req.local || req.peer || !self.meta_done_before(req.meta_fence) {
             return;
         }
         let result = match req.error {
@@ -798,6 +800,7 @@ impl Replica {
             kind,
             local: false,
             al_offsets: Vec::new(),
+            queued: false,
             peer: false,
             meta_fence: 0,
             seq: None,
@@ -877,6 +880,9 @@ impl Replica {
                 discard,
             },
         );
+        if let Some(req) = self.hosts.get_mut(&id) {
+            req.queued = true;
+        }
         self.start_wait.push_back((None, id));
         self.pump_start_wait();
     }
@@ -981,6 +987,7 @@ impl Replica {
         let replicate = self.replicating();
         let req = self.hosts.get_mut(&id).expect("checked above");
         req.local = local.is_some();
+        req.queued = false;
         if replicate {
             let seq = self.next_seq;
             self.next_seq += 1;
