@@ -186,7 +186,9 @@ pub struct Cluster {
     q: [VecDeque<(Instant, Wire)>; 2],
     /// False: the link is cut (no connection can be made; an open one broke).
     pub net_up: bool,
-    /// True: the link silently drops everything (the peers notice by pings).
+    /// True: the link delivers nothing for now, as TCP over a dead path: what
+    /// is sent waits, and arrives in order when the path heals, unless a peer
+    /// gave up on the connection first (pings).
     pub silent: bool,
     connect_at: Option<Instant>,
     pub disk_latency_ms: u64,
@@ -423,7 +425,7 @@ impl Cluster {
                 if let PeerMsg::RsData { data, .. } = &msg {
                     self.nodes[i].rs_data_sent += data.len() as u64;
                 }
-                if !self.conn || self.silent {
+                if !self.conn {
                     return;
                 }
                 let mut header = Vec::new();
@@ -468,7 +470,7 @@ impl Cluster {
             for (due, _, _) in &n.disk_q {
                 take(*due);
             }
-            if let Some((due, _)) = self.q[i].front() {
+            if let Some((due, _)) = self.q[i].front().filter(|_| !self.silent) {
                 take(*due);
             }
             if let Some(to) = n.replica.as_ref().and_then(|r| r.poll_timeout()) {
@@ -529,7 +531,7 @@ impl Cluster {
                 self.drain(i);
             }
             // Messages from i to the other.
-            while self.q[i].front().is_some_and(|(due, _)| *due <= now) {
+            while !self.silent && self.q[i].front().is_some_and(|(due, _)| *due <= now) {
                 let (_, (kind, header, payload)) = self.q[i].pop_front().expect("checked");
                 let msg = PeerMsg::decode(kind, &header, payload).expect("every message decodes");
                 let j = 1 - i;
@@ -1154,7 +1156,15 @@ impl Run {
         }
         self.last_compare = self.c.now;
         match self.c.first_difference() {
-            Some(b) => Err(format!("both UpToDate and Connected but block {b} differs")),
+            Some(b) => {
+                let tag = |i: usize| tag_of(&self.c.nodes[i].data.read(b * BLOCK_BYTES, BLOCK_BYTES));
+                Err(format!(
+                    "both UpToDate and Connected but block {b} differs: A {:?} B {:?} acked {:#x}",
+                    tag(0),
+                    tag(1),
+                    self.client.blocks[b as usize].acked
+                ))
+            }
             None => Ok(()),
         }
     }

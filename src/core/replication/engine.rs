@@ -1311,7 +1311,6 @@ impl Replica {
                 range,
                 digest: want,
             } => {
-                self.release(id);
                 let (offset, len) = (range.0, (range.1 - range.0) as u32);
                 match result {
                     Ok(Some(data)) => {
@@ -1333,6 +1332,10 @@ impl Replica {
                         self.send(PeerMsg::RsNegAck { offset, len });
                     }
                 }
+                // Only now: a host write waiting for this range must send its
+                // Data after our RsData, or the target would apply them in the
+                // wrong order.
+                self.release(id);
             }
             Op::CsumRead { range } => {
                 let (offset, len) = (range.0, (range.1 - range.0) as u32);
