@@ -859,6 +859,7 @@ impl Run {
             self.c.now = self.c.now.max(limit);
             self.collect()?;
             let now = self.c.now;
+            #[allow(clippy::needless_range_loop)]
             for i in 0..2 {
                 if self.restart_at[i].is_some_and(|t| t <= now) {
                     self.restart_at[i] = None;
@@ -1098,6 +1099,7 @@ impl Run {
 
     /// Takes the host completions and checks them.
     fn collect(&mut self) -> Check {
+        #[allow(clippy::needless_range_loop)]
         for i in 0..2 {
             for (id, result) in std::mem::take(&mut self.c.nodes[i].host_done) {
                 let Some((node, op)) = self.client.inflight.remove(&id.0) else {
@@ -1157,7 +1159,8 @@ impl Run {
         self.last_compare = self.c.now;
         match self.c.first_difference() {
             Some(b) => {
-                let tag = |i: usize| tag_of(&self.c.nodes[i].data.read(b * BLOCK_BYTES, BLOCK_BYTES));
+                let tag =
+                    |i: usize| tag_of(&self.c.nodes[i].data.read(b * BLOCK_BYTES, BLOCK_BYTES));
                 Err(format!(
                     "both UpToDate and Connected but block {b} differs: A {:?} B {:?} acked {:#x}",
                     tag(0),

@@ -2223,11 +2223,9 @@ impl Replica {
         if let Some(s) = self.sync.take() {
             let ms = now.saturating_since(s.started).millis();
             let kib = s.total_blocks * BLOCK_BYTES / 1024;
-            self.sync_rate = if ms > 0 {
-                s.total_blocks * BLOCK_BYTES * 1000 / ms
-            } else {
-                0
-            };
+            self.sync_rate = (s.total_blocks * BLOCK_BYTES * 1000)
+                .checked_div(ms)
+                .unwrap_or(0);
             self.push(Action::Event(ReplEvent::SyncDone { kib, ms }));
         }
     }
@@ -2661,7 +2659,7 @@ impl Replica {
         let (left, rate) = match &self.sync {
             Some(s) => {
                 let ms = now.saturating_since(s.started).millis();
-                let rate = if ms > 0 { s.bytes_done * 1000 / ms } else { 0 };
+                let rate = (s.bytes_done * 1000).checked_div(ms).unwrap_or(0);
                 (self.bitmap.count() * BLOCK_BYTES, rate)
             }
             None => (0, self.sync_rate),
