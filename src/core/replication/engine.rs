@@ -34,7 +34,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::md::{
-    self, ActivityLog, Bitmap, Layout, MdFlags, Metadata, SyncDecision, UuidView, Uuids,
+    self, ActivityLog, Bitmap, Discard, Layout, MdFlags, Metadata, SyncDecision, UuidView, Uuids,
 };
 use super::msg::{PeerMsg, Seq, BITMAP_WORDS_MAX};
 use super::{
@@ -51,8 +51,6 @@ pub const RS_CHUNK_BYTES: u64 = 128 << 10;
 /// Replicated writes per epoch before the Primary closes it with a barrier
 /// (bounds the transfer log and what a peer crash can cost).
 pub const EPOCH_WRITES_MAX: usize = 64;
-/// DRBD's offset between successive bitmap uuids of the same source.
-const UUID_NEW_BM_OFFSET: u64 = 1 << 48;
 
 /// `after-sb-0pri` (no primary when split brain is detected).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -230,27 +228,6 @@ pub struct Status {
     pub ap_pending: u64,
 }
 
-/// MDF bits as carried in `ReportParams::md_flags`.
-fn flags_to_u32(f: &MdFlags) -> u32 {
-    u32::from(f.consistent)
-        | u32::from(f.was_up_to_date) << 1
-        | u32::from(f.primary_ind) << 2
-        | u32::from(f.connected_ind) << 3
-        | u32::from(f.peer_out_dated) << 4
-        | u32::from(f.full_sync) << 5
-}
-
-fn flags_from_u32(v: u32) -> MdFlags {
-    MdFlags {
-        consistent: v & 1 != 0,
-        was_up_to_date: v & 2 != 0,
-        primary_ind: v & 4 != 0,
-        connected_ind: v & 8 != 0,
-        peer_out_dated: v & 16 != 0,
-        full_sync: v & 32 != 0,
-    }
-}
-
 fn digest(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
@@ -282,6 +259,10 @@ struct HostReq {
     kind: HostKind,
     /// Waiting for the local disk (write, read, flush).
     local: bool,
+    /// Offsets `ActivityLog::acquire`d for this write, released at completion.
+    al_offsets: Vec<u64>,
+    /// A write not issued yet (waiting for its AL record or the range lock).
+    queued: bool,
     /// Waiting for the peer (ack, barrier ack, read reply).
     peer: bool,
     /// Not acknowledged before every metadata write with a smaller seq is done.
@@ -427,8 +408,13 @@ pub struct Replica {
     next_disk: u64,
     ops: BTreeMap<DiskId, Op>,
     hosts: BTreeMap<HostId, HostReq>,
-    /// Host writes waiting for earlier metadata writes before they start.
-    start_wait: VecDeque<(u64, HostId)>,
+    /// Host writes in arrival order, waiting for the activity-log reset and
+    /// then for the metadata writes issued before them (their AL records
+    /// among them): (fence once their AL records are issued, id).
+    start_wait: VecDeque<(Option<u64>, HostId)>,
+    /// The AL area is zeroed once the metadata writes before this fence are
+    /// done (see `new`); host writes wait until then.
+    al_reset_fence: Option<u64>,
     /// Range lock: holders (range, disk id) and FIFO waiters.
     holders: Vec<((u64, u64), DiskId)>,
     waiters: VecDeque<((u64, u64), Job)>,
@@ -515,6 +501,7 @@ impl Replica {
             ops: BTreeMap::new(),
             hosts: BTreeMap::new(),
             start_wait: VecDeque::new(),
+            al_reset_fence: None,
             holders: Vec::new(),
             waiters: VecDeque::new(),
             meta_next: 0,
@@ -547,6 +534,17 @@ impl Replica {
             dw: 0,
             dr: 0,
         };
+        // We start Secondary: the uuid's primary bit says so (md compares it).
+        r.md.uuids.set_primary(false);
+        // The AL area may hold records of an earlier run whose sequence
+        // numbers a fresh log would lose to after a crash. The shell marked
+        // their extents in `bitmap` when we crashed as Primary: make those bits
+        // durable first, then zero the area; host writes wait for both.
+        if r.md.flags.primary_ind {
+            r.write_bitmap_all();
+        }
+        r.al_reset_fence = Some(r.meta_next);
+        r.pump_start_wait();
         r.push(Action::Event(ReplEvent::Disk {
             from: DiskState::Diskless,
             to: dstate,
@@ -708,42 +706,37 @@ impl Replica {
         }
     }
 
-    fn push_history(&mut self, uuid: u64) {
-        if uuid != 0 {
-            self.md.uuids.history[1] = self.md.uuids.history[0];
-            self.md.uuids.history[0] = uuid;
-        }
-    }
-
-    /// DRBD's drbd_uuid_new_current: the data diverges from what the peer
-    /// has; the old current uuid becomes the bitmap uuid (the base the bitmap
-    /// counts from) unless the bitmap already tracks an older base.
+    /// DRBD's drbd_uuid_new_current (md's rules), logged.
     fn new_current_uuid(&mut self) {
-        if self.md.uuids.bitmap == 0 {
-            self.md.uuids.bitmap = self.md.uuids.current;
-        } else {
-            let old = self.md.uuids.current;
-            self.push_history(old);
-        }
-        self.md.uuids.current = self.random_uuid() | u64::from(self.role == Role::Primary);
+        let fresh = self.random_uuid();
+        self.md.uuids.new_current(fresh);
         self.note(
             "new_current_uuid",
             format!("uuid={:016x}", self.md.uuids.current),
         );
     }
 
+    /// The peer's data became unreachable: a Primary starts a new generation
+    /// (md's `lost_peer`), written before anything else is acknowledged.
+    fn lost_peer(&mut self) {
+        let fresh = self.random_uuid();
+        let (primary, up) = (
+            self.role == Role::Primary,
+            self.dstate == DiskState::UpToDate,
+        );
+        if self.has_disk() && self.md.uuids.lost_peer(fresh, primary, up) {
+            self.note(
+                "new_current_uuid",
+                format!("uuid={:016x}", self.md.uuids.current),
+            );
+            self.write_md();
+        }
+    }
+
     fn set_disk_good(&mut self) {
         self.md.flags.consistent = true;
         self.md.flags.was_up_to_date = true;
         self.md.flags.full_sync = false;
-    }
-
-    fn view(&self) -> UuidView {
-        UuidView {
-            uuids: self.md.uuids,
-            flags: self.md.flags,
-            dirty_blocks: self.bitmap.count(),
-        }
     }
 
     fn report_params(&mut self) {
@@ -755,7 +748,7 @@ impl Replica {
             disk: self.dstate,
             uuids: self.md.uuids,
             dirty_blocks: self.bitmap.count(),
-            md_flags: flags_to_u32(&self.md.flags),
+            md_flags: self.md.flags.to_bits(),
             discard_my_data: self.discard_my_data,
         };
         self.send(msg);
@@ -772,7 +765,11 @@ impl Replica {
 // ---- host requests ------------------------------------------------------
 impl Replica {
     fn host_done(&mut self, id: HostId, result: IoResult) {
-        self.hosts.remove(&id);
+        if let Some(req) = self.hosts.remove(&id) {
+            for at in req.al_offsets {
+                self.al.release(at);
+            }
+        }
         self.push(Action::HostDone { id, result });
     }
 
@@ -781,7 +778,7 @@ impl Replica {
         let Some(req) = self.hosts.get(&id) else {
             return;
         };
-        if req.local || req.peer || !self.meta_done_before(req.meta_fence) {
+        if req.queued || req.local || req.peer || !self.meta_done_before(req.meta_fence) {
             return;
         }
         let result = match req.error {
@@ -802,6 +799,8 @@ impl Replica {
         let req = HostReq {
             kind,
             local: false,
+            al_offsets: Vec::new(),
+            queued: false,
             peer: false,
             meta_fence: 0,
             seq: None,
@@ -881,28 +880,61 @@ impl Replica {
                 discard,
             },
         );
+        if let Some(req) = self.hosts.get_mut(&id) {
+            req.queued = true;
+        }
+        self.start_wait.push_back((None, id));
+        self.pump_start_wait();
+    }
+
+    /// Activity log first: the extents a write touches are recorded on disk
+    /// before any of its data may reach the disk. Returns the fence.
+    fn al_acquire(&mut self, id: HostId) -> u64 {
+        let range = match self.hosts.get(&id).map(|r| &r.kind) {
+            Some(HostKind::Write { offset, len, .. }) => {
+                (*offset, *offset + u64::from(*len).max(1) - 1)
+            }
+            _ => return self.meta_next,
+        };
         if self.has_disk() {
-            // Activity log first: the extents this write touches are recorded
-            // on disk before any of its data may reach the disk.
-            let last = offset + u64::from(len).max(1) - 1;
-            for at in [offset, last] {
-                if let Some((off, rec)) = self.al.touch(at, &self.cfg.layout) {
+            let mut offsets = vec![range.0];
+            if range.1 / md::AL_EXTENT_BYTES != range.0 / md::AL_EXTENT_BYTES {
+                offsets.push(range.1);
+            }
+            for &at in &offsets {
+                if let Some((off, rec)) = self.al.acquire(at, &self.cfg.layout) {
                     let base = self.cfg.layout.al_offset;
                     self.meta_write(base + off, rec);
                 }
             }
+            if let Some(req) = self.hosts.get_mut(&id) {
+                req.al_offsets = offsets;
+            }
         }
-        let fence = self.meta_next;
-        if self.start_wait.is_empty() && self.meta_done_before(fence) {
-            self.start_host_write(id);
-        } else {
-            self.start_wait.push_back((fence, id));
-        }
+        self.meta_next
     }
 
     /// Starts the host writes whose metadata fence is passed, in order.
     fn pump_start_wait(&mut self) {
+        if let Some(fence) = self.al_reset_fence {
+            if self.has_disk() && !self.meta_done_before(fence) {
+                return;
+            }
+            self.al_reset_fence = None;
+            if self.has_disk() {
+                let (at, len) = (self.cfg.layout.al_offset, self.cfg.layout.al_bytes);
+                self.meta_write(at, Arc::new(vec![0; len as usize]));
+            }
+        }
         while let Some(&(fence, id)) = self.start_wait.front() {
+            let fence = match fence {
+                Some(f) => f,
+                None => {
+                    let f = self.al_acquire(id);
+                    self.start_wait[0].0 = Some(f);
+                    f
+                }
+            };
             if !self.meta_done_before(fence) {
                 break;
             }
@@ -955,6 +987,7 @@ impl Replica {
         let replicate = self.replicating();
         let req = self.hosts.get_mut(&id).expect("checked above");
         req.local = local.is_some();
+        req.queued = false;
         if replicate {
             let seq = self.next_seq;
             self.next_seq += 1;
@@ -1278,7 +1311,6 @@ impl Replica {
                 range,
                 digest: want,
             } => {
-                self.release(id);
                 let (offset, len) = (range.0, (range.1 - range.0) as u32);
                 match result {
                     Ok(Some(data)) => {
@@ -1300,6 +1332,10 @@ impl Replica {
                         self.send(PeerMsg::RsNegAck { offset, len });
                     }
                 }
+                // Only now: a host write waiting for this range must send its
+                // Data after our RsData, or the target would apply them in the
+                // wrong order.
+                self.release(id);
             }
             Op::CsumRead { range } => {
                 let (offset, len) = (range.0, (range.1 - range.0) as u32);
@@ -1460,10 +1496,7 @@ impl Replica {
             self.persist_sync_progress();
         }
         self.verify = None;
-        if self.role == Role::Primary && self.md.uuids.bitmap == 0 && self.has_disk() {
-            self.new_current_uuid();
-            self.write_md();
-        }
+        self.lost_peer();
         self.peer = None;
         self.set_peer_role(Role::Unknown);
         self.set_peer_dstate(DiskState::DUnknown);
@@ -1506,7 +1539,7 @@ impl Replica {
             } => {
                 let peer = PeerParams {
                     uuids,
-                    flags: flags_from_u32(md_flags),
+                    flags: MdFlags::from_bits(md_flags),
                     dirty_blocks,
                 };
                 self.on_report_params(
@@ -1704,6 +1737,12 @@ impl Replica {
             self.send(PeerMsg::RecvAck { seq });
         }
         let write_ack = self.cfg.protocol == Protocol::C || fua;
+        if self.peer_dstate == DiskState::Diskless {
+            // A Diskless Primary writes through us: its old disk will need
+            // these blocks when it comes back.
+            self.bitmap.set_range(offset, len);
+            self.write_bitmap_range(offset, len);
+        }
         self.peer_inflight.insert(seq);
         self.acquire(
             (offset, offset + len),
@@ -1718,11 +1757,27 @@ impl Replica {
     }
 
     fn on_state(&mut self, now: Instant, role: Role, disk: DiskState) {
+        let was = self.peer_dstate;
+        if matches!(self.cstate, ConnState::VerifyT) {
+            self.set_cstate(ConnState::Connected);
+        }
         self.set_peer_role(role);
         self.set_peer_dstate(disk);
-        if disk == DiskState::Diskless {
-            // It cannot confirm writes any more: mark what it did not.
+        if disk == DiskState::Diskless && was != DiskState::Diskless {
+            // It cannot confirm writes any more: mark what it did not. Its
+            // old disk may come back later: start a new data generation so
+            // the next handshake sees that this copy moved on.
             self.fail_peer_pending();
+            if self.role == Role::Primary {
+                self.lost_peer();
+            } else if self.has_disk()
+                && self.md.uuids.bitmap == 0
+                && self.dstate == DiskState::UpToDate
+            {
+                // A Diskless Primary writes through us from now on.
+                self.new_current_uuid();
+                self.write_md();
+            }
         }
         if disk == DiskState::UpToDate && self.sync.as_ref().is_some_and(|s| s.source) {
             self.finish_sync_source(now);
@@ -1781,9 +1836,10 @@ impl Replica {
         }
     }
 
-    /// DRBD's uuid comparison plus what it leaves to the states: an
-    /// Inconsistent side with equal uuids syncs from a good one, split brain
-    /// goes through the after-sb policies. None: the connection was dropped.
+    /// DRBD's uuid comparison (md::compare, with its disk-state override),
+    /// split brain through the after-sb policies, and the engine's own
+    /// refusals (a Primary never becomes SyncTarget, an inconsistent side
+    /// never SyncSource). None: the connection was dropped.
     fn decide(
         &mut self,
         peer: &PeerParams,
@@ -1791,47 +1847,56 @@ impl Replica {
         peer_role: Role,
         peer_discard: bool,
     ) -> Option<SyncDecision> {
-        let peer_view = UuidView {
+        if !self.has_disk() || peer_disk == DiskState::Diskless {
+            return Some(SyncDecision::NoSync);
+        }
+        let local = UuidView {
+            uuids: self.md.uuids,
+            flags: self.md.flags,
+            dirty_blocks: self.reported_dirty,
+        };
+        let remote = UuidView {
             uuids: peer.uuids,
             flags: peer.flags,
             dirty_blocks: peer.dirty_blocks,
         };
-        let mut d = md::sync_decision(&self.view(), &peer_view, self.cfg.lower_node);
-        if !self.has_disk() || peer_disk == DiskState::Diskless {
-            return Some(SyncDecision::NoSync);
+        let cmp = md::compare(&local, &remote, self.cfg.lower_node);
+        self.note(
+            "sync_decision",
+            format!(
+                "rule={} decision={:?} by_disk_state={}",
+                cmp.rule, cmp.decision, cmp.by_disk_state
+            ),
+        );
+        if let Some(fixed) = cmp.fixed_local {
+            self.md.uuids = fixed;
+            self.write_md();
         }
-        if d == SyncDecision::NoSync {
-            if self.dstate == DiskState::Inconsistent && Self::good_data(peer_disk) {
-                d = SyncDecision::Target { full: false };
-            } else if peer_disk == DiskState::Inconsistent && Self::good_data(self.dstate) {
-                d = SyncDecision::Source { full: false };
+        let d = match cmp.decision {
+            SyncDecision::Unrelated => return self.refuse("unrelated_data"),
+            SyncDecision::SplitBrain => {
+                return self.split_brain(&local, &remote, peer_role, peer_discard)
             }
-        }
+            d => d,
+        };
         match d {
-            SyncDecision::Unrelated => {
-                self.note("handshake_refused", "reason=unrelated_data".into());
-                self.go_standalone();
-                None
+            SyncDecision::Source { .. } if !self.md.flags.consistent => {
+                self.refuse("inconsistent_would_be_sync_source")
             }
-            SyncDecision::SplitBrain => self.split_brain(peer, peer_role, peer_discard),
             SyncDecision::Target { .. } if self.role == Role::Primary => {
-                self.note(
-                    "handshake_refused",
-                    "reason=primary_would_be_sync_target".into(),
-                );
-                self.go_standalone();
-                None
+                self.refuse("primary_would_be_sync_target")
             }
             SyncDecision::Source { .. } if peer_role == Role::Primary => {
-                self.note(
-                    "handshake_refused",
-                    "reason=primary_peer_would_be_sync_target".into(),
-                );
-                self.go_standalone();
-                None
+                self.refuse("primary_peer_would_be_sync_target")
             }
             other => Some(other),
         }
+    }
+
+    fn refuse(&mut self, reason: &str) -> Option<SyncDecision> {
+        self.note("handshake_refused", format!("reason={reason}"));
+        self.go_standalone();
+        None
     }
 
     fn connected_in_sync(&mut self) {
@@ -1863,96 +1928,70 @@ impl Replica {
 
 // ---- split brain --------------------------------------------------------
 impl Replica {
-    /// Both sides changed the data. Returns the resync that resolves it, or
-    /// None when the policy says disconnect (both stay StandAlone).
+    /// Both sides changed the data: the split-brain handler runs, then
+    /// `--discard-my-data` or the after-sb policies (md's verdicts) pick the
+    /// side whose changes are thrown away. A Primary victim demotes first
+    /// (or, busy, runs `pri-lost-after-sb` and disconnects). None: not
+    /// resolved, both sides stay StandAlone.
     fn split_brain(
         &mut self,
-        peer: &PeerParams,
+        local: &UuidView,
+        remote: &UuidView,
         peer_role: Role,
         peer_discard: bool,
     ) -> Option<SyncDecision> {
         self.push(Action::RunHandler("split-brain"));
-        let primaries =
-            usize::from(self.role == Role::Primary) + usize::from(peer_role == Role::Primary);
-        // Some(true): discard our data; Some(false): the peer's.
-        let (policy, victim_me) = if self.discard_my_data != peer_discard {
-            ("discard-my-data", Some(self.discard_my_data))
-        } else {
-            match primaries {
-                0 => (sb0_name(self.cfg.after_sb_0pri), self.sb0_victim(peer)),
-                1 => self.sb1_victim(peer),
-                _ => match self.cfg.after_sb_2pri {
-                    AfterSb2::ViolentlyAs0p => ("violently-as0p", self.sb0_victim(peer)),
-                    AfterSb2::Disconnect => ("disconnect", None),
-                    AfterSb2::CallPeerPrimaryLostAfterSb => ("call-pri-lost-after-sb", None),
-                },
-            }
+        let lower = self.cfg.lower_node;
+        let (p0, p1, p2) = (
+            self.cfg.after_sb_0pri,
+            self.cfg.after_sb_1pri,
+            self.cfg.after_sb_2pri,
+        );
+        let me_primary = self.role == Role::Primary;
+        let primaries = usize::from(me_primary) + usize::from(peer_role == Role::Primary);
+        let (policy, verdict) = match md::manual_resolution(self.discard_my_data, peer_discard) {
+            Some(d) => ("discard-my-data", Some(d)),
+            None => match primaries {
+                0 => (sb0_name(p0), md::after_sb_0pri(p0, local, remote, lower)),
+                1 => (
+                    sb1_name(p1),
+                    md::after_sb_1pri(p1, p0, me_primary, local, remote, lower),
+                ),
+                _ => (
+                    sb2_name(p2),
+                    md::after_sb_2pri(p2, p0, local, remote, lower),
+                ),
+            },
         };
-        // Never make a Primary a sync target.
-        let victim_me = victim_me
-            .filter(|&me| !(me && self.role == Role::Primary || !me && peer_role == Role::Primary));
-        let resolved = match victim_me {
-            None => "disconnect",
-            Some(true) => "discard-local",
-            Some(false) => "discard-peer",
+        let Some(discard) = verdict else {
+            self.push(Action::Event(ReplEvent::SplitBrain {
+                policy,
+                resolved: "disconnect",
+            }));
+            self.go_standalone();
+            return None;
+        };
+        if discard == Discard::Local && me_primary {
+            if !self.hosts.is_empty() {
+                self.push(Action::RunHandler("pri-lost-after-sb"));
+                self.push(Action::Event(ReplEvent::SplitBrain {
+                    policy,
+                    resolved: "disconnect",
+                }));
+                self.go_standalone();
+                return None;
+            }
+            self.set_role(Role::Secondary);
+            self.md.uuids.demote();
+            self.md.flags.primary_ind = false;
+            self.send_state();
+        }
+        let resolved = match discard {
+            Discard::Local => "discard-local",
+            Discard::Peer => "discard-peer",
         };
         self.push(Action::Event(ReplEvent::SplitBrain { policy, resolved }));
-        match victim_me {
-            None => {
-                self.go_standalone();
-                None
-            }
-            Some(true) => Some(SyncDecision::Target { full: false }),
-            Some(false) => Some(SyncDecision::Source { full: false }),
-        }
-    }
-
-    fn sb0_victim(&self, peer: &PeerParams) -> Option<bool> {
-        let (mine, theirs) = (self.reported_dirty, peer.dirty_blocks);
-        let (my_pri, peer_pri) = (self.md.uuids.current & 1 == 1, peer.uuids.current & 1 == 1);
-        match self.cfg.after_sb_0pri {
-            AfterSb0::Disconnect => None,
-            AfterSb0::DiscardNode(me) => Some(me),
-            AfterSb0::DiscardZeroChanges => match (mine == 0, theirs == 0) {
-                (true, false) => Some(true),
-                (false, true) => Some(false),
-                // Both unchanged: either copy will do.
-                (true, true) => Some(self.cfg.lower_node),
-                (false, false) => None,
-            },
-            AfterSb0::DiscardLeastChanges => Some(if mine == theirs {
-                self.cfg.lower_node
-            } else {
-                mine < theirs
-            }),
-            // The uuid's primary bit says who was Primary when the current
-            // generation started: that one is the "younger primary".
-            AfterSb0::DiscardYoungerPrimary => match (my_pri, peer_pri) {
-                (true, false) => Some(true),
-                (false, true) => Some(false),
-                _ => Some(self.cfg.lower_node),
-            },
-            AfterSb0::DiscardOlderPrimary => match (my_pri, peer_pri) {
-                (true, false) => Some(false),
-                (false, true) => Some(true),
-                _ => Some(!self.cfg.lower_node),
-            },
-        }
-    }
-
-    fn sb1_victim(&self, peer: &PeerParams) -> (&'static str, Option<bool>) {
-        let me_secondary = self.role != Role::Primary;
-        match self.cfg.after_sb_1pri {
-            AfterSb1::Disconnect => ("disconnect", None),
-            AfterSb1::DiscardSecondary => ("discard-secondary", Some(me_secondary)),
-            AfterSb1::CallPeerPrimaryLostAfterSb => ("call-pri-lost-after-sb", Some(me_secondary)),
-            AfterSb1::ViolentlyAs0p => ("violently-as0p", self.sb0_victim(peer)),
-            // Only when the 0pri rule would also discard the Secondary.
-            AfterSb1::Consensus => (
-                "consensus",
-                self.sb0_victim(peer).filter(|&me| me == me_secondary),
-            ),
-        }
+        Some(md::resolved_decision(discard, local, remote))
     }
 }
 
@@ -1964,6 +2003,24 @@ fn sb0_name(p: AfterSb0) -> &'static str {
         AfterSb0::DiscardZeroChanges => "discard-zero-changes",
         AfterSb0::DiscardLeastChanges => "discard-least-changes",
         AfterSb0::DiscardNode(_) => "discard-node",
+    }
+}
+
+fn sb1_name(p: AfterSb1) -> &'static str {
+    match p {
+        AfterSb1::Disconnect => "disconnect",
+        AfterSb1::Consensus => "consensus",
+        AfterSb1::ViolentlyAs0p => "violently-as0p",
+        AfterSb1::DiscardSecondary => "discard-secondary",
+        AfterSb1::CallPeerPrimaryLostAfterSb => "call-pri-lost-after-sb",
+    }
+}
+
+fn sb2_name(p: AfterSb2) -> &'static str {
+    match p {
+        AfterSb2::Disconnect => "disconnect",
+        AfterSb2::ViolentlyAs0p => "violently-as0p",
+        AfterSb2::CallPeerPrimaryLostAfterSb => "call-pri-lost-after-sb",
     }
 }
 
@@ -2051,14 +2108,8 @@ impl Replica {
         if source {
             // DRBD's drbd_gen_and_send_sync_uuid: the target takes this as its
             // current uuid, so an interrupted sync resumes bitmap-based.
-            let bm = self.md.uuids.bitmap;
-            let uuid = if bm != 0 {
-                bm.wrapping_add(UUID_NEW_BM_OFFSET)
-            } else {
-                self.random_uuid()
-            };
-            self.push_history(bm);
-            self.md.uuids.bitmap = uuid;
+            let fresh = self.random_uuid();
+            let uuid = self.md.uuids.start_sync_source(fresh);
             self.write_md();
             self.send(PeerMsg::SyncUuid { uuid });
             self.set_cstate(ConnState::SyncSource);
@@ -2073,8 +2124,7 @@ impl Replica {
             self.note("protocol_error", "msg=sync_uuid".into());
             return;
         }
-        self.md.uuids.current = uuid;
-        self.md.uuids.bitmap = 0;
+        self.md.uuids.start_sync_target(uuid);
         self.write_md();
         self.set_cstate(ConnState::SyncTarget);
         if let Some(s) = self.sync.as_mut() {
@@ -2173,24 +2223,17 @@ impl Replica {
         if let Some(s) = self.sync.take() {
             let ms = now.saturating_since(s.started).millis();
             let kib = s.total_blocks * BLOCK_BYTES / 1024;
-            self.sync_rate = if ms > 0 {
-                s.total_blocks * BLOCK_BYTES * 1000 / ms
-            } else {
-                0
-            };
+            self.sync_rate = (s.total_blocks * BLOCK_BYTES * 1000)
+                .checked_div(ms)
+                .unwrap_or(0);
             self.push(Action::Event(ReplEvent::SyncDone { kib, ms }));
         }
     }
 
     fn finish_sync_target(&mut self, now: Instant) {
         self.sync_done_event(now);
-        let peer = self.peer.map(|p| p.uuids).unwrap_or_default();
-        let sync_uuid = self.md.uuids.current;
-        self.md.uuids = Uuids {
-            current: peer.current,
-            bitmap: 0,
-            history: [sync_uuid, peer.history[0]],
-        };
+        let source = self.peer.map(|p| p.uuids).unwrap_or_default();
+        self.md.uuids.sync_finished_target(&source);
         self.set_disk_good();
         if self.role == Role::Secondary {
             self.md.flags.primary_ind = false;
@@ -2204,9 +2247,7 @@ impl Replica {
 
     fn finish_sync_source(&mut self, now: Instant) {
         self.sync_done_event(now);
-        let bm = self.md.uuids.bitmap;
-        self.push_history(bm);
-        self.md.uuids.bitmap = 0;
+        self.md.uuids.sync_finished_source();
         if self.role == Role::Secondary {
             self.md.flags.primary_ind = false;
         }
@@ -2412,6 +2453,7 @@ impl Replica {
                     )));
                 }
                 self.set_role(Role::Secondary);
+                self.md.uuids.demote();
                 self.md.flags.primary_ind = false;
                 self.write_md();
                 self.send_state();
@@ -2526,19 +2568,22 @@ impl Replica {
         }
         self.set_role(Role::Primary);
         let forced = !good;
-        if forced {
-            // --force: this copy is the data from now on.
-            self.set_disk_good();
+        if self.has_disk() {
+            let fresh = self.random_uuid();
+            // The peer sees our writes only when it is connected with a disk.
+            let peer_sees = !alone && self.peer_dstate != DiskState::Diskless;
+            if self.md.uuids.promote(fresh, peer_sees, forced) {
+                self.note(
+                    "new_current_uuid",
+                    format!("uuid={:016x}", self.md.uuids.current),
+                );
+            }
             self.set_dstate(DiskState::UpToDate);
-            self.md.uuids.bitmap = 0;
-            self.new_current_uuid();
-            self.bitmap.set_all();
-            self.write_bitmap_all();
-        } else if self.has_disk() {
-            self.set_dstate(DiskState::UpToDate);
             self.set_disk_good();
-            if alone && self.md.uuids.bitmap == 0 {
-                self.new_current_uuid();
+            if forced {
+                // --force: this copy is the data from now on, all of it.
+                self.bitmap.set_all();
+                self.write_bitmap_all();
             }
         }
         self.md.flags.primary_ind = true;
@@ -2614,7 +2659,7 @@ impl Replica {
         let (left, rate) = match &self.sync {
             Some(s) => {
                 let ms = now.saturating_since(s.started).millis();
-                let rate = if ms > 0 { s.bytes_done * 1000 / ms } else { 0 };
+                let rate = (s.bytes_done * 1000).checked_div(ms).unwrap_or(0);
                 (self.bitmap.count() * BLOCK_BYTES, rate)
             }
             None => (0, self.sync_rate),
