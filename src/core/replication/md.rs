@@ -72,7 +72,7 @@ impl Layout {
         let cross = room / (BITMAP_PAGE_COVERS + BITMAP_PAGE_BYTES);
         let usable_for = |pages: u64| {
             let left = room.saturating_sub(pages * BITMAP_PAGE_BYTES);
-            left.min(pages * BITMAP_PAGE_COVERS)
+            left.min(pages.saturating_mul(BITMAP_PAGE_COVERS))
         };
         let usable_bytes = usable_for(cross).max(usable_for(cross + 1));
         if usable_bytes == 0 {
@@ -439,6 +439,27 @@ pub fn compare(local: &UuidView, peer: &UuidView, local_is_lower_tiebreak: bool)
         peer,
         local_is_lower_tiebreak,
     );
+    // Both nodes decide on their own; the rules are ordered, so histories
+    // that contradict each other (each side's current in the other's past:
+    // corruption or a uuid collision, never a real sequence of events) can
+    // make both sides "Target". Running the peer's comparison too and
+    // calling any disagreement a split brain (rule 110, bascule's own) makes
+    // the two decisions mirror images by construction.
+    let theirs = uuid_rules(
+        &peer.uuids,
+        &local.uuids,
+        peer,
+        local,
+        !local_is_lower_tiebreak,
+    );
+    if mirror(theirs.decision) != out.decision {
+        out = UuidCompare {
+            decision: SyncDecision::SplitBrain,
+            rule: 110,
+            by_disk_state: false,
+            fixed_local: None,
+        };
+    }
     // drbd_sync_handshake: disk states beat uuids when exactly one side is
     // Inconsistent; the uuids' "full" (or an ambiguous split brain) carries over.
     let (l_ok, p_ok) = (local.flags.consistent, peer.flags.consistent);
@@ -457,6 +478,15 @@ pub fn compare(local: &UuidView, peer: &UuidView, local_is_lower_tiebreak: bool)
         out.decision = decision;
     }
     out
+}
+
+/// The decision as the other side sees it.
+fn mirror(decision: SyncDecision) -> SyncDecision {
+    match decision {
+        SyncDecision::Source { full } => SyncDecision::Target { full },
+        SyncDecision::Target { full } => SyncDecision::Source { full },
+        other => other,
+    }
 }
 
 /// drbd_uuid_compare, rule by rule (DRBD 8.4, protocol >= 96 variants).
@@ -1290,11 +1320,12 @@ mod tests {
         assert!(l.bitmap_bytes * 8 * BLOCK_BYTES >= l.usable_bytes);
         assert_eq!(l.bitmap_bytes, bitmap_area_bytes(l.usable_bytes));
         // One more data page would not fit with the bitmap it needs.
+        // (u128: near u64::MAX the sum itself would overflow.)
         let more = l.usable_bytes + BLOCK_BYTES;
-        assert!(
-            more + bitmap_area_bytes(more) + AL_BYTES + SUPERBLOCK_BYTES > backing,
-            "{l:?}"
-        );
+        let needed = u128::from(more)
+            + u128::from(bitmap_area_bytes(more))
+            + u128::from(AL_BYTES + SUPERBLOCK_BYTES);
+        assert!(needed > u128::from(backing), "{l:?}");
         l
     }
 
@@ -1318,6 +1349,8 @@ mod tests {
             128 * MIB + 36 * 1024 + 8192,
             100 * GIB + 12345,
             3 * (1u64 << 40),
+            u64::MAX,
+            u64::MAX - 4096 * 1000,
         ] {
             check_internal(backing);
         }
@@ -1668,12 +1701,11 @@ mod tests {
     fn decide(local: &UuidView, peer: &UuidView) -> UuidCompare {
         let a = compare(local, peer, true);
         let b = compare(peer, local, false);
-        let mirror = match a.decision {
-            SyncDecision::Source { full } => SyncDecision::Target { full },
-            SyncDecision::Target { full } => SyncDecision::Source { full },
-            d => d,
-        };
-        assert_eq!(b.decision, mirror, "sides disagree: {a:?} vs {b:?}");
+        assert_eq!(
+            b.decision,
+            mirror(a.decision),
+            "sides disagree: {a:?} vs {b:?}"
+        );
         assert_eq!(sync_decision(local, peer, true), a.decision);
         a
     }
@@ -2486,5 +2518,107 @@ mod tests {
             "{}",
             extents.len()
         );
+    }
+
+    /// Over many uuid sets, consistent or contradictory, both sides always
+    /// reach mirror-image decisions (never both Target, never both Source).
+    #[test]
+    fn decisions_always_mirror_each_other() {
+        let pool = [0u64, UUID_JUST_CREATED, A, B, C, D, A + UUID_NEW_BM_OFFSET];
+        let pick = |rng: &mut crate::rng::Rng| pool[(rng.next_u64() % pool.len() as u64) as usize];
+        let side = |rng: &mut crate::rng::Rng| {
+            let bits = rng.next_u64();
+            let (c, b, h0, h1) = (pick(rng), pick(rng), pick(rng), pick(rng));
+            let mut v = view(c | (bits & 1), b | (bits >> 1 & 1), [h0, h1]);
+            v.flags.consistent = bits >> 2 & 3 != 0;
+            v.flags.primary_ind = bits >> 4 & 3 == 0;
+            v.dirty_blocks = bits >> 8 & 3;
+            v
+        };
+        let mut rng = crate::rng::Rng::new(7);
+        let mut seen_rules = std::collections::BTreeSet::new();
+        for _ in 0..100_000 {
+            let (l, p) = (side(&mut rng), side(&mut rng));
+            let a = compare(&l, &p, true);
+            let b = compare(&p, &l, false);
+            assert_eq!(
+                b.decision,
+                mirror(a.decision),
+                "{l:?} {p:?}: {a:?} vs {b:?}"
+            );
+            seen_rules.insert(a.rule);
+        }
+        // The sample reaches every rule, so the property is not vacuous.
+        for rule in [
+            10, 20, 30, 34, 35, 36, 37, 40, 41, 50, 51, 60, 70, 71, 80, 90, 100, 110, 1000,
+        ] {
+            assert!(
+                seen_rules.contains(&rule),
+                "rule {rule} never reached: {seen_rules:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn rule_110_contradictory_histories() {
+        // Each side's current is in the other's history: impossible in a real
+        // sequence of events; both sides call it a split brain.
+        let l = view(A, 0, [0, B]);
+        let p = view(B, 0, [A, 0]);
+        expect(&l, &p, SyncDecision::SplitBrain, 110);
+    }
+
+    /// Random ranges, merges and page round trips against a plain Vec<bool>.
+    #[test]
+    fn bitmap_matches_a_naive_model() {
+        let mut rng = crate::rng::Rng::new(42);
+        for blocks in [1u64, 63, 64, 65, 200, 4096 * 8 + 3] {
+            let usable = blocks * BLOCK_BYTES;
+            let layout = Layout::external(usable);
+            let mut b = Bitmap::new(usable);
+            let mut model = vec![false; blocks as usize];
+            for _ in 0..300 {
+                let offset = rng.next_u64() % (usable + 3 * BLOCK_BYTES);
+                let len = rng.next_u64() % (40 * BLOCK_BYTES);
+                let end = offset.saturating_add(len);
+                match rng.next_u64() % 4 {
+                    0 | 1 => {
+                        b.set_range(offset, len);
+                        if len > 0 {
+                            for blk in offset / BLOCK_BYTES..end.div_ceil(BLOCK_BYTES).min(blocks) {
+                                model[blk as usize] = true;
+                            }
+                        }
+                    }
+                    2 => {
+                        b.clear_range(offset, len);
+                        for blk in offset.div_ceil(BLOCK_BYTES)..(end / BLOCK_BYTES).min(blocks) {
+                            model[blk as usize] = false;
+                        }
+                    }
+                    _ => {
+                        let first = (rng.next_u64() % (b.words().len() as u64 + 1)) as usize;
+                        let w = rng.next_u64() & rng.next_u64();
+                        b.merge_words(first, &[w]);
+                        for bit in 0..64u64 {
+                            let blk = first as u64 * 64 + bit;
+                            if w >> bit & 1 == 1 && blk < blocks {
+                                model[blk as usize] = true;
+                            }
+                        }
+                    }
+                }
+                let from = rng.next_u64() % (blocks + 2);
+                let want = (from..blocks).find(|&i| model[i as usize]);
+                assert_eq!(b.next_set(from), want, "next_set({from}) of {blocks}");
+            }
+            for (i, &m) in model.iter().enumerate() {
+                assert_eq!(b.is_set(i as u64), m, "block {i} of {blocks}");
+            }
+            check_count(&b);
+            let pages = b.encode_pages(&layout, 0, usable);
+            let bytes: Vec<u8> = pages.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+            assert_eq!(Bitmap::decode(usable, &bytes), b);
+        }
     }
 }
