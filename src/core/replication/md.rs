@@ -5,7 +5,19 @@
 //! in memory and asks the shell to write the encoded bytes at [`Layout`] offsets
 //! in the `DiskTarget::Meta` area. CONTRACT between the md and engine writers:
 //! the signatures below; the md writer owns the bodies and may add items.
-//! TODO(skeleton): every `todo!()` here is replaced before this lands.
+//!
+//! On disk (all little-endian, every structure a whole 4 KiB page so one
+//! write replaces it atomically on 4 KiB-sector disks): the superblock
+//! (magic, version, MDF flags, uuids, size, generation, CRC32C); the
+//! activity log, a ring of [`AL_SLOTS`] records each naming the whole hot
+//! set (sequence number and CRC32C, so a torn record is skipped); the bitmap,
+//! u64 words, bit b of word i = block 64*i+b. Internal metadata sits at the
+//! end of the backing device as DRBD's: data, bitmap, AL, superblock.
+//!
+//! Uuid rules: [`compare`] is DRBD 8.4's drbd_uuid_compare (rule numbers in
+//! comments and in [`UuidCompare::rule`]) plus drbd_sync_handshake's
+//! disk-state override; the [`Uuids`] methods are DRBD's uuid life cycle;
+//! [`after_sb_0pri`] and friends are drbd_asb_recover_*.
 
 use super::engine::{AfterSb0, AfterSb1, AfterSb2};
 use super::{Payload, BLOCK_BYTES};
