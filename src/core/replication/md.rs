@@ -287,21 +287,30 @@ impl Uuids {
 
     /// A resync finished on the target (drbd_resync_finished): it takes the
     /// source's identifiers, so both sides compare equal afterwards, and ends
-    /// with no bitmap uuid. `source`: the uuids the source reported before
-    /// the sync (those [`compare`] saw), as DRBD's p_uuid; with its own
-    /// current (the sync uuid) this rebuilds what the source now holds.
+    /// with no bitmap uuid. `source`: the uuids the source reported, either
+    /// before the sync (those [`compare`] saw, as DRBD's p_uuid) or after
+    /// [`Uuids::start_sync_source`] (its bitmap uuid is then the sync uuid
+    /// this node holds as current); both give what the source holds after
+    /// [`Uuids::sync_finished_source`].
     pub fn sync_finished_target(&mut self, source: &Uuids) {
         let primary = self.is_primary();
-        let mine = self.current;
-        self.bitmap = source.bitmap;
-        self.history = source.history;
-        // drbd_uuid_set(UI_BITMAP, own current): rotates, then set_bm(0) rotates again.
-        if self.bitmap != 0 {
-            self.push_history(self.bitmap);
+        let mine = bare(self.current);
+        if source.bitmap != 0 && bare(source.bitmap) == mine {
+            // Reported after the sync started: finish it as the source will.
+            let mut theirs = *source;
+            theirs.sync_finished_source();
+            self.history = theirs.history;
+        } else {
+            // DRBD: copy the peer's bitmap and history, drbd_uuid_set(UI_BITMAP,
+            // own current) rotates, then drbd_uuid_set_bm(0) rotates again.
+            self.history = source.history;
+            if source.bitmap != 0 {
+                self.push_history(source.bitmap);
+            }
+            self.push_history(mine);
         }
-        self.bitmap = mine;
+        self.bitmap = 0;
         self.current = bare(source.current) | u64::from(primary);
-        self.sync_finished_source();
     }
 }
 
@@ -2043,8 +2052,12 @@ mod tests {
         let one_before = one;
         let sync = one.start_sync_source(D);
         two.start_sync_target(sync);
+        // The target may hold the source's report from after the sync start.
+        let mut three = two;
+        three.sync_finished_target(&one);
         one.sync_finished_source();
         two.sync_finished_target(&one_before);
+        assert_eq!(three, two);
         assert_eq!(
             (bare(one.current), one.bitmap, one.history),
             (bare(two.current), two.bitmap, two.history)
@@ -2631,6 +2644,46 @@ mod tests {
             let pages = b.encode_pages(&layout, 0, usable);
             let bytes: Vec<u8> = pages.iter().flat_map(|(_, p)| p.iter().copied()).collect();
             assert_eq!(Bitmap::decode(usable, &bytes), b);
+        }
+    }
+
+    /// Whatever the source's bitmap uuid, and whichever of its reports the
+    /// target uses, a finished resync leaves both sides with equal uuids.
+    #[test]
+    fn sync_finished_leaves_equal_uuids() {
+        for bitmap in [0, UUID_JUST_CREATED, B, B | 1] {
+            let source = Uuids {
+                current: C | 1,
+                bitmap,
+                history: [D, E],
+            };
+            let target = Uuids {
+                current: A,
+                bitmap: 0,
+                history: [E, 0],
+            };
+            let mut src = source;
+            let sync = src.start_sync_source(0x1234_5678_0000);
+            let mut tgt = target;
+            tgt.start_sync_target(sync);
+            assert_eq!(bare(tgt.current), sync);
+            let started = src;
+            src.sync_finished_source();
+            for report in [source, started] {
+                let mut t = tgt;
+                t.sync_finished_target(&report);
+                assert_eq!(
+                    (bare(t.current), t.bitmap, t.history),
+                    (bare(src.current), src.bitmap, src.history),
+                    "{bitmap:x} {report:?}"
+                );
+                assert!(!t.is_primary());
+                let (l, p) = (
+                    view(src.current, src.bitmap, src.history),
+                    view(t.current, t.bitmap, t.history),
+                );
+                expect(&l, &p, SyncDecision::NoSync, 40);
+            }
         }
     }
 }
