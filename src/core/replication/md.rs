@@ -2686,4 +2686,21 @@ mod tests {
             }
         }
     }
+
+    /// Even with every extent busy, the hot set never outgrows one record.
+    #[test]
+    fn al_hot_set_is_bounded_by_a_record() {
+        let layout = al_layout();
+        let mut area = vec![0u8; layout.al_bytes as usize];
+        let mut log = ActivityLog::new();
+        for e in 0..(al::CAPACITY as u64 + 50) {
+            assert!(apply(&mut area, log.acquire(e * AL_EXTENT_BYTES, &layout)));
+            assert!(log.extents().count() <= al::CAPACITY);
+        }
+        assert_eq!(log.extents().count(), al::CAPACITY);
+        assert_eq!(newest_record(&area).unwrap().1.len(), al::CAPACITY);
+        // The newest extents are the ones kept.
+        assert!(log.extents().any(|e| e == al::CAPACITY as u64 + 49));
+        assert!(!log.extents().any(|e| e == 0));
+    }
 }
