@@ -1,0 +1,465 @@
+//! Two replication connections in one mio loop on 127.0.0.1: dialling both
+//! ways, authentication failures, 200 MiB under back-pressure, a peer that dies
+//! or freezes, and reconnection.
+//!
+//! Layer: test harness over `shell::repl_conn`. Every wait has a deadline and
+//! fails with what it waited for; sockets close when the `ReplConn`s drop
+//! (panics included), and no child process or namespace is involved.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use bascule::shell::repl_conn::{ConnEvent, DownReason, ReplConn, ReplConnConfig, SendError};
+use bascule::time::{Duration, Instant};
+use bascule::wire::repl::{Cause, PAYLOAD_MAX};
+use mio::{Events, Poll, Token};
+
+const A_BASE: usize = 0;
+const B_BASE: usize = 16;
+
+/// A port nobody listens on right now (the kernel's choice, then released).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Test timings: fast dials and short timeouts so every test takes seconds.
+fn config(node: &str, peer: &str, own: u16, other: u16) -> ReplConnConfig {
+    let mut c = ReplConnConfig::new("r0", node, peer, b"shared", addr(own), addr(other));
+    c.connect_interval = Duration::from_millis(200);
+    c.handshake_timeout = Duration::from_millis(1000);
+    c.keepalive_interval = Duration::from_millis(100);
+    c.idle_timeout = Duration::from_millis(600);
+    c.send_queue_bytes_max = 4 << 20;
+    c
+}
+
+/// Two connections, one loop, one clock.
+struct Pair {
+    poll: Poll,
+    events: Events,
+    origin: std::time::Instant,
+    a: Option<ReplConn>,
+    b: Option<ReplConn>,
+    /// Whether b is driven (false: frozen, as if SIGSTOPped).
+    b_driven: bool,
+}
+
+impl Pair {
+    fn new(ca: ReplConnConfig, cb: ReplConnConfig) -> Pair {
+        let poll = Poll::new().expect("mio poll");
+        let mut pair = Pair {
+            poll,
+            events: Events::with_capacity(64),
+            origin: std::time::Instant::now(),
+            a: None,
+            b: None,
+            b_driven: true,
+        };
+        pair.a = Some(pair.make(ca, A_BASE));
+        pair.b = Some(pair.make(cb, B_BASE));
+        pair
+    }
+
+    fn make(&self, cfg: ReplConnConfig, base: usize) -> ReplConn {
+        let mut c = ReplConn::new(cfg);
+        c.register(self.poll.registry(), base).expect("register");
+        c
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_millis(self.origin.elapsed().as_millis() as u64)
+    }
+
+    fn a(&mut self) -> &mut ReplConn {
+        self.a.as_mut().expect("a exists")
+    }
+
+    fn b(&mut self) -> &mut ReplConn {
+        self.b.as_mut().expect("b exists")
+    }
+
+    /// One loop iteration: poll (at most 50 ms), dispatch, timers.
+    fn step(&mut self) {
+        let now = self.now();
+        let mut wait_ms = 50u64;
+        let driven = [self.a.as_ref(), self.b.as_ref().filter(|_| self.b_driven)];
+        for t in driven
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.poll_timeout())
+        {
+            wait_ms = wait_ms.min(t.saturating_since(now).millis());
+        }
+        self.poll
+            .poll(&mut self.events, Some(StdDuration::from_millis(wait_ms)))
+            .expect("poll");
+        let now = self.now();
+        for ev in self.events.iter() {
+            let token: Token = ev.token();
+            if let Some(a) = self.a.as_mut().filter(|a| a.owns(token)) {
+                a.ready(token, ev, now);
+            }
+            if let Some(b) = self.b.as_mut().filter(|b| b.owns(token) && self.b_driven) {
+                b.ready(token, ev, now);
+            }
+        }
+        if let Some(a) = self.a.as_mut() {
+            a.handle_timeout(now);
+        }
+        if let Some(b) = self.b.as_mut().filter(|_| self.b_driven) {
+            b.handle_timeout(now);
+        }
+    }
+
+    /// Steps until `done` holds, failing after `limit_ms` with `what`.
+    #[track_caller]
+    fn run_until(&mut self, limit_ms: u64, what: &str, mut done: impl FnMut(&mut Pair) -> bool) {
+        let start = std::time::Instant::now();
+        loop {
+            if done(self) {
+                return;
+            }
+            if start.elapsed() > StdDuration::from_millis(limit_ms) {
+                panic!("timed out after {limit_ms} ms waiting for {what}");
+            }
+            self.step();
+        }
+    }
+
+    /// Steps for `ms`, collecting both sides' events.
+    fn run_for(&mut self, ms: u64, ea: &mut Vec<ConnEvent>, eb: &mut Vec<ConnEvent>) {
+        let start = std::time::Instant::now();
+        while start.elapsed() < StdDuration::from_millis(ms) {
+            self.step();
+            drain(self.a.as_mut(), ea);
+            drain(self.b.as_mut(), eb);
+        }
+    }
+}
+
+fn drain(c: Option<&mut ReplConn>, into: &mut Vec<ConnEvent>) {
+    if let Some(c) = c {
+        while let Some(e) = c.poll_event() {
+            into.push(e);
+        }
+    }
+}
+
+fn ups(evs: &[ConnEvent]) -> usize {
+    evs.iter()
+        .filter(|e| matches!(e, ConnEvent::Up { .. }))
+        .count()
+}
+
+fn downs(evs: &[ConnEvent]) -> Vec<DownReason> {
+    evs.iter()
+        .filter_map(|e| match e {
+            ConnEvent::Down(r) => Some(*r),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A pair on fresh ports, both connecting from the same instant.
+fn connected_pair() -> (Pair, Vec<ConnEvent>, Vec<ConnEvent>) {
+    let (pa, pb) = (free_port(), free_port());
+    let mut pair = Pair::new(
+        config("alpha", "beta", pa, pb),
+        config("beta", "alpha", pb, pa),
+    );
+    let now = pair.now();
+    pair.a().connect(now).expect("a listens");
+    pair.b().connect(now).expect("b listens");
+    let (mut ea, mut eb) = (Vec::new(), Vec::new());
+    pair.run_until(5000, "both sides Up", |p| {
+        drain(p.a.as_mut(), &mut ea);
+        drain(p.b.as_mut(), &mut eb);
+        ups(&ea) >= 1 && ups(&eb) >= 1
+    });
+    (pair, ea, eb)
+}
+
+#[test]
+fn both_dial_at_once_exactly_one_connection_survives() {
+    // Several rounds on fresh ports: the simultaneous dials race differently.
+    for round in 0..5 {
+        let (mut pair, mut ea, mut eb) = connected_pair();
+        pair.run_for(800, &mut ea, &mut eb);
+        assert_eq!(ups(&ea), 1, "round {round}: a {ea:?}");
+        assert_eq!(ups(&eb), 1, "round {round}: b {eb:?}");
+        assert!(
+            downs(&ea).is_empty() && downs(&eb).is_empty(),
+            "round {round}: {ea:?} {eb:?}"
+        );
+        let (sa, sb) = (pair.a().stats(), pair.b().stats());
+        assert_eq!((sa.ups, sb.ups, sa.rejects, sb.rejects), (1, 1, 0, 0));
+        // Exactly one connection: a message sent by a arrives once at b.
+        pair.a()
+            .send(7, b"hdr", Some(Arc::new(vec![1, 2, 3])))
+            .unwrap();
+        pair.b().send(8, b"", None).unwrap();
+        pair.run_until(2000, "messages both ways", |p| {
+            drain(p.a.as_mut(), &mut ea);
+            drain(p.b.as_mut(), &mut eb);
+            ea.iter().any(|e| matches!(e, ConnEvent::Msg(8, ..)))
+                && eb.iter().any(|e| matches!(e, ConnEvent::Msg(7, ..)))
+        });
+        let msg = eb.iter().find(|e| matches!(e, ConnEvent::Msg(..))).unwrap();
+        assert_eq!(
+            *msg,
+            ConnEvent::Msg(7, heapless::Vec::from_slice(b"hdr").unwrap(), vec![1, 2, 3])
+        );
+        // Keepalives flowed meanwhile and were not delivered as messages.
+        assert_eq!(pair.b().stats().frames_received, 1);
+    }
+}
+
+/// Runs a pair whose second side is misconfigured and returns both sides' rejects.
+fn rejects_with(cb_edit: impl Fn(&mut ReplConnConfig)) -> (Vec<ConnEvent>, Vec<ConnEvent>) {
+    let (pa, pb) = (free_port(), free_port());
+    let mut cb = config("beta", "alpha", pb, pa);
+    cb_edit(&mut cb);
+    let mut pair = Pair::new(config("alpha", "beta", pa, pb), cb);
+    let now = pair.now();
+    pair.a().connect(now).unwrap();
+    pair.b().connect(now).unwrap();
+    let (mut ea, mut eb) = (Vec::new(), Vec::new());
+    pair.run_for(1200, &mut ea, &mut eb);
+    assert_eq!(
+        ups(&ea) + ups(&eb),
+        0,
+        "no Up with a bad peer: {ea:?} {eb:?}"
+    );
+    assert!(!causes(&ea).is_empty(), "a reports a rejection: {ea:?}");
+    (ea, eb)
+}
+
+fn causes(evs: &[ConnEvent]) -> Vec<(Cause, bool)> {
+    evs.iter()
+        .filter_map(|e| match e {
+            ConnEvent::Rejected { reject, .. } => Some((reject.cause, reject.by_peer)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn wrong_secret_is_rejected_as_auth_on_both_sides() {
+    let (ea, eb) = rejects_with(|c| c.secret = b"not the same".to_vec());
+    assert!(causes(&ea).iter().all(|c| c.0 == Cause::Auth), "{ea:?}");
+    assert!(causes(&eb).iter().any(|c| c.0 == Cause::Auth), "{eb:?}");
+}
+
+#[test]
+fn wrong_resource_is_rejected_as_resource() {
+    let (ea, _) = rejects_with(|c| c.resource = "r9".into());
+    assert!(causes(&ea).contains(&(Cause::Resource, false)), "{ea:?}");
+}
+
+#[test]
+fn wrong_peer_name_is_rejected_and_the_intruder_told() {
+    // "gamma" dials alpha, which expects "beta".
+    let (ea, eb) = rejects_with(|c| c.node = "gamma".into());
+    assert!(causes(&ea).contains(&(Cause::PeerName, false)), "{ea:?}");
+    assert!(causes(&eb).contains(&(Cause::PeerName, true)), "{eb:?}");
+}
+
+#[test]
+fn silent_client_is_rejected_after_the_handshake_timeout() {
+    let (pa, pb) = (free_port(), free_port());
+    let mut pair = Pair::new(
+        config("alpha", "beta", pa, pb),
+        config("beta", "alpha", pb, pa),
+    );
+    let now = pair.now();
+    pair.a().connect(now).unwrap();
+    // A client that connects and says nothing.
+    let _silent = std::net::TcpStream::connect(addr(pa)).expect("dial a");
+    let mut ea = Vec::new();
+    pair.run_until(3000, "a timeout rejection", |p| {
+        drain(p.a.as_mut(), &mut ea);
+        causes(&ea).contains(&(Cause::Timeout, false))
+    });
+}
+
+#[test]
+fn two_hundred_mib_flow_with_bounded_queue() {
+    const FRAMES: u64 = 200;
+    let (mut pair, _, _) = connected_pair();
+    let limit = 4usize << 20;
+    let payload = Arc::new(
+        (0..(1usize << 20))
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    let (mut sent, mut received, mut fulls, mut queued_max) = (0u64, 0u64, 0u64, 0usize);
+    let mut may_send = true;
+    let started = std::time::Instant::now();
+    pair.run_until(60_000, "200 MiB received", |p| {
+        while may_send && sent < FRAMES {
+            match p.a().send(9, &sent.to_le_bytes(), Some(payload.clone())) {
+                Ok(()) => sent += 1,
+                Err(SendError::Full) => {
+                    fulls += 1;
+                    may_send = false;
+                }
+                Err(SendError::NotUp) => panic!("connection went down mid-stream"),
+            }
+        }
+        queued_max = queued_max.max(p.a().queued_bytes());
+        while let Some(ev) = p.a().poll_event() {
+            match ev {
+                ConnEvent::Drained => may_send = true,
+                other => panic!("a: unexpected {other:?}"),
+            }
+        }
+        while let Some(ev) = p.b().poll_event() {
+            match ev {
+                ConnEvent::Msg(9, header, data) => {
+                    assert_eq!(&header[..], &received.to_le_bytes(), "in order, once");
+                    assert_eq!(data.len(), 1 << 20);
+                    assert!(data == *payload, "payload {received} intact");
+                    received += 1;
+                }
+                other => panic!("b: unexpected {other:?}"),
+            }
+        }
+        received == FRAMES
+    });
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!("200 MiB in {secs:.2} s, {fulls} Full refusals, queue max {queued_max} B");
+    assert!(fulls > 0, "back-pressure was exercised");
+    assert!(queued_max <= limit, "queue {queued_max} within {limit}");
+    let (sa, sb) = (pair.a().stats(), pair.b().stats());
+    assert_eq!(sa.frames_sent, FRAMES);
+    assert!(sb.bytes_received >= FRAMES * (1 << 20), "{sb:?}");
+    assert!(PAYLOAD_MAX >= 1 << 20);
+}
+
+#[test]
+fn killed_peer_is_down_promptly_and_comes_back_after_restart() {
+    let (mut pair, _, _) = connected_pair();
+    // Dropping b closes its sockets as a killed process's would.
+    let cb = config(
+        "beta",
+        "alpha",
+        pair_port(&pair, false),
+        pair_port(&pair, true),
+    );
+    pair.b = None;
+    let t0 = std::time::Instant::now();
+    let mut ea = Vec::new();
+    pair.run_until(2000, "a Down after the peer died", |p| {
+        drain(p.a.as_mut(), &mut ea);
+        !downs(&ea).is_empty()
+    });
+    assert!(
+        t0.elapsed() < StdDuration::from_millis(1000),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(
+        matches!(downs(&ea)[0], DownReason::Eof | DownReason::Io(_)),
+        "{ea:?}"
+    );
+    // a keeps dialling into the void; then b restarts and listens again.
+    pair.run_for(500, &mut ea, &mut Vec::new());
+    let b = pair.make(cb, B_BASE);
+    pair.b = Some(b);
+    let now = pair.now();
+    pair.b().connect(now).expect("b listens again");
+    let mut eb = Vec::new();
+    pair.run_until(3000, "Up again after restart", |p| {
+        drain(p.a.as_mut(), &mut ea);
+        drain(p.b.as_mut(), &mut eb);
+        // (a's first Up went to connected_pair's vectors.)
+        ups(&ea) == 1 && ups(&eb) == 1
+    });
+    assert_eq!(pair.a().stats().ups, 2);
+    assert!(pair.a().stats().dials >= 2);
+}
+
+/// The ports of a pair: a's own (true) or b's own (false).
+fn pair_port(pair: &Pair, a_side: bool) -> u16 {
+    let c = if a_side { &pair.a } else { &pair.b };
+    c.as_ref().unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn frozen_peer_is_down_by_idle_timeout() {
+    let (mut pair, _, _) = connected_pair();
+    pair.b_driven = false;
+    let t0 = std::time::Instant::now();
+    let mut ea = Vec::new();
+    pair.run_until(3000, "a Down(Idle) while b is frozen", |p| {
+        drain(p.a.as_mut(), &mut ea);
+        !downs(&ea).is_empty()
+    });
+    assert_eq!(downs(&ea), vec![DownReason::Idle]);
+    // idle_timeout is 600 ms; allow scheduling slack but not much more.
+    assert!(
+        t0.elapsed() < StdDuration::from_millis(1500),
+        "{:?}",
+        t0.elapsed()
+    );
+}
+
+#[test]
+fn close_and_connect_again_reconnects() {
+    let (mut pair, mut ea, mut eb) = connected_pair();
+    pair.b().close();
+    pair.run_until(2000, "both Down after b closes", |p| {
+        drain(p.a.as_mut(), &mut ea);
+        drain(p.b.as_mut(), &mut eb);
+        !downs(&ea).is_empty() && !downs(&eb).is_empty()
+    });
+    assert_eq!(downs(&eb), vec![DownReason::Closed]);
+    assert!(pair.b().send(1, b"", None) == Err(SendError::NotUp));
+    // b stays StandAlone: no Up while closed, even though a keeps dialling.
+    pair.run_for(600, &mut ea, &mut eb);
+    assert_eq!((ups(&ea), ups(&eb)), (1, 1));
+    let now = pair.now();
+    pair.b().connect(now).unwrap();
+    pair.run_until(3000, "Up again after connect", |p| {
+        drain(p.a.as_mut(), &mut ea);
+        drain(p.b.as_mut(), &mut eb);
+        ups(&ea) == 2 && ups(&eb) == 2
+    });
+}
+
+#[test]
+fn dial_retries_every_connect_interval_until_the_listener_appears() {
+    let (pa, pb, nowhere) = (free_port(), free_port(), free_port());
+    // b dials a port nobody listens on, so only a's dials can connect.
+    let mut pair = Pair::new(
+        config("alpha", "beta", pa, pb),
+        config("beta", "alpha", pb, nowhere),
+    );
+    let now = pair.now();
+    pair.a().connect(now).unwrap();
+    let (mut ea, mut eb) = (Vec::new(), Vec::new());
+    pair.run_for(700, &mut ea, &mut eb);
+    assert_eq!(ups(&ea), 0);
+    let dials = pair.a().stats().dials;
+    assert!((3..=6).contains(&dials), "dials every 200 ms: {dials}");
+    let now = pair.now();
+    pair.b().connect(now).unwrap();
+    pair.run_until(2000, "Up through a's dial", |p| {
+        drain(p.a.as_mut(), &mut ea);
+        drain(p.b.as_mut(), &mut eb);
+        ups(&ea) == 1 && ups(&eb) == 1
+    });
+    assert!(
+        matches!(ea[0], ConnEvent::Up { outgoing: true, .. }),
+        "{ea:?}"
+    );
+}
