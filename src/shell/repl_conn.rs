@@ -195,6 +195,9 @@ impl core::fmt::Display for DownReason {
 }
 
 /// What the connection reports to its owner (drain with `poll_event`).
+// Msg (header inline) is the common variant; boxing it would allocate per message
+// to shrink the rare ones. The queue holds at most EVENTS_MAX + a few of them.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq, Eq)]
 pub enum ConnEvent {
     /// Authenticated and chosen; messages may be sent.
