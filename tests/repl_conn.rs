@@ -13,10 +13,11 @@ use std::time::Duration as StdDuration;
 use bascule::shell::repl_conn::{ConnEvent, DownReason, ReplConn, ReplConnConfig, SendError};
 use bascule::time::{Duration, Instant};
 use bascule::wire::repl::Cause;
-use mio::{Events, Poll, Token};
+use mio::{Events, Poll};
 
 const A_BASE: usize = 0;
 const B_BASE: usize = 16;
+const C_BASE: usize = 32;
 
 /// A port nobody listens on right now (the kernel's choice, then released).
 fn free_port() -> u16 {
@@ -42,14 +43,18 @@ fn config(node: &str, peer: &str, own: u16, other: u16) -> ReplConnConfig {
     c
 }
 
-/// Two connections, one loop, one clock.
+/// Two connections (plus a restarted third), one loop, one clock.
 struct Pair {
     poll: Poll,
     events: Events,
     origin: std::time::Instant,
     a: Option<ReplConn>,
     b: Option<ReplConn>,
-    /// Whether b is driven (false: frozen, as if SIGSTOPped).
+    /// A third node: a restarted a or b on another port while the old one is frozen.
+    c: Option<ReplConn>,
+    /// Whether a is driven (false: frozen, as if SIGSTOPped: no reads, no FIN).
+    a_driven: bool,
+    /// Whether b is driven.
     b_driven: bool,
 }
 
@@ -62,6 +67,8 @@ impl Pair {
             origin: std::time::Instant::now(),
             a: None,
             b: None,
+            c: None,
+            a_driven: true,
             b_driven: true,
         };
         pair.a = Some(pair.make(ca, A_BASE));
@@ -87,36 +94,42 @@ impl Pair {
         self.b.as_mut().expect("b exists")
     }
 
+    fn c(&mut self) -> &mut ReplConn {
+        self.c.as_mut().expect("c exists")
+    }
+
+    /// The nodes being driven this step.
+    fn driven(&mut self) -> impl Iterator<Item = &mut ReplConn> {
+        let (da, db) = (self.a_driven, self.b_driven);
+        [
+            self.a.as_mut().filter(|_| da),
+            self.b.as_mut().filter(|_| db),
+            self.c.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
     /// One loop iteration: poll (at most 50 ms), dispatch, timers.
     fn step(&mut self) {
         let now = self.now();
         let mut wait_ms = 50u64;
-        let driven = [self.a.as_ref(), self.b.as_ref().filter(|_| self.b_driven)];
-        for t in driven
-            .into_iter()
-            .flatten()
-            .filter_map(|c| c.poll_timeout())
-        {
+        for t in self.driven().filter_map(|c| c.poll_timeout()) {
             wait_ms = wait_ms.min(t.saturating_since(now).millis());
         }
         self.poll
             .poll(&mut self.events, Some(StdDuration::from_millis(wait_ms)))
             .expect("poll");
         let now = self.now();
-        for ev in self.events.iter() {
-            let token: Token = ev.token();
-            if let Some(a) = self.a.as_mut().filter(|a| a.owns(token)) {
-                a.ready(token, ev, now);
-            }
-            if let Some(b) = self.b.as_mut().filter(|b| b.owns(token) && self.b_driven) {
-                b.ready(token, ev, now);
+        let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        for ev in events.iter() {
+            for node in self.driven().filter(|n| n.owns(ev.token())) {
+                node.ready(ev.token(), ev, now);
             }
         }
-        if let Some(a) = self.a.as_mut() {
-            a.handle_timeout(now);
-        }
-        if let Some(b) = self.b.as_mut().filter(|_| self.b_driven) {
-            b.handle_timeout(now);
+        self.events = events;
+        for node in self.driven() {
+            node.handle_timeout(now);
         }
     }
 
@@ -460,5 +473,91 @@ fn dial_retries_every_connect_interval_until_the_listener_appears() {
     assert!(
         matches!(ea[0], ConnEvent::Up { outgoing: true, .. }),
         "{ea:?}"
+    );
+}
+
+/// Three ports in increasing order (the arbiter is the lowest address).
+fn sorted_ports() -> [u16; 3] {
+    let mut p = [free_port(), free_port(), free_port()];
+    p.sort_unstable();
+    p
+}
+
+#[test]
+fn restarted_arbiter_supersedes_the_half_open_connection() {
+    // alpha (lowest port) arbitrates; it freezes without closing its socket and
+    // a new alpha on the middle port (still below beta) dials beta.
+    let [p0, p1, p2] = sorted_ports();
+    let mut pair = Pair::new(
+        config("alpha", "beta", p0, p2),
+        config("beta", "alpha", p2, p0),
+    );
+    assert!(pair.a().is_arbiter() && !pair.b().is_arbiter());
+    let now = pair.now();
+    pair.a().connect(now).unwrap();
+    pair.b().connect(now).unwrap();
+    let mut eb = Vec::new();
+    pair.run_until(3000, "first Up", |p| {
+        drain(p.b.as_mut(), &mut eb);
+        p.a().is_up() && ups(&eb) == 1
+    });
+    pair.a_driven = false;
+    pair.c = Some(pair.make(config("alpha", "beta", p1, p2), C_BASE));
+    let now = pair.now();
+    pair.c().connect(now).unwrap();
+    let mut ec = Vec::new();
+    pair.run_until(3000, "beta moves to the new alpha", |p| {
+        drain(p.b.as_mut(), &mut eb);
+        drain(p.c.as_mut(), &mut ec);
+        ups(&eb) == 2 && ups(&ec) == 1
+    });
+    assert_eq!(downs(&eb), vec![DownReason::Superseded], "{eb:?}");
+    // The new connection carries messages.
+    pair.c().send(3, b"after", None).unwrap();
+    pair.run_until(2000, "message on the new connection", |p| {
+        drain(p.b.as_mut(), &mut eb);
+        eb.iter().any(|e| matches!(e, ConnEvent::Msg(3, ..)))
+    });
+}
+
+#[test]
+fn restarted_peer_behind_a_half_open_connection_gets_in_after_idle() {
+    // beta (highest port) freezes without closing; a new beta on the middle port
+    // dials alpha, which is still Up on the old connection: alpha turns it away
+    // until the old one idles out, then takes the new beta.
+    let [p0, p1, p2] = sorted_ports();
+    let mut pair = Pair::new(
+        config("alpha", "beta", p0, p2),
+        config("beta", "alpha", p2, p0),
+    );
+    let now = pair.now();
+    pair.a().connect(now).unwrap();
+    pair.b().connect(now).unwrap();
+    let mut ea = Vec::new();
+    pair.run_until(3000, "first Up", |p| {
+        drain(p.a.as_mut(), &mut ea);
+        ups(&ea) == 1 && p.b().is_up()
+    });
+    pair.b_driven = false;
+    pair.c = Some(pair.make(config("beta", "alpha", p1, p0), C_BASE));
+    let now = pair.now();
+    pair.c().connect(now).unwrap();
+    let t0 = std::time::Instant::now();
+    let mut ec = Vec::new();
+    pair.run_until(4000, "alpha Up with the new beta", |p| {
+        drain(p.a.as_mut(), &mut ea);
+        drain(p.c.as_mut(), &mut ec);
+        ups(&ea) == 2 && ups(&ec) == 1
+    });
+    assert_eq!(downs(&ea), vec![DownReason::Idle], "{ea:?}");
+    // Idle (600 ms) plus a dial interval (200 ms), with slack for a loaded machine.
+    assert!(
+        t0.elapsed() < StdDuration::from_millis(2500),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(
+        ec.iter().all(|e| !matches!(e, ConnEvent::Rejected { .. })),
+        "{ec:?}"
     );
 }
