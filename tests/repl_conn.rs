@@ -19,13 +19,13 @@ const A_BASE: usize = 0;
 const B_BASE: usize = 16;
 const C_BASE: usize = 32;
 
-/// A port nobody listens on right now (the kernel's choice, then released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind an ephemeral port")
-        .local_addr()
-        .unwrap()
-        .port()
+/// `N` distinct ports nobody listens on right now (the kernel's choice, held
+/// together so none repeats, then released).
+fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port"))
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
 }
 
 fn addr(port: u16) -> SocketAddr {
@@ -142,7 +142,12 @@ impl Pair {
                 return;
             }
             if start.elapsed() > StdDuration::from_millis(limit_ms) {
-                panic!("timed out after {limit_ms} ms waiting for {what}");
+                let stats: Vec<_> = [&self.a, &self.b, &self.c]
+                    .into_iter()
+                    .flatten()
+                    .map(|c| (c.is_up(), c.stats()))
+                    .collect();
+                panic!("timed out after {limit_ms} ms waiting for {what}; (up, stats): {stats:?}");
             }
             self.step();
         }
@@ -184,7 +189,7 @@ fn downs(evs: &[ConnEvent]) -> Vec<DownReason> {
 
 /// A pair on fresh ports, both connecting from the same instant.
 fn connected_pair() -> (Pair, Vec<ConnEvent>, Vec<ConnEvent>) {
-    let (pa, pb) = (free_port(), free_port());
+    let [pa, pb] = free_ports();
     let mut pair = Pair::new(
         config("alpha", "beta", pa, pb),
         config("beta", "alpha", pb, pa),
@@ -238,7 +243,7 @@ fn both_dial_at_once_exactly_one_connection_survives() {
 
 /// Runs a pair whose second side is misconfigured and returns both sides' rejects.
 fn rejects_with(cb_edit: impl Fn(&mut ReplConnConfig)) -> (Vec<ConnEvent>, Vec<ConnEvent>) {
-    let (pa, pb) = (free_port(), free_port());
+    let [pa, pb] = free_ports();
     let mut cb = config("beta", "alpha", pb, pa);
     cb_edit(&mut cb);
     let mut pair = Pair::new(config("alpha", "beta", pa, pb), cb);
@@ -288,7 +293,7 @@ fn wrong_peer_name_is_rejected_and_the_intruder_told() {
 
 #[test]
 fn silent_client_is_rejected_after_the_handshake_timeout() {
-    let (pa, pb) = (free_port(), free_port());
+    let [pa, pb] = free_ports();
     let mut pair = Pair::new(
         config("alpha", "beta", pa, pb),
         config("beta", "alpha", pb, pa),
@@ -450,7 +455,7 @@ fn close_and_connect_again_reconnects() {
 
 #[test]
 fn dial_retries_every_connect_interval_until_the_listener_appears() {
-    let (pa, pb, nowhere) = (free_port(), free_port(), free_port());
+    let [pa, pb, nowhere] = free_ports();
     // b dials a port nobody listens on, so only a's dials can connect.
     let mut pair = Pair::new(
         config("alpha", "beta", pa, pb),
@@ -476,18 +481,11 @@ fn dial_retries_every_connect_interval_until_the_listener_appears() {
     );
 }
 
-/// Three ports in increasing order (the arbiter is the lowest address).
-fn sorted_ports() -> [u16; 3] {
-    let mut p = [free_port(), free_port(), free_port()];
-    p.sort_unstable();
-    p
-}
-
 #[test]
 fn restarted_arbiter_supersedes_the_half_open_connection() {
-    // alpha (lowest port) arbitrates; it freezes without closing its socket and
-    // a new alpha on the middle port (still below beta) dials beta.
-    let [p0, p1, p2] = sorted_ports();
+    // alpha (first name) arbitrates; it freezes without closing its socket and
+    // a new alpha on another port dials beta.
+    let [p0, p1, p2] = free_ports();
     let mut pair = Pair::new(
         config("alpha", "beta", p0, p2),
         config("beta", "alpha", p2, p0),
@@ -522,10 +520,10 @@ fn restarted_arbiter_supersedes_the_half_open_connection() {
 
 #[test]
 fn restarted_peer_behind_a_half_open_connection_gets_in_after_idle() {
-    // beta (highest port) freezes without closing; a new beta on the middle port
+    // beta freezes without closing; a new beta on another port
     // dials alpha, which is still Up on the old connection: alpha turns it away
     // until the old one idles out, then takes the new beta.
-    let [p0, p1, p2] = sorted_ports();
+    let [p0, p1, p2] = free_ports();
     let mut pair = Pair::new(
         config("alpha", "beta", p0, p2),
         config("beta", "alpha", p2, p0),

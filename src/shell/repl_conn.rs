@@ -18,7 +18,7 @@
 //! Candidates: at most [`SLOTS`] sockets at once (outgoing or accepted), each
 //! running its own `wire::repl::Handshake` under `handshake_timeout` (connect
 //! time included). Both nodes dial each other, so two candidates may
-//! authenticate; the *arbiter*, the node whose `address` is lower, keeps the
+//! authenticate; the *arbiter*, the node whose name sorts first, keeps the
 //! first one that authenticates (sends Select on it) and closes the others; the
 //! other node uses a socket only once Select arrives on it. A candidate that
 //! authenticates on the arbiter while it is already Up is closed, and a
@@ -158,8 +158,10 @@ impl ReplConnConfig {
             resource: self.resource.clone(),
             node: self.node.clone(),
             peer: self.peer.clone(),
-            // The lower address arbitrates (SocketAddr orders by ip, then port).
-            arbiter: self.address < self.peer_address,
+            // The node with the smaller name arbitrates: both sides verify both
+            // names in the handshake, so they always agree, even when the
+            // addresses one dials and the other binds differ (NAT, 0.0.0.0).
+            arbiter: self.node < self.peer,
         }
     }
 }

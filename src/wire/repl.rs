@@ -34,7 +34,7 @@
 //! Including the responder's own name stops reflection: a challenge bounced back
 //! at its sender needs a MAC over the sender's name, which it never produces.
 //! Both sides may connect at once, so exactly one connection must survive: the
-//! *arbiter* (the node with the lower address, decided by the shell) picks the
+//! *arbiter* (the node whose name sorts first, decided by the shell) picks the
 //! first authenticated connection, sends Select on it and closes the others. The
 //! other side uses a connection only once Select arrives on it.
 //!
