@@ -1089,3 +1089,70 @@ fn challenge() -> [u8; CHALLENGE_LEN] {
     }
     panic!("getrandom failed to deliver a challenge");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> ReplConnConfig {
+        ReplConnConfig::new(
+            "r0",
+            "debian1",
+            "debian2",
+            b"secret",
+            "10.0.0.1:7788".parse().unwrap(),
+            "10.0.0.2:7788".parse().unwrap(),
+        )
+    }
+
+    #[test]
+    fn config_defaults_pass_check_and_first_name_arbitrates() {
+        let c = cfg();
+        assert_eq!(c.check(), Ok(()));
+        assert!(c.identity().arbiter);
+        let mut other = c.clone();
+        std::mem::swap(&mut other.node, &mut other.peer);
+        assert!(!other.identity().arbiter);
+    }
+
+    #[test]
+    fn config_check_refuses_what_the_connection_cannot_honour() {
+        let mut c = cfg();
+        c.peer_address = c.address;
+        assert!(c.check().is_err());
+        let mut c = cfg();
+        c.idle_timeout = c.keepalive_interval;
+        assert!(c.check().is_err());
+        let mut c = cfg();
+        c.send_queue_bytes_max = PAYLOAD_MAX;
+        assert!(c.check().is_err());
+        let mut c = cfg();
+        c.peer = c.node.clone();
+        assert!(c.check().is_err());
+        let mut c = cfg();
+        c.connect_interval = Duration::ZERO;
+        assert!(c.check().is_err());
+    }
+
+    #[test]
+    fn down_reasons_print_as_catalogue_words() {
+        assert_eq!(DownReason::Idle.to_string(), "idle");
+        assert_eq!(
+            DownReason::Io(ErrorKind::ConnectionReset).to_string(),
+            "io_ConnectionReset"
+        );
+        assert_eq!(
+            DownReason::Frame(FrameError::PayloadLong(7)).to_string(),
+            "frame_payload_long_7"
+        );
+    }
+
+    #[test]
+    fn standalone_connection_refuses_sends_and_sleeps() {
+        let mut c = ReplConn::new(cfg());
+        assert_eq!(c.send(1, b"", None), Err(SendError::NotUp));
+        assert!(!c.can_send() && !c.is_up());
+        assert_eq!(c.poll_timeout(), None);
+        assert_eq!(c.poll_event(), None);
+    }
+}

@@ -1031,6 +1031,49 @@ mod tests {
     }
 
     #[test]
+    fn handshake_corrupted_stream_never_panics_nor_authenticates_wrongly() {
+        // Every single bit flip in beta's whole handshake output, fed to alpha.
+        let a = ident("alpha", "beta", b"s", true);
+        let b = ident("beta", "alpha", b"s", false);
+        let mut ha = Handshake::new(&a, [4; CHALLENGE_LEN]);
+        let mut hb = Handshake::new(&b, [5; CHALLENGE_LEN]);
+        let hello_a = ha.output().to_vec();
+        hb.feed(&b, &hello_a).unwrap();
+        let mut stream = hb.output().to_vec();
+        // beta's Verdict(ok) needs alpha's Response first.
+        let (_, st) = ha.feed(&a, &stream).unwrap();
+        assert_eq!(st, HsStatus::Pending);
+        let resp_a = ha.output()[hello_a.len()..].to_vec();
+        let before = hb.output().len();
+        hb.feed(&b, &resp_a).unwrap();
+        stream.extend_from_slice(&hb.output()[before..]);
+        // Hello: prefix, version, "r0", "beta", then the challenge.
+        let challenge_at = HS_PREFIX_LEN + 2 + 1 + 2 + 1 + 4;
+        assert_eq!(
+            &stream[challenge_at..challenge_at + CHALLENGE_LEN],
+            &[5; CHALLENGE_LEN]
+        );
+        for i in 0..stream.len() * 8 {
+            let mut bad = stream.clone();
+            bad[i / 8] ^= 1 << (i % 8);
+            let mut h = Handshake::new(&a, [4; CHALLENGE_LEN]);
+            let status = h.feed(&a, &bad);
+            // A flipped bit may land in a length and leave alpha waiting, or be
+            // rejected; it never authenticates, except in beta's challenge, which
+            // only changes alpha's answer (beta would then refuse alpha).
+            let in_challenge = (challenge_at..challenge_at + CHALLENGE_LEN).contains(&(i / 8));
+            let authenticated = matches!(
+                status,
+                Ok((_, HsStatus::Authenticated | HsStatus::Selected))
+            );
+            assert!(!authenticated || in_challenge, "bit {i} authenticated");
+        }
+        // Unflipped, the same stream authenticates.
+        let mut h = Handshake::new(&a, [4; CHALLENGE_LEN]);
+        assert_eq!(h.feed(&a, &stream).unwrap().1, HsStatus::Authenticated);
+    }
+
+    #[test]
     fn cause_codes_round_trip() {
         for c in Cause::ALL {
             assert_eq!(Cause::from_code(c.code()), c);
