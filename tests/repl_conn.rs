@@ -639,3 +639,27 @@ fn mixed_sizes_both_ways_arrive_intact_and_in_order() {
     assert_eq!(pair.a().stats().frames_received, FRAMES);
     assert_eq!(pair.b().stats().frames_sent, FRAMES);
 }
+
+#[test]
+fn stranger_sending_garbage_is_rejected_without_touching_the_live_connection() {
+    use std::io::Write;
+    let (mut pair, mut ea, mut eb) = connected_pair();
+    let a_port = pair.a().local_addr().unwrap().port();
+    let mut stranger = std::net::TcpStream::connect(addr(a_port)).expect("dial a");
+    stranger
+        .write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .expect("write garbage");
+    pair.run_until(2000, "a rejects the stranger", |p| {
+        drain(p.a.as_mut(), &mut ea);
+        drain(p.b.as_mut(), &mut eb);
+        causes(&ea).contains(&(Cause::Malformed, false))
+    });
+    // Still one live connection, which carries messages.
+    pair.a().send(4, b"still", None).unwrap();
+    pair.run_until(2000, "message after the stranger", |p| {
+        drain(p.b.as_mut(), &mut eb);
+        eb.iter().any(|e| matches!(e, ConnEvent::Msg(4, ..)))
+    });
+    assert!(downs(&ea).is_empty() && downs(&eb).is_empty());
+    assert_eq!(pair.a().stats().ups, 1);
+}
