@@ -663,3 +663,33 @@ fn stranger_sending_garbage_is_rejected_without_touching_the_live_connection() {
     assert!(downs(&ea).is_empty() && downs(&eb).is_empty());
     assert_eq!(pair.a().stats().ups, 1);
 }
+
+#[test]
+fn strangers_holding_silent_connections_cannot_block_our_dial() {
+    let [pa, pb] = free_ports();
+    // Strangers' slots free only after a's handshake timeout (3 s); a must
+    // reach b well before that.
+    let mut ca = config("alpha", "beta", pa, pb);
+    ca.handshake_timeout = Duration::from_millis(3000);
+    let mut pair = Pair::new(ca, config("beta", "alpha", pb, pa));
+    let now = pair.now();
+    pair.a().connect(now).unwrap();
+    // Three silent strangers on a's listener, renewed faster than a's handshake
+    // timeout could free their slots; b only dials a (which a cannot accept
+    // while strangers hold the incoming slots), so a's own dial must get through.
+    let mut strangers: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| std::net::TcpStream::connect(addr(pa)).expect("dial a"))
+        .collect();
+    pair.run_for(300, &mut Vec::new(), &mut Vec::new());
+    let now = pair.now();
+    pair.b().connect(now).unwrap();
+    let (mut ea, mut eb) = (Vec::new(), Vec::new());
+    pair.run_until(1500, "Up despite the strangers", |p| {
+        drain(p.a.as_mut(), &mut ea);
+        drain(p.b.as_mut(), &mut eb);
+        if strangers.len() < 30 {
+            strangers.push(std::net::TcpStream::connect(addr(pa)).expect("dial a"));
+        }
+        ups(&ea) == 1 && ups(&eb) == 1
+    });
+}

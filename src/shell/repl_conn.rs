@@ -61,7 +61,8 @@ use crate::wire::repl::{
 };
 
 /// Connection slots (candidates plus the live one): one outgoing, one incoming
-/// and the live socket while a restarted peer dials again.
+/// and the live socket while a restarted peer dials again. Accepted sockets
+/// take at most `SLOTS - 1`, so our dial always has one.
 pub const SLOTS: usize = 3;
 /// Tokens used from `token_base`: the listener, then one per slot.
 pub const TOKENS: usize = 1 + SLOTS;
@@ -545,6 +546,17 @@ impl ReplConn {
         self.slots.iter().position(|s| s.is_none())
     }
 
+    /// A slot for an accepted socket. Accepted sockets never take the last
+    /// slot: one is always left for our own dial, so strangers holding silent
+    /// connections open cannot keep us from reaching the peer.
+    fn free_slot_incoming(&self) -> Option<usize> {
+        let incoming = self.slots.iter().flatten().filter(|c| !c.outgoing).count();
+        if incoming + 1 >= SLOTS {
+            return None;
+        }
+        self.free_slot()
+    }
+
     fn events_room(&self) -> bool {
         self.events.len() < EVENTS_MAX && self.event_bytes < EVENT_BYTES_MAX
     }
@@ -568,7 +580,7 @@ impl ReplConn {
                 return;
             };
             match listener.accept() {
-                Ok((stream, peer)) => match self.free_slot() {
+                Ok((stream, peer)) => match self.free_slot_incoming() {
                     Some(slot) => self.install(slot, stream, peer, false, now),
                     // Full: dropping closes it; the peer dials again later.
                     None => log::debug!("repl_accept_full resource={}", self.cfg.resource),
