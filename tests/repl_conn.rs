@@ -236,8 +236,20 @@ fn both_dial_at_once_exactly_one_connection_survives() {
             *msg,
             ConnEvent::Msg(7, heapless::Vec::from_slice(b"hdr").unwrap(), vec![1, 2, 3])
         );
+        // flush writes at once, without waiting for the loop's next turn.
+        let before = pair.a().stats().bytes_sent;
+        pair.a().send(9, b"now", None).unwrap();
+        let now = pair.now();
+        pair.a().flush(now);
+        // (A keepalive queued just before may have gone out with it.)
+        assert!(pair.a().stats().bytes_sent >= before + 11 + 3);
+        assert_eq!(pair.a().queued_bytes(), 0);
+        pair.run_until(2000, "the flushed message", |p| {
+            drain(p.b.as_mut(), &mut eb);
+            eb.iter().any(|e| matches!(e, ConnEvent::Msg(9, ..)))
+        });
         // Keepalives flowed meanwhile and were not delivered as messages.
-        assert_eq!(pair.b().stats().frames_received, 1);
+        assert_eq!(pair.b().stats().frames_received, 2);
     }
 }
 

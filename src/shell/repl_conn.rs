@@ -442,6 +442,17 @@ impl ReplConn {
         Ok(())
     }
 
+    /// Writes queued frames now instead of at the next `handle_timeout`: the
+    /// owner calls it after a burst of `send`s to save a loop turn on the
+    /// latency path. Errors surface as events, as from `ready`.
+    pub fn flush(&mut self, now: Instant) {
+        if let Some(live) = self.live {
+            if self.conn(live).tx_pending {
+                self.service(live, now);
+            }
+        }
+    }
+
     /// Whether `send` would accept a largest frame now.
     pub fn can_send(&self) -> bool {
         self.live.is_some()
