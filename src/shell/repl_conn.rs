@@ -44,6 +44,16 @@
 //!   (`poll_timeout` is due at once while work is pending).
 //! - time: handshake_timeout per candidate; idle_timeout on the live socket
 //!   (each side sends a keepalive frame after keepalive_interval of silence).
+//!
+//! # Driving it (the owner's side)
+//!
+//! `new(cfg)`, `register(registry, token_base)` (uses [`TOKENS`] tokens), then
+//! `connect(now)`. Each loop turn: `ready(token, event, now)` for tokens it
+//! `owns`; `handle_timeout(now)` (cheap when nothing is due; `poll_timeout`
+//! returns a past instant, `Instant::ZERO`, while work is pending); drain
+//! `poll_event` fully; `send` (and optionally `flush(now)` after a burst).
+//! `Rejected` repeats every connect_interval while a misconfigured peer keeps
+//! dialling: log it rate-limited. `close()` queues `Down(Closed)` itself.
 
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind, IoSlice, Read, Write};
