@@ -23,7 +23,7 @@
 //! # Handshake (before any frame), DRBD's cram-hmac with HMAC-SHA256
 //!
 //! Each message is `HS_MAGIC u32 | type u8 | body_len u16 | body`. Both sides:
-//! 1. send Hello {version u16, resource, node name, challenge[32]} at once;
+//! 1. send Hello {version u16, resource, node name, challenge: 32 bytes} at once;
 //! 2. on the peer's Hello: check version, resource and the peer's node name,
 //!    then send Response = HMAC(secret, peer_challenge | own node | resource)
 //!    (names length-prefixed, so "ab"+"c" and "a"+"bc" differ);
