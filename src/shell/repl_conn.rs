@@ -18,7 +18,7 @@
 //! Candidates: at most [`SLOTS`] sockets at once (outgoing or accepted), each
 //! running its own `wire::repl::Handshake` under `handshake_timeout` (connect
 //! time included). Both nodes dial each other, so two candidates may
-//! authenticate; the *arbiter*, the node whose `address` is lower, keeps the
+//! authenticate; the *arbiter*, the node whose name sorts first, keeps the
 //! first one that authenticates (sends Select on it) and closes the others; the
 //! other node uses a socket only once Select arrives on it. A candidate that
 //! authenticates on the arbiter while it is already Up is closed, and a
@@ -44,6 +44,16 @@
 //!   (`poll_timeout` is due at once while work is pending).
 //! - time: handshake_timeout per candidate; idle_timeout on the live socket
 //!   (each side sends a keepalive frame after keepalive_interval of silence).
+//!
+//! # Driving it (the owner's side)
+//!
+//! `new(cfg)`, `register(registry, token_base)` (uses [`TOKENS`] tokens), then
+//! `connect(now)`. Each loop turn: `ready(token, event, now)` for tokens it
+//! `owns`; `handle_timeout(now)` (cheap when nothing is due; `poll_timeout`
+//! returns a past instant, `Instant::ZERO`, while work is pending); drain
+//! `poll_event` fully; `send` (and optionally `flush(now)` after a burst).
+//! `Rejected` repeats every connect_interval while a misconfigured peer keeps
+//! dialling: log it rate-limited. `close()` queues `Down(Closed)` itself.
 
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind, IoSlice, Read, Write};
@@ -61,7 +71,8 @@ use crate::wire::repl::{
 };
 
 /// Connection slots (candidates plus the live one): one outgoing, one incoming
-/// and the live socket while a restarted peer dials again.
+/// and the live socket while a restarted peer dials again. Accepted sockets
+/// take at most `SLOTS - 1`, so our dial always has one.
 pub const SLOTS: usize = 3;
 /// Tokens used from `token_base`: the listener, then one per slot.
 pub const TOKENS: usize = 1 + SLOTS;
@@ -158,8 +169,10 @@ impl ReplConnConfig {
             resource: self.resource.clone(),
             node: self.node.clone(),
             peer: self.peer.clone(),
-            // The lower address arbitrates (SocketAddr orders by ip, then port).
-            arbiter: self.address < self.peer_address,
+            // The node with the smaller name arbitrates: both sides verify both
+            // names in the handshake, so they always agree, even when the
+            // addresses one dials and the other binds differ (NAT, 0.0.0.0).
+            arbiter: self.node < self.peer,
         }
     }
 }
@@ -195,6 +208,9 @@ impl core::fmt::Display for DownReason {
 }
 
 /// What the connection reports to its owner (drain with `poll_event`).
+// Msg (header inline) is the common variant; boxing it would allocate per message
+// to shrink the rare ones. The queue holds at most EVENTS_MAX + a few of them.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq, Eq)]
 pub enum ConnEvent {
     /// Authenticated and chosen; messages may be sent.
@@ -436,6 +452,17 @@ impl ReplConn {
         Ok(())
     }
 
+    /// Writes queued frames now instead of at the next `handle_timeout`: the
+    /// owner calls it after a burst of `send`s to save a loop turn on the
+    /// latency path. Errors surface as events, as from `ready`.
+    pub fn flush(&mut self, now: Instant) {
+        if let Some(live) = self.live {
+            if self.conn(live).tx_pending {
+                self.service(live, now);
+            }
+        }
+    }
+
     /// Whether `send` would accept a largest frame now.
     pub fn can_send(&self) -> bool {
         self.live.is_some()
@@ -540,6 +567,17 @@ impl ReplConn {
         self.slots.iter().position(|s| s.is_none())
     }
 
+    /// A slot for an accepted socket. Accepted sockets never take the last
+    /// slot: one is always left for our own dial, so strangers holding silent
+    /// connections open cannot keep us from reaching the peer.
+    fn free_slot_incoming(&self) -> Option<usize> {
+        let incoming = self.slots.iter().flatten().filter(|c| !c.outgoing).count();
+        if incoming + 1 >= SLOTS {
+            return None;
+        }
+        self.free_slot()
+    }
+
     fn events_room(&self) -> bool {
         self.events.len() < EVENTS_MAX && self.event_bytes < EVENT_BYTES_MAX
     }
@@ -563,7 +601,7 @@ impl ReplConn {
                 return;
             };
             match listener.accept() {
-                Ok((stream, peer)) => match self.free_slot() {
+                Ok((stream, peer)) => match self.free_slot_incoming() {
                     Some(slot) => self.install(slot, stream, peer, false, now),
                     // Full: dropping closes it; the peer dials again later.
                     None => log::debug!("repl_accept_full resource={}", self.cfg.resource),
@@ -1083,4 +1121,71 @@ fn challenge() -> [u8; CHALLENGE_LEN] {
         }
     }
     panic!("getrandom failed to deliver a challenge");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> ReplConnConfig {
+        ReplConnConfig::new(
+            "r0",
+            "debian1",
+            "debian2",
+            b"secret",
+            "10.0.0.1:7788".parse().unwrap(),
+            "10.0.0.2:7788".parse().unwrap(),
+        )
+    }
+
+    #[test]
+    fn config_defaults_pass_check_and_first_name_arbitrates() {
+        let c = cfg();
+        assert_eq!(c.check(), Ok(()));
+        assert!(c.identity().arbiter);
+        let mut other = c.clone();
+        std::mem::swap(&mut other.node, &mut other.peer);
+        assert!(!other.identity().arbiter);
+    }
+
+    #[test]
+    fn config_check_refuses_what_the_connection_cannot_honour() {
+        let mut c = cfg();
+        c.peer_address = c.address;
+        assert!(c.check().is_err());
+        let mut c = cfg();
+        c.idle_timeout = c.keepalive_interval;
+        assert!(c.check().is_err());
+        let mut c = cfg();
+        c.send_queue_bytes_max = PAYLOAD_MAX;
+        assert!(c.check().is_err());
+        let mut c = cfg();
+        c.peer = c.node.clone();
+        assert!(c.check().is_err());
+        let mut c = cfg();
+        c.connect_interval = Duration::ZERO;
+        assert!(c.check().is_err());
+    }
+
+    #[test]
+    fn down_reasons_print_as_catalogue_words() {
+        assert_eq!(DownReason::Idle.to_string(), "idle");
+        assert_eq!(
+            DownReason::Io(ErrorKind::ConnectionReset).to_string(),
+            "io_ConnectionReset"
+        );
+        assert_eq!(
+            DownReason::Frame(FrameError::PayloadLong(7)).to_string(),
+            "frame_payload_long_7"
+        );
+    }
+
+    #[test]
+    fn standalone_connection_refuses_sends_and_sleeps() {
+        let mut c = ReplConn::new(cfg());
+        assert_eq!(c.send(1, b"", None), Err(SendError::NotUp));
+        assert!(!c.can_send() && !c.is_up());
+        assert_eq!(c.poll_timeout(), None);
+        assert_eq!(c.poll_event(), None);
+    }
 }

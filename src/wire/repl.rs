@@ -23,7 +23,7 @@
 //! # Handshake (before any frame), DRBD's cram-hmac with HMAC-SHA256
 //!
 //! Each message is `HS_MAGIC u32 | type u8 | body_len u16 | body`. Both sides:
-//! 1. send Hello {version u16, resource, node name, challenge[32]} at once;
+//! 1. send Hello {version u16, resource, node name, challenge: 32 bytes} at once;
 //! 2. on the peer's Hello: check version, resource and the peer's node name,
 //!    then send Response = HMAC(secret, peer_challenge | own node | resource)
 //!    (names length-prefixed, so "ab"+"c" and "a"+"bc" differ);
@@ -34,7 +34,7 @@
 //! Including the responder's own name stops reflection: a challenge bounced back
 //! at its sender needs a MAC over the sender's name, which it never produces.
 //! Both sides may connect at once, so exactly one connection must survive: the
-//! *arbiter* (the node with the lower address, decided by the shell) picks the
+//! *arbiter* (the node whose name sorts first, decided by the shell) picks the
 //! first authenticated connection, sends Select on it and closes the others. The
 //! other side uses a connection only once Select arrives on it.
 //!
@@ -1028,6 +1028,49 @@ mod tests {
         let (used, st) = hb.feed(&b, &stream).unwrap();
         assert_eq!(st, HsStatus::Selected);
         assert_eq!(&stream[used..], &frame[..]);
+    }
+
+    #[test]
+    fn handshake_corrupted_stream_never_panics_nor_authenticates_wrongly() {
+        // Every single bit flip in beta's whole handshake output, fed to alpha.
+        let a = ident("alpha", "beta", b"s", true);
+        let b = ident("beta", "alpha", b"s", false);
+        let mut ha = Handshake::new(&a, [4; CHALLENGE_LEN]);
+        let mut hb = Handshake::new(&b, [5; CHALLENGE_LEN]);
+        let hello_a = ha.output().to_vec();
+        hb.feed(&b, &hello_a).unwrap();
+        let mut stream = hb.output().to_vec();
+        // beta's Verdict(ok) needs alpha's Response first.
+        let (_, st) = ha.feed(&a, &stream).unwrap();
+        assert_eq!(st, HsStatus::Pending);
+        let resp_a = ha.output()[hello_a.len()..].to_vec();
+        let before = hb.output().len();
+        hb.feed(&b, &resp_a).unwrap();
+        stream.extend_from_slice(&hb.output()[before..]);
+        // Hello: prefix, version, "r0", "beta", then the challenge.
+        let challenge_at = HS_PREFIX_LEN + 2 + 1 + 2 + 1 + 4;
+        assert_eq!(
+            &stream[challenge_at..challenge_at + CHALLENGE_LEN],
+            &[5; CHALLENGE_LEN]
+        );
+        for i in 0..stream.len() * 8 {
+            let mut bad = stream.clone();
+            bad[i / 8] ^= 1 << (i % 8);
+            let mut h = Handshake::new(&a, [4; CHALLENGE_LEN]);
+            let status = h.feed(&a, &bad);
+            // A flipped bit may land in a length and leave alpha waiting, or be
+            // rejected; it never authenticates, except in beta's challenge, which
+            // only changes alpha's answer (beta would then refuse alpha).
+            let in_challenge = (challenge_at..challenge_at + CHALLENGE_LEN).contains(&(i / 8));
+            let authenticated = matches!(
+                status,
+                Ok((_, HsStatus::Authenticated | HsStatus::Selected))
+            );
+            assert!(!authenticated || in_challenge, "bit {i} authenticated");
+        }
+        // Unflipped, the same stream authenticates.
+        let mut h = Handshake::new(&a, [4; CHALLENGE_LEN]);
+        assert_eq!(h.feed(&a, &stream).unwrap().1, HsStatus::Authenticated);
     }
 
     #[test]
