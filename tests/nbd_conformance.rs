@@ -458,3 +458,58 @@ fn raw_back_pressure_bounds_memory() {
     }
     writer.join().unwrap().unwrap();
 }
+
+/// Not run in CI: the server and worker alone under fio, for comparison with
+/// nbd-server on the same machine (`cargo test --release --test
+/// nbd_conformance bench -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn bench_fio_randwrite_and_sequential() {
+    if !have("fio") {
+        return;
+    }
+    let h = Harness::start("bench", 256 * MIB);
+    for (name, bs, depth) in [
+        ("rand4k_qd16", "4k", "16"),
+        ("rand4k_qd1", "4k", "1"),
+        ("seq1m_qd4", "1M", "4"),
+    ] {
+        let rw = if bs == "4k" {
+            "--rw=randwrite"
+        } else {
+            "--rw=write"
+        };
+        let mut c = Command::new("fio");
+        c.current_dir(&h.dir)
+            .arg(format!("--name={name}"))
+            .args([
+                "--ioengine=nbd",
+                "--size=256M",
+                "--time_based",
+                "--runtime=5",
+                "--output-format=json",
+            ])
+            .arg(format!("--uri={}", h.uri()))
+            .arg(rw)
+            .arg(format!("--bs={bs}"))
+            .arg(format!("--iodepth={depth}"));
+        let out = run_client(&h.dir, &mut c, 60).ok();
+        let json = out.stdout.replace(char::is_whitespace, "");
+        let at = json.find("\"write\":").unwrap();
+        let iops: String = json[at..]
+            .split("\"iops\":")
+            .nth(1)
+            .unwrap()
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
+        let bw: String = json[at..]
+            .split("\"bw\":")
+            .nth(1)
+            .unwrap()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        println!("bench {name}: iops={iops} bw_kib_s={bw}");
+    }
+}

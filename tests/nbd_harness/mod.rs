@@ -48,6 +48,7 @@ pub struct Harness {
     stop: Arc<AtomicBool>,
     stop_waker: Arc<Waker>,
     thread: Option<JoinHandle<()>>,
+    _cleanup: TempDir,
 }
 
 /// Options for [`Harness::start_with`].
@@ -85,6 +86,8 @@ impl Harness {
         let dir = std::env::temp_dir().join(format!("bascule-nbd-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        // Removes the directory if setting up below panics.
+        let cleanup = TempDir(dir.clone());
         let disk = dir.join("disk.img");
         let sock = dir.join("nbd.sock");
         let f = std::fs::OpenOptions::new()
@@ -121,6 +124,7 @@ impl Harness {
         let thread = std::thread::spawn(move || serve(poll, server, worker, &s, &st));
         Harness {
             dir,
+            _cleanup: cleanup,
             sock,
             disk,
             name: "repl".into(),
@@ -146,7 +150,16 @@ impl Drop for Harness {
             // The loop checks the flag at least every 100 ms.
             let _ = t.join();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // The directory goes with `_cleanup`, after the loop stopped.
+    }
+}
+
+/// A directory removed on drop.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
