@@ -27,6 +27,9 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, IoSlice, Read, Write};
+use std::mem::MaybeUninit;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use mio::net::{UnixListener, UnixStream};
@@ -150,7 +153,7 @@ pub struct NbdServer {
 }
 
 impl NbdServer {
-    /// Binds the socket (replacing a stale one) and registers the listener.
+    /// Binds the socket (replacing a stale one; mode 0600) and registers the listener.
     pub fn bind(cfg: NbdConfig, registry: &Registry) -> std::io::Result<NbdServer> {
         assert!(
             cfg.tokens >= 2,
@@ -161,6 +164,8 @@ impl NbdServer {
             _ => {}
         }
         let mut listener = UnixListener::bind(&cfg.path)?;
+        // Whoever can connect can write the replicated disk: owner only.
+        std::fs::set_permissions(&cfg.path, std::fs::Permissions::from_mode(0o600))?;
         registry.register(&mut listener, Token(cfg.token_first), Interest::READABLE)?;
         let slots = cfg.tokens - 1;
         Ok(NbdServer {
@@ -373,10 +378,11 @@ impl NbdServer {
                 .payload_slot()
                 .filter(|s| s.len() >= DIRECT_READ_MIN)
             {
-                match conn.stream.read(direct) {
+                match read_uninit(&conn.stream, direct) {
                     Ok(0) => failed = Some("eof"),
                     Ok(n) => {
-                        if let Some(feed) = conn.session.payload_advance(n) {
+                        // SAFETY: read_uninit initialised the first n bytes of the slot.
+                        if let Some(feed) = unsafe { conn.session.payload_advance(n) } {
                             on_feed(conn, slot, feed, &mut self.q);
                         }
                         continue;
@@ -475,6 +481,17 @@ impl Drop for NbdServer {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// `read(2)` into uninitialised memory; returns how many bytes it wrote there.
+fn read_uninit(stream: &UnixStream, buf: &mut [MaybeUninit<u8>]) -> std::io::Result<usize> {
+    // SAFETY: the kernel writes at most buf.len() bytes into memory we own
+    // exclusively for the call; uninitialised memory is fine as a read target.
+    let n = unsafe { libc::read(stream.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(n as usize)
 }
 
 /// Marks `n` bytes of the write queue sent.

@@ -22,14 +22,16 @@
 //!                --bad magic, WRITE > MAX_IO_BYTES--> Closed (Feed::Close)
 //! ```
 //!
-//! A WRITE's payload goes into one `Vec` sized once from the header; the shell can
-//! read the socket straight into it ([`Session::payload_slot`]), and the `Vec`
+//! A WRITE's payload goes into one `Vec` allocated once from the header (never
+//! zero-filled: 1 MiB memsets cost as much as the copy); the shell can read the
+//! socket straight into its spare capacity ([`Session::payload_slot`]), and the `Vec`
 //! becomes the [`Payload`] of [`HostIo::Write`] without another copy.
 //!
 //! Options beyond the brief (STARTTLS, STRUCTURED_REPLY, meta contexts, extended
 //! headers) are answered `NBD_REP_ERR_UNSUP`, so clients fall back to simple
 //! replies. Spec: NetworkBlockDevice/nbd `doc/proto.md`.
 
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use crate::core::replication::{HostIo, Payload, MAX_IO_BYTES};
@@ -244,9 +246,9 @@ pub struct Session {
     hdr_len: usize,
     /// Option data being gathered.
     opt: Vec<u8>,
-    /// WRITE payload being gathered, `payload[..filled]` valid.
+    /// WRITE payload being gathered: its length so far, `want` bytes in all.
     payload: Vec<u8>,
-    filled: usize,
+    want: usize,
     no_zeroes: bool,
 }
 
@@ -265,7 +267,7 @@ impl Session {
             hdr_len: 0,
             opt: Vec::new(),
             payload: Vec::new(),
-            filled: 0,
+            want: 0,
             no_zeroes: false,
         }
     }
@@ -280,20 +282,29 @@ impl Session {
         self.phase == Phase::Closed
     }
 
-    /// Where the rest of the current WRITE payload goes, for a direct socket
-    /// read; None outside a payload.
-    pub fn payload_slot(&mut self) -> Option<&mut [u8]> {
+    /// Where the rest of the current WRITE payload goes (uninitialised), for a
+    /// direct socket read; None outside a payload.
+    pub fn payload_slot(&mut self) -> Option<&mut [MaybeUninit<u8>]> {
         match self.phase {
-            Phase::Payload { .. } => Some(&mut self.payload[self.filled..]),
+            Phase::Payload { .. } => {
+                let left = self.want - self.payload.len();
+                Some(&mut self.payload.spare_capacity_mut()[..left])
+            }
             _ => None,
         }
     }
 
     /// `n` bytes were read into [`Session::payload_slot`]. Returns the request
     /// (or its rejection) when the payload is complete.
-    pub fn payload_advance(&mut self, n: usize) -> Option<Feed> {
-        assert!(self.filled + n <= self.payload.len(), "payload overrun");
-        self.filled += n;
+    ///
+    /// # Safety
+    /// The first `n` bytes of the slot last returned by `payload_slot` must
+    /// have been initialised (written by `read`).
+    pub unsafe fn payload_advance(&mut self, n: usize) -> Option<Feed> {
+        let len = self.payload.len();
+        assert!(len + n <= self.want, "payload overrun");
+        // SAFETY: the caller initialised these bytes; capacity >= want.
+        unsafe { self.payload.set_len(len + n) };
         self.payload_done()
     }
 
@@ -321,9 +332,8 @@ impl Session {
                     .fill(rest, REQUEST_LEN)
                     .map(|n| (n, self.on_request(export))),
                 Phase::Payload { .. } => {
-                    let take = rest.len().min(self.payload.len() - self.filled);
-                    self.payload[self.filled..self.filled + take].copy_from_slice(&rest[..take]);
-                    self.filled += take;
+                    let take = rest.len().min(self.want - self.payload.len());
+                    self.payload.extend_from_slice(&rest[..take]);
                     match self.payload_done() {
                         Some(feed) => Ok((take, Some(feed))),
                         None => Err(take),
@@ -532,8 +542,8 @@ impl Session {
             None
         };
         // One allocation of the exact size; it becomes the Payload as is.
-        self.payload = vec![0u8; len as usize];
-        self.filled = 0;
+        self.payload = Vec::with_capacity(len as usize);
+        self.want = len as usize;
         self.phase = Phase::Payload {
             handle,
             offset,
@@ -553,12 +563,12 @@ impl Session {
         else {
             return None;
         };
-        if self.filled < self.payload.len() {
+        if self.payload.len() < self.want {
             return None;
         }
         self.phase = Phase::Transmission;
         let data = std::mem::take(&mut self.payload);
-        self.filled = 0;
+        self.want = 0;
         if let Some(errno) = reject {
             return Some(Feed::Reject { handle, errno });
         }
@@ -688,6 +698,12 @@ mod tests {
             }
         }
         feeds
+    }
+
+    fn fill(slot: &mut [MaybeUninit<u8>], bytes: &[u8]) {
+        for (d, b) in slot.iter_mut().zip(bytes) {
+            d.write(*b);
+        }
     }
 
     /// Parses option replies: (option, type, data).
@@ -881,14 +897,15 @@ mod tests {
         let hdr = encode_request(0, CMD_WRITE, 1, 0, 10);
         let (n, f) = s.feed(&hdr, &EXPORT, &mut Vec::new());
         assert_eq!((n, f), (REQUEST_LEN, Feed::More));
-        s.payload_slot().unwrap()[..4].copy_from_slice(b"abcd");
-        assert_eq!(s.payload_advance(4), None);
+        fill(s.payload_slot().unwrap(), b"abcd");
+        // SAFETY: 4 bytes written just above.
+        assert_eq!(unsafe { s.payload_advance(4) }, None);
         assert_eq!(s.payload_slot().unwrap().len(), 6);
-        s.payload_slot().unwrap().copy_from_slice(b"efghij");
+        fill(s.payload_slot().unwrap(), b"efghij");
         let Some(Feed::Request(Request {
             io: HostIo::Write { data, .. },
             ..
-        })) = s.payload_advance(6)
+        })) = (unsafe { s.payload_advance(6) })
         else {
             panic!("no write");
         };
