@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 
-use crate::core::replication::{HostId, HostIo, IoResult, Payload};
+use crate::core::replication::{HostId, HostIo, IoError, IoResult, Payload};
 use crate::wire::nbd::{simple_reply, ExportInfo, Feed, Session, GREETING, SIMPLE_REPLY_LEN};
 
 /// Size of the shared read buffer: many small requests per `read`.
@@ -131,6 +131,8 @@ struct Pending {
     gen: u64,
     handle: u64,
     cost: usize,
+    /// Bytes a READ must return (None for other requests).
+    read_len: Option<u32>,
 }
 
 /// The queues requests go through, split from the connections for borrowing.
@@ -268,9 +270,20 @@ impl NbdServer {
         };
         conn.inflight -= 1;
         conn.bytes -= p.cost;
-        let (errno, data) = match result {
-            Ok(data) => (0, data),
-            Err(e) => (e.errno(), None),
+        let (errno, data) = match (result, p.read_len) {
+            (Err(e), _) => (e.errno(), None),
+            (Ok(Some(data)), Some(len)) if data.len() == len as usize => (0, Some(data)),
+            // Data of any other length would desynchronise the client's
+            // stream for good: answer EIO instead (a bug upstream, logged).
+            (Ok(data), Some(len)) => {
+                let got = data.map(|d| d.len());
+                log::debug!(
+                    "nbd_read_length_wrong res={} want={len} got={got:?}",
+                    self.cfg.name
+                );
+                (IoError::Io.errno(), None)
+            }
+            (Ok(_), None) => (0, None),
         };
         let out = Out::Reply {
             hdr: simple_reply(p.handle, errno),
@@ -530,6 +543,10 @@ fn on_feed(conn: &mut Conn, slot: usize, feed: Feed, q: &mut Queues) {
                     gen: conn.gen,
                     handle: req.handle,
                     cost,
+                    read_len: match req.io {
+                        HostIo::Read { len, .. } => Some(len),
+                        _ => None,
+                    },
                 },
             );
             q.ready.push_back((HostId(id), req.io));
@@ -552,5 +569,172 @@ fn on_feed(conn: &mut Conn, slot: usize, feed: Feed, q: &mut Queues) {
             conn.closing = true;
             conn.reason = why.as_str();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::nbd::{encode_request, CMD_READ, CMD_WRITE, IHAVEOPT, OPT_EXPORT_NAME};
+    use mio::{Events, Poll};
+    use std::sync::Arc;
+    use std::time::{Duration as StdDuration, Instant as StdInstant};
+
+    struct Rig {
+        poll: Poll,
+        events: Events,
+        server: NbdServer,
+        dir: PathBuf,
+    }
+
+    impl Rig {
+        fn new(tag: &str) -> Rig {
+            let dir =
+                std::env::temp_dir().join(format!("bascule-nbdu-{}-{tag}", std::process::id()));
+            let _ = std::fs::create_dir_all(&dir);
+            let poll = Poll::new().unwrap();
+            let cfg = NbdConfig {
+                path: dir.join("sock"),
+                name: "r0".into(),
+                size: 1 << 20,
+                read_only: false,
+                token_first: 100,
+                tokens: 3,
+                inflight_bytes_max: INFLIGHT_BYTES_MAX,
+            };
+            let server = NbdServer::bind(cfg, poll.registry()).unwrap();
+            Rig {
+                poll,
+                events: Events::with_capacity(16),
+                server,
+                dir,
+            }
+        }
+
+        /// Runs the loop once (short poll) and returns the requests produced.
+        fn turn(&mut self) -> Vec<(HostId, HostIo)> {
+            self.poll
+                .poll(&mut self.events, Some(StdDuration::from_millis(20)))
+                .unwrap();
+            for ev in self.events.iter() {
+                assert!(self.server.owns(ev.token()));
+                self.server
+                    .handle_event(ev.token(), ev.is_readable(), ev.is_writable());
+            }
+            self.server.flush();
+            std::iter::from_fn(|| self.server.poll_request()).collect()
+        }
+
+        /// A client through the old-style EXPORT_NAME handshake.
+        fn client(&mut self) -> std::os::unix::net::UnixStream {
+            let mut c = std::os::unix::net::UnixStream::connect(self.server.path()).unwrap();
+            c.set_read_timeout(Some(StdDuration::from_secs(5))).unwrap();
+            let mut m = 3u32.to_be_bytes().to_vec();
+            m.extend(IHAVEOPT.to_be_bytes());
+            m.extend(OPT_EXPORT_NAME.to_be_bytes());
+            m.extend(2u32.to_be_bytes());
+            m.extend(b"r0");
+            c.write_all(&m).unwrap();
+            let mut got: Vec<u8> = Vec::new();
+            while got.len() < GREETING.len() + 10 {
+                assert!(self.turn().is_empty());
+                c.set_nonblocking(true).unwrap();
+                let mut buf = [0u8; 64];
+                if let Ok(n) = c.read(&mut buf) {
+                    got.extend(&buf[..n]);
+                }
+                c.set_nonblocking(false).unwrap();
+            }
+            assert_eq!(&got[18..26], &(1u64 << 20).to_be_bytes());
+            c
+        }
+
+        /// Turns until `n` requests came (bounded).
+        fn requests(&mut self, n: usize) -> Vec<(HostId, HostIo)> {
+            let deadline = StdInstant::now() + StdDuration::from_secs(5);
+            let mut all = Vec::new();
+            while all.len() < n {
+                assert!(
+                    StdInstant::now() < deadline,
+                    "only {} of {n} requests",
+                    all.len()
+                );
+                all.extend(self.turn());
+            }
+            all
+        }
+    }
+
+    impl Drop for Rig {
+        fn drop(&mut self) {
+            self.server.shutdown();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn reply(c: &mut std::os::unix::net::UnixStream) -> (u32, u64) {
+        let mut r = [0u8; 16];
+        c.read_exact(&mut r).unwrap();
+        (
+            u32::from_be_bytes(r[4..8].try_into().unwrap()),
+            u64::from_be_bytes(r[8..16].try_into().unwrap()),
+        )
+    }
+
+    #[test]
+    fn read_of_wrong_length_is_eio_and_stream_stays_in_sync() {
+        let mut rig = Rig::new("len");
+        let mut c = rig.client();
+        let mut m = encode_request(0, CMD_READ, 1, 0, 8).to_vec();
+        m.extend(encode_request(0, CMD_READ, 2, 0, 8));
+        m.extend(encode_request(0, CMD_READ, 3, 8, 4));
+        c.write_all(&m).unwrap();
+        let reqs = rig.requests(3);
+        rig.server
+            .complete(reqs[0].0, Ok(Some(Arc::new(vec![1; 7]))));
+        rig.server.complete(reqs[1].0, Ok(None));
+        rig.server
+            .complete(reqs[2].0, Ok(Some(Arc::new(b"good".to_vec()))));
+        rig.server.flush();
+        assert_eq!(reply(&mut c), (5, 1));
+        assert_eq!(reply(&mut c), (5, 2));
+        assert_eq!(reply(&mut c), (0, 3));
+        let mut d = [0u8; 4];
+        c.read_exact(&mut d).unwrap();
+        assert_eq!(&d, b"good");
+        assert_eq!(rig.server.pending(), 0);
+    }
+
+    /// A 1 MiB write arrives whole and in order whatever the split between
+    /// the read buffer and direct reads; unknown and repeated ids are ignored.
+    #[test]
+    fn large_write_payload_and_unknown_completion() {
+        let mut rig = Rig::new("big");
+        let mut c = rig.client();
+        let data: Vec<u8> = (0..(1u32 << 20)).map(|i| (i * 7 % 253) as u8).collect();
+        let mut m = encode_request(0, CMD_WRITE, 9, 0, 1 << 20).to_vec();
+        m.extend(&data);
+        let writer = {
+            let mut w = c.try_clone().unwrap();
+            w.set_write_timeout(Some(StdDuration::from_secs(5)))
+                .unwrap();
+            std::thread::spawn(move || w.write_all(&m))
+        };
+        let reqs = rig.requests(1);
+        writer.join().unwrap().unwrap();
+        let HostIo::Write {
+            offset: 0,
+            data: got,
+            fua: false,
+        } = &reqs[0].1
+        else {
+            panic!("{:?}", reqs[0].1);
+        };
+        assert!(got[..] == data[..]);
+        rig.server.complete(reqs[0].0, Ok(None));
+        rig.server.complete(reqs[0].0, Ok(None)); // again: ignored
+        rig.server.complete(HostId(12345), Ok(None)); // never issued: ignored
+        rig.server.flush();
+        assert_eq!(reply(&mut c), (0, 9));
     }
 }
