@@ -90,21 +90,28 @@ impl Out {
         }
     }
     /// Pushes the unsent parts as slices.
-    fn slices<'a>(&'a self, iov: &mut Vec<IoSlice<'a>>) {
+    /// Puts the unsent parts (at most 2) into `iov` from `at`; returns the new end.
+    fn slices<'a>(&'a self, iov: &mut [IoSlice<'a>], mut at: usize) -> usize {
         match self {
-            Out::Raw { buf, sent } => iov.push(IoSlice::new(&buf[*sent..])),
+            Out::Raw { buf, sent } => {
+                iov[at] = IoSlice::new(&buf[*sent..]);
+                at += 1;
+            }
             Out::Reply { hdr, data, sent } => {
                 if *sent < SIMPLE_REPLY_LEN {
-                    iov.push(IoSlice::new(&hdr[*sent..]));
+                    iov[at] = IoSlice::new(&hdr[*sent..]);
+                    at += 1;
                 }
                 if let Some(d) = data {
                     let from = sent.saturating_sub(SIMPLE_REPLY_LEN);
                     if from < d.len() {
-                        iov.push(IoSlice::new(&d[from..]));
+                        iov[at] = IoSlice::new(&d[from..]);
+                        at += 1;
                     }
                 }
             }
         }
+        at
     }
 }
 
@@ -240,7 +247,8 @@ impl NbdServer {
         self.q.ready.pop_front()
     }
 
-    /// Readiness for one of our tokens.
+    /// Readiness for one of our tokens. An event with neither flag (an error
+    /// or hang-up only) tries both, so the failure is seen and the slot freed.
     pub fn handle_event(&mut self, token: Token, readable: bool, writable: bool) {
         if token.0 == self.cfg.token_first {
             self.accept();
@@ -250,10 +258,11 @@ impl NbdServer {
         if slot >= self.conns.len() || self.conns[slot].is_none() {
             return; // a stale event for a closed slot
         }
-        if writable {
+        let neither = !readable && !writable;
+        if writable || neither {
             self.flush_conn(slot);
         }
-        if readable {
+        if readable || neither {
             self.read_conn(slot);
         }
         self.close_if_done(slot);
@@ -445,14 +454,13 @@ impl NbdServer {
         };
         let mut failed = false;
         while !conn.wq.is_empty() {
-            let mut iov: Vec<IoSlice> = Vec::with_capacity(IOV_MAX.min(conn.wq.len() * 2));
-            for out in conn.wq.iter() {
-                if iov.len() + 2 > IOV_MAX {
-                    break;
-                }
-                out.slices(&mut iov);
+            // On the stack: no allocation per writev.
+            let mut iov = [IoSlice::new(&[]); IOV_MAX];
+            let mut used = 0;
+            for out in conn.wq.iter().take(IOV_MAX / 2) {
+                used = out.slices(&mut iov, used);
             }
-            let n = match conn.stream.write_vectored(&iov) {
+            let n = match conn.stream.write_vectored(&iov[..used]) {
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
@@ -461,7 +469,6 @@ impl NbdServer {
                     break;
                 }
             };
-            drop(iov);
             advance(conn, n);
         }
         if failed {
