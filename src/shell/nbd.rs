@@ -11,6 +11,8 @@
 //!    (replies are queued by `complete` and sent together: one `writev` for a
 //!    batch; `flush` also resumes connections paused by back-pressure);
 //! 3. [`NbdServer::poll_request`] until None, handing each `(HostId, HostIo)` on.
+//! 4. now and then (every iteration is fine) [`NbdServer::expire_handshakes`]
+//!    with the loop's `now`.
 //!
 //! Every request returned by `poll_request` must be completed once, even after
 //! its connection died (the reply is then dropped). Ids are never reused.
@@ -36,6 +38,7 @@ use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 
 use crate::core::replication::{HostId, HostIo, IoError, IoResult, Payload};
+use crate::time::{Duration, Instant};
 use crate::wire::nbd::{simple_reply, ExportInfo, Feed, Session, GREETING, SIMPLE_REPLY_LEN};
 
 /// Size of the shared read buffer: many small requests per `read`.
@@ -45,6 +48,8 @@ pub const READ_BUF_BYTES: usize = 128 * 1024;
 pub const DIRECT_READ_MIN: usize = 16 * 1024;
 /// Default per-connection bound on bytes in flight.
 pub const INFLIGHT_BYTES_MAX: usize = 32 << 20;
+/// How long a client may take to finish the handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Smallest amount a request counts for back-pressure.
 const REQUEST_COST_MIN: usize = 4096;
 /// Slices per `writev` (Linux allows 1024; 64 covers 32 read replies).
@@ -130,6 +135,8 @@ struct Conn {
     paused: bool,
     /// Why it is closing, for the log line.
     reason: &'static str,
+    /// When [`NbdServer::expire_handshakes`] first saw it still negotiating.
+    negotiating_since: Option<Instant>,
 }
 
 /// What a request is waiting for.
@@ -223,6 +230,24 @@ impl NbdServer {
     /// connections.
     pub fn set_size(&mut self, size: u64) {
         self.cfg.size = size;
+    }
+
+    /// Closes connections still in the handshake [`HANDSHAKE_TIMEOUT`] after
+    /// this was first called for them, so silent clients cannot hold every
+    /// slot. Call with the loop's `now` every iteration or every second.
+    pub fn expire_handshakes(&mut self, now: Instant) {
+        for slot in 0..self.conns.len() {
+            let Some(c) = self.conns[slot].as_mut() else {
+                continue;
+            };
+            if c.session.in_transmission() {
+                continue;
+            }
+            let since = *c.negotiating_since.get_or_insert(now);
+            if now.saturating_since(since) >= HANDSHAKE_TIMEOUT {
+                self.drop_conn(slot, "handshake_timeout");
+            }
+        }
     }
 
     /// Closes every connection now (their requests still complete; replies dropped).
@@ -365,6 +390,7 @@ impl NbdServer {
                 closing: false,
                 paused: false,
                 reason: "",
+                negotiating_since: None,
             });
             log::debug!("nbd_conn_open res={} conn={slot}", self.cfg.name);
             self.flush_conn(slot);
@@ -686,6 +712,35 @@ mod tests {
             u32::from_be_bytes(r[4..8].try_into().unwrap()),
             u64::from_be_bytes(r[8..16].try_into().unwrap()),
         )
+    }
+
+    #[test]
+    fn silent_handshake_expires_but_transmission_does_not() {
+        let mut rig = Rig::new("hs");
+        let mut done = rig.client();
+        let mut silent = std::os::unix::net::UnixStream::connect(rig.server.path()).unwrap();
+        silent
+            .set_read_timeout(Some(StdDuration::from_secs(5)))
+            .unwrap();
+        let deadline = StdInstant::now() + StdDuration::from_secs(5);
+        while rig.server.connections() < 2 {
+            assert!(StdInstant::now() < deadline);
+            rig.turn();
+        }
+        rig.server.expire_handshakes(Instant::from_millis(1000));
+        rig.server.expire_handshakes(Instant::from_millis(10_999));
+        assert_eq!(rig.server.connections(), 2);
+        rig.server.expire_handshakes(Instant::from_millis(11_000));
+        assert_eq!(rig.server.connections(), 1);
+        let mut rest = Vec::new();
+        silent.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, GREETING, "greeting, then closed");
+        done.write_all(&encode_request(0, CMD_READ, 1, 0, 1))
+            .unwrap();
+        let reqs = rig.requests(1);
+        rig.server.complete(reqs[0].0, Ok(Some(Arc::new(vec![0]))));
+        rig.server.flush();
+        assert_eq!(reply(&mut done), (0, 1));
     }
 
     #[test]

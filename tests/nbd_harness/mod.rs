@@ -239,6 +239,7 @@ fn serve(
     let mut done = Vec::new();
     let mut batch = Vec::new();
     let mut hold = false;
+    let start = Instant::now();
     while !stop.load(Ordering::SeqCst) {
         if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(100))) {
             assert_eq!(e.kind(), std::io::ErrorKind::Interrupted, "poll: {e}");
@@ -259,6 +260,8 @@ fn serve(
             }
             stats.applied.fetch_add(1, Ordering::SeqCst);
         }
+        let now_ms = start.elapsed().as_millis() as u64;
+        server.expire_handshakes(bascule::time::Instant::from_millis(now_ms));
         worker.drain(&mut done);
         for (id, result) in done.drain(..) {
             server.complete(HostId(id.0), result);
