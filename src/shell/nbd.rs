@@ -31,7 +31,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, IoSlice, Read, Write};
 use std::mem::MaybeUninit;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use mio::net::{UnixListener, UnixStream};
@@ -175,9 +175,16 @@ impl NbdServer {
             cfg.tokens >= 2,
             "an NBD server needs a listener token and at least one connection token"
         );
-        match std::fs::remove_file(&cfg.path) {
-            Err(e) if e.kind() != ErrorKind::NotFound => return Err(e),
-            _ => {}
+        // A socket left by an earlier run is replaced; anything else at the
+        // path (a misconfigured data file?) is never removed.
+        match std::fs::symlink_metadata(&cfg.path) {
+            Ok(m) if m.file_type().is_socket() => std::fs::remove_file(&cfg.path)?,
+            Ok(_) => {
+                let msg = format!("{} exists and is not a socket", cfg.path.display());
+                return Err(std::io::Error::new(ErrorKind::AlreadyExists, msg));
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
         }
         let mut listener = UnixListener::bind(&cfg.path)?;
         // Whoever can connect can write the replicated disk: owner only.
@@ -741,6 +748,26 @@ mod tests {
         rig.server.complete(reqs[0].0, Ok(Some(Arc::new(vec![0]))));
         rig.server.flush();
         assert_eq!(reply(&mut done), (0, 1));
+    }
+
+    #[test]
+    fn bind_replaces_a_stale_socket_but_never_a_file() {
+        let rig = Rig::new("bind");
+        let poll = Poll::new().unwrap();
+        let mut cfg = rig.server.cfg.clone();
+        cfg.path = rig.dir.join("sock2");
+        drop(NbdServer::bind(cfg.clone(), poll.registry()).unwrap());
+        // shutdown removed it; leave a stale socket behind instead.
+        let stale = std::os::unix::net::UnixListener::bind(&cfg.path).unwrap();
+        drop(stale);
+        let again = NbdServer::bind(cfg.clone(), poll.registry()).unwrap();
+        let mode = std::fs::metadata(&cfg.path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        drop(again);
+        std::fs::write(&cfg.path, b"precious").unwrap();
+        let err = NbdServer::bind(cfg.clone(), poll.registry()).err().unwrap();
+        assert_eq!(err.kind(), ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&cfg.path).unwrap(), b"precious");
     }
 
     #[test]
