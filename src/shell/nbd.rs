@@ -294,7 +294,8 @@ impl NbdServer {
         if writable || neither {
             self.flush_conn(slot);
         }
-        if readable || neither {
+        // Sent replies may have brought a paused connection under its bound.
+        if readable || neither || self.resumable(slot) {
             self.read_conn(slot);
         }
         self.close_if_done(slot);
@@ -345,14 +346,18 @@ impl NbdServer {
             if !conn.wq.is_empty() {
                 self.flush_conn(slot);
             }
-            if self.conns[slot]
-                .as_ref()
-                .is_some_and(|c| c.paused && c.bytes <= self.cfg.inflight_bytes_max)
-            {
+            if self.resumable(slot) {
                 self.read_conn(slot);
             }
             self.close_if_done(slot);
         }
+    }
+
+    /// Paused for back-pressure and now under the bound.
+    fn resumable(&self, slot: usize) -> bool {
+        self.conns[slot]
+            .as_ref()
+            .is_some_and(|c| c.paused && c.bytes <= self.cfg.inflight_bytes_max)
     }
 
     fn accept(&mut self) {
