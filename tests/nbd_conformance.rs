@@ -633,3 +633,96 @@ fn handshake_flags(read_only: bool) -> u16 {
     }
     .transmission_flags()
 }
+
+/// Unmounts (lazily) and kills nbdfuse on drop, so a failed test leaves no
+/// FUSE mount behind.
+struct FuseGuard {
+    mnt: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl Drop for FuseGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("timeout")
+            .args(["10", "fusermount3", "-u", "-z"])
+            .arg(&self.mnt)
+            .status();
+        if let Some(mut c) = self.child.take() {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Not run in CI (FUSE is where a hung test once cost a whole CI run): the
+/// path the daemon uses without kernel nbd, nbdfuse's file, read and written
+/// with O_DIRECT through dd (`cargo test --test nbd_conformance nbdfuse --
+/// --ignored`).
+#[test]
+#[ignore]
+fn nbdfuse_direct_io_round_trip() {
+    if !have("nbdfuse") || !std::path::Path::new("/dev/fuse").exists() {
+        return;
+    }
+    let h = Harness::start("fuse", 16 * MIB);
+    let mnt = h.dir.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let pidfile = h.dir.join("nbdfuse.pid");
+    let child = Command::new("nbdfuse")
+        .arg("-P")
+        .arg(&pidfile)
+        .arg(mnt.join("disk"))
+        .arg(h.uri())
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _fuse = FuseGuard {
+        mnt: mnt.clone(),
+        child: Some(child),
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !pidfile.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nbdfuse not ready in 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let src = h.dir.join("src.bin");
+    let data: Vec<u8> = (0..8 * MIB as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&src, &data).unwrap();
+    let disk = mnt.join("disk");
+    let dd = |args: &[String]| run_client(&h.dir, Command::new("dd").args(args), 30).ok();
+    dd(&[
+        format!("if={}", src.display()),
+        format!("of={}", disk.display()),
+        "bs=1M".into(),
+        "oflag=direct".into(),
+        "conv=notrunc,fsync".into(),
+    ]);
+    let back = h.dir.join("back.bin");
+    dd(&[
+        format!("if={}", disk.display()),
+        format!("of={}", back.display()),
+        "bs=64k".into(),
+        "count=128".into(),
+        "iflag=direct".into(),
+    ]);
+    assert!(
+        std::fs::read(&back).unwrap() == data,
+        "read back through nbdfuse differs"
+    );
+    assert!(
+        std::fs::read(&h.disk).unwrap()[..data.len()] == data[..],
+        "backing file differs"
+    );
+}
