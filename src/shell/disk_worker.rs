@@ -23,7 +23,7 @@
 //! Error injection (tests, the disk-error lab): [`Faults`] makes chosen ops fail
 //! with EIO. Set it in-process with [`DiskWorker::faults`], or point the
 //! environment variable `BASCULE_FAIL_DISK` at a file (re-read when its
-//! modification time changes, checked at most every 50 ms) with one rule a line:
+//! modification time or length changes, checked at most every 50 ms) with one rule a line:
 //!
 //! ```text
 //!   # comment
@@ -133,19 +133,25 @@ pub struct Faults {
     ops: AtomicU64,
     /// Fast path: false while no rule is set.
     active: AtomicBool,
-    /// The fault file and when it was last looked at (mtime, check time).
+    /// The fault file and when it was last looked at ((mtime, length), check time): a change of either reloads it.
     file: Option<PathBuf>,
-    file_state: Mutex<(Option<SystemTime>, Option<StdInstant>)>,
+    file_state: Mutex<(Option<(SystemTime, u64)>, Option<StdInstant>)>,
 }
 
 impl Faults {
     /// Faults from `BASCULE_FAIL_DISK` if set, else none.
     pub fn from_env() -> Faults {
-        let file = std::env::var_os(FAIL_DISK_ENV).map(PathBuf::from);
-        let active = AtomicBool::new(file.is_some());
+        match std::env::var_os(FAIL_DISK_ENV) {
+            Some(path) => Faults::from_file(PathBuf::from(path)),
+            None => Faults::default(),
+        }
+    }
+
+    /// Faults from a rule file (which may not exist yet).
+    pub fn from_file(path: PathBuf) -> Faults {
         Faults {
-            file,
-            active,
+            file: Some(path),
+            active: AtomicBool::new(true),
             ..Faults::default()
         }
     }
@@ -170,11 +176,13 @@ impl Faults {
             return;
         }
         st.1 = Some(now);
-        let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-        if mtime == st.0 {
+        let stamp = std::fs::metadata(path)
+            .and_then(|m| Ok((m.modified()?, m.len())))
+            .ok();
+        if stamp == st.0 {
             return;
         }
-        st.0 = mtime;
+        st.0 = stamp;
         let text = std::fs::read_to_string(path).unwrap_or_default();
         let (rules, bad) = FaultRules::parse(&text);
         for (line, text) in bad {
@@ -747,6 +755,46 @@ mod tests {
             },
         );
         assert_eq!(meta, Err(IoError::Invalid), "no metadata file configured");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The rule file is picked up when it appears or changes, and dropped
+    /// when it goes away.
+    #[test]
+    fn fault_file_is_reread() {
+        let (dir, f) = temp_file("ffile", 8192);
+        let files = DiskFiles {
+            data: f,
+            data_bytes: 8192,
+            meta: None,
+        };
+        let rules = dir.join("faults");
+        let faults = Faults::from_file(rules.clone());
+        let rd = || {
+            run(
+                &files,
+                &faults,
+                DiskIo::Read {
+                    target: DiskTarget::Data,
+                    offset: 4096,
+                    len: 10,
+                },
+            )
+        };
+        let settle = || std::thread::sleep(FAULT_FILE_CHECK + StdDuration::from_millis(20));
+        assert!(rd().is_ok(), "no file: no faults");
+        std::fs::write(&rules, "data 4000 4100\n").unwrap();
+        settle();
+        assert_eq!(rd(), Err(IoError::Io));
+        std::fs::write(&rules, "data 0 10 # elsewhere now, and a longer file\n").unwrap();
+        settle();
+        assert!(rd().is_ok());
+        std::fs::write(&rules, "all\n").unwrap();
+        settle();
+        assert_eq!(run(&files, &faults, DiskIo::Flush), Err(IoError::Io));
+        std::fs::remove_file(&rules).unwrap();
+        settle();
+        assert!(rd().is_ok());
         let _ = std::fs::remove_dir_all(dir);
     }
 
