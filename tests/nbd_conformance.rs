@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use bascule::wire::nbd::{self, encode_request};
-use nbd_harness::{run_client, Harness, Options};
+use nbd_harness::{run_client, Control, Harness, Options};
 
 const MIB: u64 = 1 << 20;
 
@@ -298,6 +298,11 @@ fn connect(h: &Harness) -> UnixStream {
 
 /// Fixed newstyle + NBD_OPT_GO for "repl"; returns the transmission flags.
 fn handshake(s: &mut UnixStream) -> u16 {
+    handshake_info(s).1
+}
+
+/// Fixed newstyle + NBD_OPT_GO for "repl"; returns size and transmission flags.
+fn handshake_info(s: &mut UnixStream) -> (u64, u16) {
     let mut g = [0u8; 18];
     s.read_exact(&mut g).unwrap();
     assert_eq!(g, nbd::GREETING);
@@ -308,7 +313,7 @@ fn handshake(s: &mut UnixStream) -> u16 {
     m.extend(4u32.to_be_bytes());
     m.extend(b"repl\0\0");
     s.write_all(&m).unwrap();
-    let mut flags = 0;
+    let (mut size, mut flags) = (0, 0);
     loop {
         let mut hdr = [0u8; 20];
         s.read_exact(&mut hdr).unwrap();
@@ -317,10 +322,11 @@ fn handshake(s: &mut UnixStream) -> u16 {
         let mut data = vec![0u8; len];
         s.read_exact(&mut data).unwrap();
         if kind == nbd::REP_ACK {
-            return flags;
+            return (size, flags);
         }
         assert_eq!(kind, nbd::REP_INFO);
         if data[0..2] == [0, 0] {
+            size = u64::from_be_bytes(data[2..10].try_into().unwrap());
             flags = u16::from_be_bytes([data[10], data[11]]);
         }
     }
@@ -457,4 +463,266 @@ fn raw_back_pressure_bounds_memory() {
         seen[handle as usize] = true;
     }
     writer.join().unwrap().unwrap();
+}
+
+/// Not run in CI: the server and worker alone under fio, for comparison with
+/// nbd-server on the same machine (`cargo test --release --test
+/// nbd_conformance bench -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn bench_fio_randwrite_and_sequential() {
+    if !have("fio") {
+        return;
+    }
+    let h = Harness::start("bench", 256 * MIB);
+    for (name, bs, depth) in [
+        ("rand4k_qd16", "4k", "16"),
+        ("rand4k_qd1", "4k", "1"),
+        ("seq1m_qd4", "1M", "4"),
+    ] {
+        let rw = if bs == "4k" {
+            "--rw=randwrite"
+        } else {
+            "--rw=write"
+        };
+        let mut c = Command::new("fio");
+        c.current_dir(&h.dir)
+            .arg(format!("--name={name}"))
+            .args([
+                "--ioengine=nbd",
+                "--size=256M",
+                "--time_based",
+                "--runtime=5",
+                "--output-format=json",
+            ])
+            .arg(format!("--uri={}", h.uri()))
+            .arg(rw)
+            .arg(format!("--bs={bs}"))
+            .arg(format!("--iodepth={depth}"));
+        let out = run_client(&h.dir, &mut c, 60).ok();
+        let json = out.stdout.replace(char::is_whitespace, "");
+        let at = json.find("\"write\":").unwrap();
+        let iops: String = json[at..]
+            .split("\"iops\":")
+            .nth(1)
+            .unwrap()
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
+        let bw: String = json[at..]
+            .split("\"bw\":")
+            .nth(1)
+            .unwrap()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        println!("bench {name}: iops={iops} bw_kib_s={bw}");
+    }
+}
+
+fn write4(s: &mut UnixStream, handle: u64, offset: u64) -> u32 {
+    let mut m = encode_request(0, nbd::CMD_WRITE, handle, offset, 4).to_vec();
+    m.extend(b"wxyz");
+    s.write_all(&m).unwrap();
+    let (err, h) = reply(s);
+    assert_eq!(h, handle);
+    err
+}
+
+/// Expects EOF (the server closed) within the read timeout.
+#[track_caller]
+fn expect_eof(s: &mut UnixStream) {
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "{} unexpected bytes", rest.len());
+}
+
+/// What the daemon does to a running server: demote/promote (read-only),
+/// resize, close everything; and a connection dying with requests in flight.
+#[test]
+fn raw_runtime_read_only_size_close_all_and_dead_connections() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let h = Harness::start_with(
+        "rawctl",
+        Options {
+            size: MIB,
+            backing_size: Some(2 * MIB),
+            ..Options::default()
+        },
+    );
+    let mut a = connect(&h);
+    assert_eq!(handshake_info(&mut a), (MIB, handshake_flags(false)));
+    assert_eq!(write4(&mut a, 1, 0), 0);
+    // Demoted: an open connection's writes fail with EPERM, new ones see READ_ONLY.
+    h.control(Control::ReadOnly(true));
+    assert_eq!(write4(&mut a, 2, 0), 1);
+    let mut b = connect(&h);
+    assert_eq!(handshake(&mut b), handshake_flags(true));
+    h.control(Control::ReadOnly(false));
+    assert_eq!(write4(&mut a, 3, 0), 0);
+    // Grown: the new end is served, and advertised to new connections.
+    assert_eq!(write4(&mut a, 4, MIB + 100), 28); // ENOSPC before
+    h.control(Control::Size(2 * MIB));
+    assert_eq!(write4(&mut a, 5, MIB + 100), 0);
+    assert_eq!(handshake_info(&mut connect(&h)).0, 2 * MIB);
+
+    // A connection dies with requests in flight: they are still completed
+    // (replies dropped) and nothing leaks.
+    h.control(Control::Hold(true));
+    let m: Vec<u8> = (0..3)
+        .flat_map(|i| encode_request(0, nbd::CMD_READ, 10 + i, 0, 4096))
+        .collect();
+    a.write_all(&m).unwrap();
+    h.wait_until("3 held reads", 10, |s| s.pending.load(SeqCst) == 3);
+    drop(a);
+    drop(b);
+    h.wait_until("the dead connections to close", 10, |s| {
+        s.connections.load(SeqCst) == 0
+    });
+    h.control(Control::Hold(false));
+    h.wait_until("the held reads to complete", 10, |s| {
+        s.pending.load(SeqCst) == 0
+    });
+
+    // DISC waits for requests in flight: the reply comes, then EOF.
+    let mut e = connect(&h);
+    handshake(&mut e);
+    h.control(Control::Hold(true));
+    let mut m = encode_request(0, nbd::CMD_READ, 20, 0, 4).to_vec();
+    m.extend(encode_request(0, nbd::CMD_DISC, 21, 0, 0));
+    e.write_all(&m).unwrap();
+    h.wait_until("the held read", 10, |s| s.pending.load(SeqCst) == 1);
+    e.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let early = e.read(&mut byte);
+    assert!(
+        early.is_err(),
+        "a reply or EOF before the held read completed: {early:?}"
+    );
+    e.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    h.control(Control::Hold(false));
+    assert_eq!(reply(&mut e), (0, 20));
+    let mut data = [0u8; 4];
+    e.read_exact(&mut data).unwrap();
+    assert_eq!(&data, b"wxyz");
+    expect_eof(&mut e);
+
+    // close_all: every connection is closed at once.
+    let mut f = connect(&h);
+    handshake(&mut f);
+    let mut g = connect(&h);
+    h.control(Control::CloseAll);
+    expect_eof(&mut f);
+    let mut greeting = Vec::new();
+    g.read_to_end(&mut greeting).unwrap();
+    assert_eq!(greeting, nbd::GREETING, "closed mid-handshake");
+    // ... and the listener still accepts.
+    let mut k = connect(&h);
+    handshake(&mut k);
+    k.write_all(&encode_request(0, nbd::CMD_FLUSH, 30, 0, 0))
+        .unwrap();
+    assert_eq!(reply(&mut k), (0, 30));
+}
+
+fn handshake_flags(read_only: bool) -> u16 {
+    nbd::ExportInfo {
+        name: "repl",
+        size: 0,
+        read_only,
+    }
+    .transmission_flags()
+}
+
+/// Unmounts (lazily) and kills nbdfuse on drop, so a failed test leaves no
+/// FUSE mount behind.
+struct FuseGuard {
+    mnt: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl Drop for FuseGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("timeout")
+            .args(["10", "fusermount3", "-u", "-z"])
+            .arg(&self.mnt)
+            .status();
+        if let Some(mut c) = self.child.take() {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Not run in CI (FUSE is where a hung test once cost a whole CI run): the
+/// path the daemon uses without kernel nbd, nbdfuse's file, read and written
+/// with O_DIRECT through dd (`cargo test --test nbd_conformance nbdfuse --
+/// --ignored`).
+#[test]
+#[ignore]
+fn nbdfuse_direct_io_round_trip() {
+    if !have("nbdfuse") || !std::path::Path::new("/dev/fuse").exists() {
+        return;
+    }
+    let h = Harness::start("fuse", 16 * MIB);
+    let mnt = h.dir.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let pidfile = h.dir.join("nbdfuse.pid");
+    let child = Command::new("nbdfuse")
+        .arg("-P")
+        .arg(&pidfile)
+        .arg(mnt.join("disk"))
+        .arg(h.uri())
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _fuse = FuseGuard {
+        mnt: mnt.clone(),
+        child: Some(child),
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !pidfile.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nbdfuse not ready in 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let src = h.dir.join("src.bin");
+    let data: Vec<u8> = (0..8 * MIB as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&src, &data).unwrap();
+    let disk = mnt.join("disk");
+    let dd = |args: &[String]| run_client(&h.dir, Command::new("dd").args(args), 30).ok();
+    dd(&[
+        format!("if={}", src.display()),
+        format!("of={}", disk.display()),
+        "bs=1M".into(),
+        "oflag=direct".into(),
+        "conv=notrunc,fsync".into(),
+    ]);
+    let back = h.dir.join("back.bin");
+    dd(&[
+        format!("if={}", disk.display()),
+        format!("of={}", back.display()),
+        "bs=64k".into(),
+        "count=128".into(),
+        "iflag=direct".into(),
+    ]);
+    assert!(
+        std::fs::read(&back).unwrap() == data,
+        "read back through nbdfuse differs"
+    );
+    assert!(
+        std::fs::read(&h.disk).unwrap()[..data.len()] == data[..],
+        "backing file differs"
+    );
 }

@@ -23,7 +23,7 @@
 //! Error injection (tests, the disk-error lab): [`Faults`] makes chosen ops fail
 //! with EIO. Set it in-process with [`DiskWorker::faults`], or point the
 //! environment variable `BASCULE_FAIL_DISK` at a file (re-read when its
-//! modification time changes, checked at most every 50 ms) with one rule a line:
+//! modification time or length changes, checked at most every 50 ms) with one rule a line:
 //!
 //! ```text
 //!   # comment
@@ -133,19 +133,25 @@ pub struct Faults {
     ops: AtomicU64,
     /// Fast path: false while no rule is set.
     active: AtomicBool,
-    /// The fault file and when it was last looked at (mtime, check time).
+    /// The fault file and when it was last looked at ((mtime, length), check time): a change of either reloads it.
     file: Option<PathBuf>,
-    file_state: Mutex<(Option<SystemTime>, Option<StdInstant>)>,
+    file_state: Mutex<(Option<(SystemTime, u64)>, Option<StdInstant>)>,
 }
 
 impl Faults {
     /// Faults from `BASCULE_FAIL_DISK` if set, else none.
     pub fn from_env() -> Faults {
-        let file = std::env::var_os(FAIL_DISK_ENV).map(PathBuf::from);
-        let active = AtomicBool::new(file.is_some());
+        match std::env::var_os(FAIL_DISK_ENV) {
+            Some(path) => Faults::from_file(PathBuf::from(path)),
+            None => Faults::default(),
+        }
+    }
+
+    /// Faults from a rule file (which may not exist yet).
+    pub fn from_file(path: PathBuf) -> Faults {
         Faults {
-            file,
-            active,
+            file: Some(path),
+            active: AtomicBool::new(true),
             ..Faults::default()
         }
     }
@@ -170,11 +176,13 @@ impl Faults {
             return;
         }
         st.1 = Some(now);
-        let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-        if mtime == st.0 {
+        let stamp = std::fs::metadata(path)
+            .and_then(|m| Ok((m.modified()?, m.len())))
+            .ok();
+        if stamp == st.0 {
             return;
         }
-        st.0 = mtime;
+        st.0 = stamp;
         let text = std::fs::read_to_string(path).unwrap_or_default();
         let (rules, bad) = FaultRules::parse(&text);
         for (line, text) in bad {
@@ -377,8 +385,7 @@ pub fn run(files: &DiskFiles, faults: &Faults, io: DiskIo) -> IoResult {
             len,
         } => {
             let (file, base) = locate(files, target)?;
-            let mut buf = vec![0u8; len as usize];
-            read_full(file, &mut buf, base + offset).map_err(map_err)?;
+            let buf = read_full(file, len as usize, base + offset).map_err(map_err)?;
             Ok(Some(Arc::new(buf)))
         }
         DiskIo::Write {
@@ -420,21 +427,38 @@ fn locate(files: &DiskFiles, target: DiskTarget) -> Result<(&File, u64), IoError
     }
 }
 
-/// pread until full; bytes past the end of a short file read as zeroes (the
-/// buffer is zeroed already), as they would from a sparse file of full size.
-fn read_full(file: &File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
-    while !buf.is_empty() {
-        match file.read_at(buf, offset) {
-            Ok(0) => return Ok(()),
-            Ok(n) => {
-                buf = &mut buf[n..];
-                offset += n as u64;
+/// pread of `len` bytes into a fresh buffer, never zero-filled first (a
+/// memset of up to 1 MiB per read costs as much as the copy). Bytes past the
+/// end of a short file read as zeroes, as from a sparse file of full size.
+fn read_full(file: &File, len: usize, offset: u64) -> std::io::Result<Vec<u8>> {
+    let mut buf: Vec<u8> = Vec::with_capacity(len);
+    while buf.len() < len {
+        let at = buf.len();
+        let spare = &mut buf.spare_capacity_mut()[..len - at];
+        // SAFETY: pread writes at most spare.len() bytes into memory the Vec
+        // owns; the length is raised only by what the kernel reports written.
+        let n = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                (offset + at as u64) as libc::off_t,
+            )
+        };
+        match n {
+            0 => break,
+            // SAFETY: n bytes at the end of the initialised part were just written.
+            n if n > 0 => unsafe { buf.set_len(at + n as usize) },
+            _ => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
         }
     }
-    Ok(())
+    buf.resize(len, 0);
+    Ok(buf)
 }
 
 fn sync_if(file: &File, fua: bool) -> IoResult {
@@ -695,6 +719,82 @@ mod tests {
             vec![Ok(Some(Arc::new(vec![0])))]
         );
         drop(w);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A file shorter than the data area reads as zeroes past its end.
+    #[test]
+    fn short_file_reads_zeroes_past_its_end() {
+        let (dir, f) = temp_file("short", 1000);
+        f.write_all_at(&[7u8; 1000], 0).unwrap();
+        let files = DiskFiles {
+            data: f,
+            data_bytes: 8192,
+            meta: None,
+        };
+        let faults = Faults::default();
+        let r = run(
+            &files,
+            &faults,
+            DiskIo::Read {
+                target: DiskTarget::Data,
+                offset: 500,
+                len: 7000,
+            },
+        );
+        let mut want = vec![7u8; 500];
+        want.resize(7000, 0);
+        assert_eq!(r, Ok(Some(Arc::new(want))));
+        let meta = run(
+            &files,
+            &faults,
+            DiskIo::Read {
+                target: DiskTarget::Meta,
+                offset: 0,
+                len: 1,
+            },
+        );
+        assert_eq!(meta, Err(IoError::Invalid), "no metadata file configured");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The rule file is picked up when it appears or changes, and dropped
+    /// when it goes away.
+    #[test]
+    fn fault_file_is_reread() {
+        let (dir, f) = temp_file("ffile", 8192);
+        let files = DiskFiles {
+            data: f,
+            data_bytes: 8192,
+            meta: None,
+        };
+        let rules = dir.join("faults");
+        let faults = Faults::from_file(rules.clone());
+        let rd = || {
+            run(
+                &files,
+                &faults,
+                DiskIo::Read {
+                    target: DiskTarget::Data,
+                    offset: 4096,
+                    len: 10,
+                },
+            )
+        };
+        let settle = || std::thread::sleep(FAULT_FILE_CHECK + StdDuration::from_millis(20));
+        assert!(rd().is_ok(), "no file: no faults");
+        std::fs::write(&rules, "data 4000 4100\n").unwrap();
+        settle();
+        assert_eq!(rd(), Err(IoError::Io));
+        std::fs::write(&rules, "data 0 10 # elsewhere now, and a longer file\n").unwrap();
+        settle();
+        assert!(rd().is_ok());
+        std::fs::write(&rules, "all\n").unwrap();
+        settle();
+        assert_eq!(run(&files, &faults, DiskIo::Flush), Err(IoError::Io));
+        std::fs::remove_file(&rules).unwrap();
+        settle();
+        assert!(rd().is_ok());
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -15,7 +15,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -29,12 +29,30 @@ const WAKE: Token = Token(1);
 const NBD_FIRST: usize = 16;
 const NBD_TOKENS: usize = 17;
 
-/// Counters the loop keeps (checked by tests).
+/// Counters the loop keeps (checked by tests), and commands for it.
 #[derive(Default)]
 pub struct Stats {
     pub requests: AtomicU64,
     pub writes: AtomicU64,
     pub max_pending: AtomicU64,
+    /// Current values, updated every iteration.
+    pub pending: AtomicU64,
+    pub connections: AtomicU64,
+    controls: Mutex<Vec<Control>>,
+    /// Controls pushed and applied so far.
+    pushed: AtomicU64,
+    applied: AtomicU64,
+}
+
+/// What a test can ask the loop to do (applied at its next iteration).
+#[derive(Clone, Copy, Debug)]
+pub enum Control {
+    ReadOnly(bool),
+    Size(u64),
+    CloseAll,
+    /// While true, requests are kept instead of going to the disk, so they
+    /// stay in flight; false submits them.
+    Hold(bool),
 }
 
 /// A running server; everything is torn down on drop.
@@ -48,6 +66,7 @@ pub struct Harness {
     stop: Arc<AtomicBool>,
     stop_waker: Arc<Waker>,
     thread: Option<JoinHandle<()>>,
+    _cleanup: TempDir,
 }
 
 /// Options for [`Harness::start_with`].
@@ -56,6 +75,8 @@ pub struct Options {
     pub read_only: bool,
     pub inflight_bytes_max: usize,
     pub threads: usize,
+    /// Size of the backing file if larger than the export (room to grow).
+    pub backing_size: Option<u64>,
 }
 
 impl Default for Options {
@@ -65,6 +86,7 @@ impl Default for Options {
             read_only: false,
             inflight_bytes_max: INFLIGHT_BYTES_MAX,
             threads: 4,
+            backing_size: None,
         }
     }
 }
@@ -85,6 +107,8 @@ impl Harness {
         let dir = std::env::temp_dir().join(format!("bascule-nbd-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        // Removes the directory if setting up below panics.
+        let cleanup = TempDir(dir.clone());
         let disk = dir.join("disk.img");
         let sock = dir.join("nbd.sock");
         let f = std::fs::OpenOptions::new()
@@ -94,13 +118,14 @@ impl Harness {
             .truncate(true)
             .open(&disk)
             .unwrap();
-        f.set_len(opts.size).unwrap();
+        let backing = opts.backing_size.unwrap_or(opts.size).max(opts.size);
+        f.set_len(backing).unwrap();
         let poll = Poll::new().unwrap();
         let waker = Arc::new(Waker::new(poll.registry(), WAKE).unwrap());
         let stop_waker = Arc::clone(&waker);
         let files = DiskFiles {
             data: f,
-            data_bytes: opts.size,
+            data_bytes: backing,
             meta: None,
         };
         let worker = DiskWorker::new(files, opts.threads, waker).unwrap();
@@ -121,6 +146,7 @@ impl Harness {
         let thread = std::thread::spawn(move || serve(poll, server, worker, &s, &st));
         Harness {
             dir,
+            _cleanup: cleanup,
             sock,
             disk,
             name: "repl".into(),
@@ -129,6 +155,30 @@ impl Harness {
             stop,
             stop_waker,
             thread: Some(thread),
+        }
+    }
+
+    /// Has the loop apply `c`; returns once it has (or panics after 10 s).
+    #[track_caller]
+    pub fn control(&self, c: Control) {
+        self.stats.controls.lock().unwrap().push(c);
+        let n = self.stats.pushed.fetch_add(1, Ordering::SeqCst) + 1;
+        let _ = self.stop_waker.wake();
+        self.wait_until("the loop to apply a control", 10, |s| {
+            s.applied.load(Ordering::SeqCst) >= n
+        });
+    }
+
+    /// Waits up to `secs` for `cond` on the stats; panics on timeout.
+    #[track_caller]
+    pub fn wait_until(&self, what: &str, secs: u64, cond: impl Fn(&Stats) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !cond(&self.stats) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {secs} s waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -146,7 +196,16 @@ impl Drop for Harness {
             // The loop checks the flag at least every 100 ms.
             let _ = t.join();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // The directory goes with `_cleanup`, after the loop stopped.
+    }
+}
+
+/// A directory removed on drop.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -179,6 +238,8 @@ fn serve(
     let mut events = Events::with_capacity(64);
     let mut done = Vec::new();
     let mut batch = Vec::new();
+    let mut hold = false;
+    let start = Instant::now();
     while !stop.load(Ordering::SeqCst) {
         if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(100))) {
             assert_eq!(e.kind(), std::io::ErrorKind::Interrupted, "poll: {e}");
@@ -190,6 +251,17 @@ fn serve(
                 server.handle_event(ev.token(), readable, writable);
             }
         }
+        for c in std::mem::take(&mut *stats.controls.lock().unwrap()) {
+            match c {
+                Control::ReadOnly(ro) => server.set_read_only(ro),
+                Control::Size(size) => server.set_size(size),
+                Control::CloseAll => server.close_all(),
+                Control::Hold(h) => hold = h,
+            }
+            stats.applied.fetch_add(1, Ordering::SeqCst);
+        }
+        let now_ms = start.elapsed().as_millis() as u64;
+        server.expire_handshakes(bascule::time::Instant::from_millis(now_ms));
         worker.drain(&mut done);
         for (id, result) in done.drain(..) {
             server.complete(HostId(id.0), result);
@@ -205,7 +277,15 @@ fn serve(
         stats
             .max_pending
             .fetch_max(server.pending() as u64, Ordering::Relaxed);
-        worker.submit_batch(batch.drain(..));
+        stats
+            .pending
+            .store(server.pending() as u64, Ordering::Relaxed);
+        stats
+            .connections
+            .store(server.connections() as u64, Ordering::Relaxed);
+        if !hold {
+            worker.submit_batch(batch.drain(..));
+        }
     }
     server.shutdown();
     drop(worker); // joins the disk threads after their queued requests
