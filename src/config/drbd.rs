@@ -1407,7 +1407,14 @@ impl Interp<'_> {
                 (None, "protocol" | "device" | "disk" | "meta-disk" | "flexible-meta-disk") => {
                     self.set_option(container, stmt, scope)?
                 }
-                (_, "startup" | "disk" | "net" | "syncer" | "handlers" | "options" | "on") => {
+                (Some(_), "on") => {
+                    return Err(self.error(
+                        stmt,
+                        stmt.line,
+                        "`on HOST` sections belong in a resource, not in common".into(),
+                    ))
+                }
+                (None, "startup" | "net" | "syncer" | "handlers" | "options" | "on") => {
                     return Err(self.error(stmt, stmt.line, format!("'{keyword}' here needs a `{{ }}` block")))
                 }
                 _ => {
@@ -2413,6 +2420,131 @@ mod tests {
                 e.message.contains(message),
                 "{text:?}: got `{e}`, want `{message}`"
             );
+        }
+    }
+
+    #[test]
+    fn more_errors_name_their_line() {
+        let cases: [(&str, usize, &str); 12] = [
+            ("skip {\n  resource x {\n", 1, "`skip {` is never closed"),
+            ("resource r0 {\n  on { }\n}", 2, "`on` takes one host name"),
+            ("\ninclude \"x\" { }\n", 2, "include takes no `{ }` block"),
+            (
+                "resource r0 {\n  meta-disk /dev/md0 [x];\n}",
+                2,
+                "'[x]' is not an index like [0]",
+            ),
+            (
+                "resource r0 {\n  device minor 2000000;\n}",
+                2,
+                "minor '2000000' is not a number below 1048576",
+            ),
+            (
+                "resource r0 {\n  device drbd0;\n}",
+                2,
+                "'drbd0' is not an absolute path",
+            ),
+            (
+                "resource r0 {\n  net { cram-hmac-alg \"sha 1\"; }\n}",
+                2,
+                "is not an algorithm name",
+            ),
+            (
+                "resource r0 {\n  handlers { split-brain \" \"; }\n}",
+                2,
+                "the handler command is empty",
+            ),
+            (
+                "resource r0 {\n  flexible-meta-disk /dev/md0 [1];\n}",
+                2,
+                "expected one PATH",
+            ),
+            (
+                "resource r0 {\n  protcol C;\n}",
+                2,
+                "unknown option 'protcol' in section 'resource'; did you mean 'protocol'?",
+            ),
+            (
+                "common {\n  on a { }\n}",
+                2,
+                "`on HOST` sections belong in a resource, not in common",
+            ),
+            (
+                "global {\n  usage-count yes;\n  minor-count 300 400;\n  verbose;\n}",
+                4,
+                "unknown option 'verbose' in section 'global'",
+            ),
+        ];
+        let long_secret = format!(
+            "resource r0 {{\n  net {{ shared-secret {}; }}\n}}",
+            "x".repeat(65)
+        );
+        let e = err(&long_secret);
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("1 to 64 bytes"), "{e}");
+        for (text, line, message) in cases {
+            let e = err(text);
+            assert_eq!(
+                (e.file.as_str(), e.line),
+                ("drbd.conf", line),
+                "{text:?}: {e}"
+            );
+            assert!(
+                e.message.contains(message),
+                "{text:?}: got `{e}`, want `{message}`"
+            );
+        }
+    }
+
+    #[test]
+    fn seeded_mutations_never_panic_and_errors_point_inside() {
+        // Deterministic xorshift mutations of the guide and a full-featured
+        // file: byte flips, inserted syntax characters, truncations. Bounded:
+        // 2 seeds x 3000 rounds.
+        const ROUNDS: usize = 3000;
+        const ALPHABET: &[u8] = b" \t\n{};\"#[]:.-0123456789MKGabcdefnoprstu/";
+        let full = res(
+            "  net { after-sb-0pri discard-node-a; timeout 20; shared-secret \"x\"; }\n  syncer { rate 1M; al-extents 7; }\n  handlers { split-brain \"/bin/sb\"; }",
+        );
+        let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for seed in [GUIDE.as_bytes(), full.as_bytes()] {
+            for _ in 0..ROUNDS {
+                let mut data = seed.to_vec();
+                for _ in 0..(next() % 4 + 1) {
+                    let at = (next() as usize) % data.len().max(1);
+                    let byte = ALPHABET[(next() as usize) % ALPHABET.len()];
+                    match next() % 3 {
+                        0 if !data.is_empty() => data[at] = byte,
+                        1 => data.insert(at.min(data.len()), byte),
+                        _ => data.truncate(at.max(1)),
+                    }
+                }
+                let text = String::from_utf8_lossy(&data);
+                match parse_with(&text, &[]) {
+                    Err(e) => {
+                        assert!(
+                            e.line >= 1 && e.line <= text.lines().count().max(1),
+                            "{e}\n{text}"
+                        );
+                        assert!(!e.message.is_empty());
+                    }
+                    Ok(conf) => {
+                        for r in &conf.resources {
+                            for h in &r.hosts {
+                                let resolved = conf.resource_for(&r.name, &h.name).unwrap();
+                                assert_ne!(resolved.address, resolved.peer_address);
+                                assert!(resolved.timeout < resolved.ping_int);
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 
