@@ -1367,6 +1367,13 @@ impl Interp<'_> {
                 format!("resource name '{name}': use letters, digits, `_`, `.` and `-`"),
             ));
         }
+        if name == "all" {
+            return Err(self.error(
+                stmt,
+                stmt.line,
+                "resource name 'all' is reserved: drbddisk and `bascule disk` use it for every resource".into(),
+            ));
+        }
         if let Some((_, first, _)) = resources.iter().find(|(_, _, n)| n == name) {
             let first = self.at(first);
             return Err(self.error(
@@ -1403,6 +1410,13 @@ impl Interp<'_> {
                     return Err(self.error(stmt, stmt.line, format!(
                         "'{keyword}' sections are not supported: bascule replicates one disk per resource between two `on HOST` sections"
                     )))
+                }
+                (None, "include") => {
+                    return Err(self.error(
+                        stmt,
+                        stmt.line,
+                        "include is supported at the top level only".into(),
+                    ))
                 }
                 (None, "protocol" | "device" | "disk" | "meta-disk" | "flexible-meta-disk") => {
                     self.set_option(container, stmt, scope)?
@@ -2425,7 +2439,7 @@ mod tests {
 
     #[test]
     fn more_errors_name_their_line() {
-        let cases: [(&str, usize, &str); 12] = [
+        let cases: [(&str, usize, &str); 14] = [
             ("skip {\n  resource x {\n", 1, "`skip {` is never closed"),
             ("resource r0 {\n  on { }\n}", 2, "`on` takes one host name"),
             ("\ninclude \"x\" { }\n", 2, "include takes no `{ }` block"),
@@ -2459,6 +2473,12 @@ mod tests {
                 2,
                 "expected one PATH",
             ),
+            (
+                "resource r0 {\n  include \"x.res\";\n}",
+                2,
+                "include is supported at the top level only",
+            ),
+            ("resource all { }\n", 1, "resource name 'all' is reserved"),
             (
                 "resource r0 {\n  protcol C;\n}",
                 2,
