@@ -731,9 +731,10 @@ const IMPLEMENTED: [(&str, &str); 22] = [
 /// fixed-size table above for readability).
 const IMPLEMENTED_HANDLERS_EXTRA: [&str; 2] = ["pri-lost-after-sb", "outdate-peer"];
 
-/// Real DRBD 8 options (8.3 and 8.4) that bascule accepts and ignores, by
-/// section, with a note when ignoring them matters for safety (empty otherwise).
-pub const IGNORED: [(&str, &str, &str); 83] = [
+/// Real DRBD options (8.0 to 8.4, and a few of 0.7) that bascule accepts and
+/// ignores, by section, with a note when ignoring them matters for safety or
+/// changes behaviour (empty otherwise).
+pub const IGNORED: [(&str, &str, &str); 86] = [
     ("global", "usage-count", ""),
     ("global", "minor-count", ""),
     ("global", "dialog-refresh", ""),
@@ -815,6 +816,10 @@ pub const IGNORED: [(&str, &str, &str); 83] = [
     ("handlers", "before-resync-source", ""),
     ("handlers", "out-of-sync", ""),
     ("handlers", "unfence-peer", ""),
+    // DRBD 0.7 names still found in configurations carried over since.
+    ("startup", "incon-degr-cmd", "the command is not run"),
+    ("net", "on-disconnect", "bascule always reconnects"),
+    ("syncer", "group", ""),
     ("options", "cpu-mask", ""),
     ("options", "on-no-data-accessible", ""),
 ];
