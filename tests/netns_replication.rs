@@ -694,7 +694,6 @@ fn failing_disk_detaches_and_io_continues_through_the_peer() {
     wait_synced(&lab, "debian1", SYNC_TIMEOUT);
     let mut c = nbd(&lab, "debian1");
     c.write(0, &pattern(3, 0), true).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
     let mark = lab.mark("debian1");
     std::fs::write(&rules, format!("data 0 {}\n", DISK_MB << 20)).unwrap();
     // The worker rereads the rules within 50 ms; the next write fails locally.

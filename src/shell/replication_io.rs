@@ -1009,6 +1009,8 @@ impl ReplicationIo {
                 self.worker.submit_batch(self.batch.drain(..));
             }
             self.flush_sends();
+            // On the write path now, not at the next turn of the loop.
+            self.conn.flush(now);
             self.nbd.flush();
             if !work {
                 break;
