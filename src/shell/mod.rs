@@ -13,6 +13,7 @@
 //! and the `disk` commands).
 
 pub mod agents;
+pub mod blockdev;
 pub mod alloc_count;
 pub mod cli;
 pub mod config_load;
