@@ -511,7 +511,7 @@ impl Daemon {
                 signal: self.stop.unwrap_or(0),
             },
         );
-        self.disks.shutdown();
+        self.disks.shutdown(self.clock.now());
         self.control.remove();
         Ok(())
     }

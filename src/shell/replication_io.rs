@@ -32,6 +32,7 @@ use mio::{Registry, Token, Waker};
 
 use super::agents::runner::{self, OpDone, OpId, OpRequest, Runner, SpawnError};
 use super::agents::write_quoted;
+use super::blockdev::{ExposeSpec, Exposed, Job, JobResult};
 use super::cli::{Args, DiskCommand, DiskTarget, DiskVerb, ShellError};
 use super::config_load::Loaded;
 use super::control::{self, DiskStatus, SyncProgress};
@@ -733,8 +734,10 @@ pub fn select<'a>(
 /// First token of the replicated disks: the handler runner's pipes, then
 /// [`TOKENS_PER_DISK`] per resource.
 pub const TOKEN_FIRST: usize = 512;
-/// Tokens of one resource: the disk worker's waker, the replication
-/// connection's, then the NBD server's (listener + connections).
+/// The disks' shared waker (after the handler runner's pipes).
+pub const WAKER_TOKEN: usize = TOKEN_FIRST + runner::TOKENS;
+/// Tokens of one resource: one spare, the replication connection's, then the
+/// NBD server's (listener + connections).
 pub const TOKENS_PER_DISK: usize = 32;
 /// Resources this node may run (DRBD 8 allowed many; a pair of budget servers
 /// has a few).
@@ -751,21 +754,23 @@ pub const SENDQ_BYTES_MAX: usize = 16 << 20;
 const PUMP_PASSES_MAX: usize = 8;
 /// Longest a drbd.conf handler may run before it is killed.
 pub const HANDLER_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest the daemon waits at exit for the block device to go.
+const SHUTDOWN_TEARDOWN_MAX: StdDuration = StdDuration::from_secs(30);
 /// After a failed listen (address not up yet), try again this much later.
 const LISTEN_RETRY: Duration = Duration::from_secs(2);
 
-/// The block device at drbd.conf's `device`, as the glue drives it.
-// Busy and Ready come with shell::blockdev (branch labdev): until it is merged
-// the device never appears and `disk role` never says `exposed`.
-#[allow(dead_code)]
-#[derive(Debug)]
+/// The block device at drbd.conf's `device`, as the glue drives it: set up
+/// and torn down by `blockdev` on a helper thread (nbdfuse connects back to our
+/// own NBD socket, so the loop keeps serving meanwhile).
 enum Exposure {
     /// Nothing at `device` (Secondary, or not yet).
     Absent,
-    /// Being set up or torn down by `blockdev` (helper thread).
-    Busy { since: Instant, up: bool },
+    /// `blockdev::expose` runs.
+    Starting { job: Job, since: Instant },
     /// Present: `mkfs`, `mount` work.
-    Ready,
+    Ready(Exposed),
+    /// `Exposed::teardown` runs.
+    Stopping { job: Job },
 }
 
 /// One message for the peer, encoded once.
@@ -796,6 +801,12 @@ pub struct ReplicationIo {
     batch: Vec<(DiskId, DiskIo)>,
     header: Vec<u8>,
     exposure: Exposure,
+    /// Whether the device should be there (Primary).
+    expose_wanted: bool,
+    /// The loop's waker, for the blockdev helper thread.
+    waker: Arc<Waker>,
+    /// Where the blockdev backend keeps its FUSE mount (absolute).
+    work_dir: PathBuf,
     /// Connect asked but the listener could not bind yet: retry at this time.
     listen_retry: Option<Instant>,
     role: Role,
@@ -842,11 +853,13 @@ impl ReplicationIo {
     /// Opens the backing store, reads the metadata, builds the replica, binds
     /// the NBD socket (read-only until promoted) and starts the disk worker.
     /// Blocking (reads the metadata): call before the loop runs.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         res: ResolvedResource,
         secret: &[u8],
         run_dir: &Path,
         registry: &Registry,
+        waker: &Arc<Waker>,
         token_base: usize,
         index: u32,
         now: Instant,
@@ -855,13 +868,12 @@ impl ReplicationIo {
         let store = Store::open(&spec.disk, &spec.meta)?;
         let (md, bitmap) = store.read_md(&res.name)?;
         let layout = store.layout;
-        let waker = Waker::new(registry, Token(token_base)).map_err(|e| format!("waker: {e}"))?;
         let files = DiskFiles {
             data: store.data,
             data_bytes: layout.usable_bytes,
             meta: Some((store.meta, store.meta_base)),
         };
-        let worker = DiskWorker::new(files, DISK_THREADS, Arc::new(waker))
+        let worker = DiskWorker::new(files, DISK_THREADS, Arc::clone(waker))
             .map_err(|e| format!("disk worker threads: {e}"))?;
         let mut cc = ReplConnConfig::new(
             &res.name,
@@ -892,6 +904,7 @@ impl ReplicationIo {
         )
         .map_err(|e| format!("NBD socket {}: {e}", path.display()))?;
         let replica = Replica::new(res.replica_config(layout), md, bitmap, now);
+        let res_name = res.name.clone();
         Ok(ReplicationIo {
             minor: res
                 .device
@@ -909,6 +922,11 @@ impl ReplicationIo {
             batch: Vec::new(),
             header: Vec::with_capacity(256),
             exposure: Exposure::Absent,
+            expose_wanted: false,
+            waker: Arc::clone(waker),
+            work_dir: std::path::absolute(run_dir)
+                .unwrap_or_else(|_| run_dir.to_path_buf())
+                .join(format!("blockdev-{}", res_name)),
             listen_retry: None,
             role: Role::Secondary,
         })
@@ -967,6 +985,12 @@ impl ReplicationIo {
     /// sends, host requests (while the send queue has room), actions.
     /// Returns the handlers the replica asked for.
     fn pump(&mut self, now: Instant, handlers: &mut Vec<&'static str>) {
+        if matches!(
+            self.exposure,
+            Exposure::Starting { .. } | Exposure::Stopping { .. }
+        ) {
+            self.step_exposure(now);
+        }
         for _ in 0..PUMP_PASSES_MAX {
             let mut work = false;
             self.worker.drain(&mut self.done);
@@ -1128,25 +1152,94 @@ impl ReplicationIo {
     fn on_role(&mut self, now: Instant, to: Role) {
         self.role = to;
         let primary = to == Role::Primary;
+        // Connections stay: the device's own (nbdfuse) must live until its
+        // teardown; from now on their writes get EPERM.
         self.nbd.set_read_only(!primary);
-        if !primary {
-            // Clients of a demoted node must reconnect (and see READ_ONLY).
-            self.nbd.close_all();
-        }
         self.expose(now, primary);
     }
 
-    /// Starts setting up (`up`) or tearing down the block device.
+    /// Wants the block device present (`up`) or gone; [`Self::step_exposure`]
+    /// gets there one helper job at a time.
     fn expose(&mut self, now: Instant, up: bool) {
-        let _ = now;
-        self.exposure = match up {
-            true => Exposure::Absent,
-            false => Exposure::Absent,
+        self.expose_wanted = up;
+        self.step_exposure(now);
+    }
+
+    /// Collects a finished blockdev job and starts the next one the wanted
+    /// state needs. Never blocks.
+    fn step_exposure(&mut self, now: Instant) {
+        let device = self.res.device.path.clone();
+        let name = self.res.name.clone();
+        let exposure = std::mem::replace(&mut self.exposure, Exposure::Absent);
+        self.exposure = match exposure {
+            Exposure::Starting { mut job, since } => match job.poll() {
+                None => Exposure::Starting { job, since },
+                Some(JobResult::Exposed(Ok(exposed))) => {
+                    log_disk_line(&DiskLine::Exposed {
+                        res: &name,
+                        device: &device,
+                        took_ms: now.saturating_since(since).millis(),
+                    });
+                    Exposure::Ready(exposed)
+                }
+                Some(JobResult::Exposed(Err(e))) => {
+                    let error = e.to_string();
+                    log_disk_line(&DiskLine::ExposeFailed {
+                        res: &name,
+                        device: &device,
+                        error: &error,
+                    });
+                    // Not retried by itself: `disk primary` again (or the
+                    // drbddisk agent's next start) asks once more.
+                    self.expose_wanted = false;
+                    Exposure::Absent
+                }
+                Some(JobResult::TornDown(_)) => unreachable!("an expose job tore down"),
+            },
+            Exposure::Stopping { mut job } => match job.poll() {
+                None => Exposure::Stopping { job },
+                Some(JobResult::TornDown(Ok(()))) => {
+                    log_disk_line(&DiskLine::Removed {
+                        res: &name,
+                        device: &device,
+                    });
+                    Exposure::Absent
+                }
+                Some(JobResult::TornDown(Err((exposed, e)))) => {
+                    let error = e.to_string();
+                    log_disk_line(&DiskLine::ExposeFailed {
+                        res: &name,
+                        device: &device,
+                        error: &error,
+                    });
+                    Exposure::Ready(exposed)
+                }
+                Some(JobResult::Exposed(_)) => unreachable!("a teardown job exposed"),
+            },
+            other => other,
+        };
+        let exposure = std::mem::replace(&mut self.exposure, Exposure::Absent);
+        self.exposure = match (exposure, self.expose_wanted) {
+            (Exposure::Absent, true) => {
+                let spec = ExposeSpec::new(
+                    socket_path(self.nbd.path().parent().unwrap_or(Path::new("/")), &name),
+                    PathBuf::from(&device),
+                    self.work_dir.clone(),
+                );
+                Exposure::Starting {
+                    job: Job::expose(spec, Arc::clone(&self.waker)),
+                    since: now,
+                }
+            }
+            (Exposure::Ready(exposed), false) => Exposure::Stopping {
+                job: Job::teardown(exposed, Arc::clone(&self.waker)),
+            },
+            (other, _) => other,
         };
     }
 
     fn exposed(&self) -> bool {
-        matches!(self.exposure, Exposure::Ready)
+        matches!(self.exposure, Exposure::Ready(_))
     }
 
     fn status(&self, now: Instant) -> DiskStatus {
@@ -1201,9 +1294,86 @@ impl ReplicationIo {
         (s.bytes_sent, s.bytes_received)
     }
 
-    fn shutdown(&mut self) {
+    /// At exit (blocking is allowed now): the device goes first, while the NBD
+    /// socket still serves nbdfuse's last flush; then the socket and the
+    /// connection. A job still running is waited for, bounded by blockdev's
+    /// own step deadlines.
+    fn shutdown(&mut self, start: Instant) {
+        let exposure = std::mem::replace(&mut self.exposure, Exposure::Absent);
+        let exposed = match exposure {
+            Exposure::Ready(e) => Some(e),
+            Exposure::Starting { mut job, .. } | Exposure::Stopping { mut job } => {
+                match self.wait_job(&mut job, start) {
+                    Some(JobResult::Exposed(Ok(e))) => Some(e),
+                    Some(JobResult::TornDown(Err((e, _)))) => Some(e),
+                    _ => None,
+                }
+            }
+            Exposure::Absent => None,
+        };
+        if let Some(exposed) = exposed {
+            let (tx, rx) = std::sync::mpsc::channel();
+            // The teardown runs beside a small serving loop: nbdfuse flushes
+            // through our NBD socket while it stops.
+            std::thread::spawn(move || {
+                let _ = tx.send(exposed.teardown().map_err(|(_, e)| e.to_string()));
+            });
+            let origin = std::time::Instant::now();
+            let deadline = origin + SHUTDOWN_TEARDOWN_MAX;
+            let mut handlers = Vec::new();
+            loop {
+                let now = start + Duration::from_millis(origin.elapsed().as_millis() as u64);
+                match rx.try_recv() {
+                    Ok(Ok(())) => {
+                        log_disk_line(&DiskLine::Removed {
+                            res: &self.res.name,
+                            device: &self.res.device.path,
+                        });
+                        break;
+                    }
+                    Ok(Err(error)) => {
+                        log_disk_line(&DiskLine::ExposeFailed {
+                            res: &self.res.name,
+                            device: &self.res.device.path,
+                            error: &error,
+                        });
+                        break;
+                    }
+                    Err(_) if std::time::Instant::now() > deadline => break,
+                    Err(_) => {}
+                }
+                self.serve_for_shutdown(now, &mut handlers);
+                std::thread::sleep(StdDuration::from_millis(5));
+            }
+        }
         self.nbd.shutdown();
         self.conn.close();
+    }
+
+    /// Waits (bounded) for a blockdev job while serving the NBD socket.
+    fn wait_job(&mut self, job: &mut Job, start: Instant) -> Option<JobResult> {
+        let origin = std::time::Instant::now();
+        let deadline = origin + SHUTDOWN_TEARDOWN_MAX;
+        let mut handlers = Vec::new();
+        while std::time::Instant::now() < deadline {
+            if let Some(r) = job.poll() {
+                return Some(r);
+            }
+            let now = start + Duration::from_millis(origin.elapsed().as_millis() as u64);
+            self.serve_for_shutdown(now, &mut handlers);
+            std::thread::sleep(StdDuration::from_millis(5));
+        }
+        None
+    }
+
+    /// Without the loop: NBD readiness is polled by hand (non-blocking
+    /// sockets), so nbdfuse's final requests are answered.
+    fn serve_for_shutdown(&mut self, now: Instant, handlers: &mut Vec<&'static str>) {
+        let first = self.token_base + 1 + repl_conn::TOKENS;
+        for t in first..first + NBD_TOKENS {
+            self.nbd.handle_event(Token(t), true, true);
+        }
+        self.pump(now, handlers);
     }
 }
 
@@ -1311,6 +1481,12 @@ impl Disks {
             )));
         }
         let authkey = loaded.config.auth.active_key().secret.clone();
+        // One waker for every resource (mio wants one per Poll): the disk
+        // workers and the blockdev helper threads share it.
+        let waker = Arc::new(
+            Waker::new(registry, Token(WAKER_TOKEN))
+                .map_err(|e| ShellError::io("disk waker", e))?,
+        );
         for (i, name) in names.iter().enumerate() {
             let res = conf
                 .resource_for(name, &loaded.node)
@@ -1327,22 +1503,23 @@ impl Disks {
                 .minor
                 .unwrap_or(minor_of(&res.device.path, i as u32));
             let device = res.device.path.clone();
-            let slot =
-                match ReplicationIo::start(res, &secret, run_dir, registry, base, i as u32, now) {
-                    Ok(r) => Slot::Running(r),
-                    Err(error) => {
-                        log_disk_line(&DiskLine::Error {
-                            res: name,
-                            message: &error,
-                        });
-                        Slot::Failed(FailedDisk {
-                            name: name.clone(),
-                            minor,
-                            device,
-                            error,
-                        })
-                    }
-                };
+            let started =
+                ReplicationIo::start(res, &secret, run_dir, registry, &waker, base, i as u32, now);
+            let slot = match started {
+                Ok(r) => Slot::Running(r),
+                Err(error) => {
+                    log_disk_line(&DiskLine::Error {
+                        res: name,
+                        message: &error,
+                    });
+                    Slot::Failed(FailedDisk {
+                        name: name.clone(),
+                        minor,
+                        device,
+                        error,
+                    })
+                }
+            };
             disks.slots.push(slot);
         }
         Ok(disks)
@@ -1597,11 +1774,12 @@ impl Disks {
             .any(|s| matches!(s, Slot::Running(r) if r.role == Role::Primary))
     }
 
-    /// At exit: the NBD sockets go, the connections close.
-    pub fn shutdown(&mut self) {
+    /// At exit (`now`: the loop's last time): the devices go, then the NBD
+    /// sockets and the connections.
+    pub fn shutdown(&mut self, now: Instant) {
         for slot in self.slots.iter_mut() {
             if let Slot::Running(r) = slot {
-                r.shutdown();
+                r.shutdown(now);
             }
         }
     }
