@@ -35,34 +35,26 @@ const BLOCK: u64 = 4096;
 
 // ==== The lab ====
 
-/// drbd.conf as the guide wrote it, with `disk` pointing at the node's backing
-/// file and `extra` inserted at the top of the resource (`net { ... }`).
-fn drbd_conf(lab: &Lab, node: &str, extra: &str) -> String {
-    let guide = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/drbd/guide.conf"
-    ))
-    .unwrap();
-    let disk = backing(lab, node);
-    guide
-        .replace("/dev/hda5", &disk.display().to_string())
-        .replace("resource repl {\n", &format!("resource repl {{\n{extra}\n"))
-}
-
 fn backing(lab: &Lab, node: &str) -> PathBuf {
     lab.dir.join(node).join("hda5.img")
 }
 
-/// A lab with both nodes configured (no haresources), fresh metadata on both
-/// backing files; daemons not started. `env` goes to the daemons.
-fn disk_lab(test: &str, extra: &str) -> Option<Lab> {
+/// A lab whose nodes have the guide's drbd.conf verbatim (`lab config ...
+/// drbd=guide`: /dev/hda5 is the node's backing file in its private /dev),
+/// `haresources` (`none`, `guide` or a file) and fresh metadata on both
+/// backing disks; daemons not started.
+fn disk_lab_with(test: &str, haresources: &str) -> Option<Lab> {
     let lab = Lab::up(test)?;
-    lab.config_both("bcast", &TIMERS);
+    let disk_mb = format!("disk_mb={DISK_MB}");
+    let haresources = format!("haresources={haresources}");
+    let mut config: Vec<&str> = TIMERS.to_vec();
+    config.extend(["drbd=guide", &disk_mb, &haresources]);
+    lab.config_both("bcast", &config);
     for node in NODES {
-        let f = std::fs::File::create(backing(&lab, node)).unwrap();
-        f.set_len(DISK_MB << 20).unwrap();
-        let etc = lab.dir.join(node).join("etc");
-        std::fs::write(etc.join("drbd.conf"), drbd_conf(&lab, node, extra)).unwrap();
+        assert!(
+            backing(&lab, node).exists(),
+            "lab config made no {node} disk"
+        );
         let out = bascule(&lab, node, &["disk", "create-md", "repl"]);
         assert!(out.status.success(), "create-md {node}: {}", text(&out));
         assert!(
@@ -74,26 +66,26 @@ fn disk_lab(test: &str, extra: &str) -> Option<Lab> {
     Some(lab)
 }
 
+/// The guide's disks, no groups.
+fn disk_lab(test: &str) -> Option<Lab> {
+    disk_lab_with(test, "none")
+}
+
 /// Starts `node`'s daemon with `env` added (BASCULE_FAIL_DISK...).
 fn start_with_env(lab: &Lab, node: &str, env: &[(&str, &str)]) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lab");
-    let out = Command::new(script)
-        .args(["start", node])
-        .env("LAB_PREFIX", &lab.prefix)
-        .env("LAB_DIR", &lab.dir)
-        .env("BASCULE_BIN", env!("CARGO_BIN_EXE_bascule"))
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let mut c = lab_command(lab);
+    c.args(["start", node]).envs(env.iter().copied());
+    let out = run_bounded(c, Duration::from_secs(30));
     assert!(out.status.success(), "lab start {node}: {}", text(&out));
 }
 
-/// `bascule --config-dir .. --node N --run-dir .. ARGS` for `node`, bounded.
+/// `bascule --config-dir .. --node N --run-dir .. ARGS` in `node`'s
+/// namespaces (its /dev: /dev/hda5, /dev/drbd0), bounded.
 fn bascule(lab: &Lab, node: &str, args: &[&str]) -> Output {
     let d = lab.dir.join(node);
-    let mut c = Command::new(env!("CARGO_BIN_EXE_bascule"));
-    c.arg("--config-dir")
+    let mut c = lab_command(lab);
+    c.args(["exec", node, env!("CARGO_BIN_EXE_bascule")])
+        .arg("--config-dir")
         .arg(d.join("etc"))
         .arg("--node")
         .arg(node)
@@ -101,9 +93,28 @@ fn bascule(lab: &Lab, node: &str, args: &[&str]) -> Output {
         .arg(d.join("run"))
         .arg("--state-dir")
         .arg(d.join("state"))
-        .args(args)
-        .stdin(Stdio::null());
+        .args(args);
     run_bounded(c, Duration::from_secs(90))
+}
+
+/// `scripts/lab` for this lab.
+fn lab_command(lab: &Lab) -> Command {
+    let mut c = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/lab"));
+    c.env("LAB_PREFIX", &lab.prefix)
+        .env("LAB_DIR", &lab.dir)
+        .env("BASCULE_BIN", env!("CARGO_BIN_EXE_bascule"))
+        .stdin(Stdio::null());
+    c
+}
+
+/// `sh -c SCRIPT` in `node`'s namespaces (mkfs, mount...); must succeed.
+#[track_caller]
+fn sh(lab: &Lab, node: &str, script: &str) -> String {
+    let mut c = lab_command(lab);
+    c.args(["exec", node, "sh", "-c", script]);
+    let out = run_bounded(c, Duration::from_secs(60));
+    assert!(out.status.success(), "{node}: {script}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Runs `c` to its end, killed after `limit`.
@@ -396,7 +407,7 @@ fn nbd(lab: &Lab, node: &str) -> Nbd {
 /// after a demote/promote; the Secondary refuses writes.
 #[test]
 fn guide_section2_sync_then_switch_primary() {
-    let Some(lab) = disk_lab("guide_section2", "") else {
+    let Some(lab) = disk_lab("guide_section2") else {
         return;
     };
     lab.start_both();
@@ -470,6 +481,47 @@ fn guide_section2_sync_then_switch_primary() {
             &format!("block {i}"),
         );
     }
+    drop(c);
+    // The guide's steps with the block device: mkfs.ext3 and mount on the
+    // Primary, write a file, unmount, demote; promote the other; the file is there.
+    disk_ok(&lab, "debian2", &["secondary", "--wait", "20", "repl"]);
+    disk_ok(&lab, "debian1", &["primary", "--wait", "20", "repl"]);
+    sh(
+        &lab,
+        "debian1",
+        "test -b /dev/drbd0 && mkfs.ext3 -q /dev/drbd0",
+    );
+    sh(
+        &lab,
+        "debian1",
+        "mount /dev/drbd0 /mnt/repl && echo 'bonjour debian1' > /mnt/repl/guide.txt && sync",
+    );
+    let refused = bascule(&lab, "debian1", &["disk", "secondary", "repl"]);
+    assert_eq!(
+        refused.status.code(),
+        Some(10),
+        "mounted: {}",
+        text(&refused)
+    );
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("mounted on /mnt/repl"),
+        "{}",
+        text(&refused)
+    );
+    sh(&lab, "debian1", "umount /mnt/repl");
+    disk_ok(&lab, "debian1", &["secondary", "--wait", "20", "repl"]);
+    sh(&lab, "debian1", "test ! -e /dev/drbd0");
+    disk_ok(&lab, "debian2", &["primary", "--wait", "20", "repl"]);
+    let file = sh(
+        &lab,
+        "debian2",
+        "mount /dev/drbd0 /mnt/repl && cat /mnt/repl/guide.txt; umount /mnt/repl",
+    );
+    assert_eq!(file, "bonjour debian1\n");
+    let role = bascule(&lab, "debian2", &["disk", "role", "repl"]);
+    assert_eq!(role.status.code(), Some(0), "{}", text(&role));
+    let role = bascule(&lab, "debian1", &["disk", "role", "repl"]);
+    assert_eq!(role.status.code(), Some(3), "{}", text(&role));
 }
 
 /// Protocol C: a writer streams numbered FUA writes to the Primary and records
@@ -478,7 +530,7 @@ fn guide_section2_sync_then_switch_primary() {
 /// the roles alternating (the killed node restarts and resyncs in between).
 #[test]
 fn protocol_c_kill_primary_keeps_every_acked_write() {
-    let Some(lab) = disk_lab("kill_primary", "") else {
+    let Some(lab) = disk_lab("kill_primary") else {
         return;
     };
     start_synced(&lab);
@@ -560,7 +612,7 @@ fn protocol_c_kill_primary_keeps_every_acked_write() {
 /// bitmap exchange) of the dirty bytes.
 #[test]
 fn resync_after_disconnect_sends_only_dirty_blocks() {
-    let Some(lab) = disk_lab("resync_dirty", "") else {
+    let Some(lab) = disk_lab("resync_dirty") else {
         return;
     };
     start_synced(&lab);
@@ -628,7 +680,7 @@ fn resync_after_disconnect_sends_only_dirty_blocks() {
 /// --discard-my-data` on the victim resolves it with a resync from the other.
 #[test]
 fn split_brain_detected_and_discard_my_data_recovers() {
-    let Some(lab) = disk_lab("split_brain", "") else {
+    let Some(lab) = disk_lab("split_brain") else {
         return;
     };
     start_synced(&lab);
@@ -678,7 +730,7 @@ fn split_brain_detected_and_discard_my_data_recovers() {
 /// goes Diskless and I/O continues through the peer.
 #[test]
 fn failing_disk_detaches_and_io_continues_through_the_peer() {
-    let Some(lab) = disk_lab("failing_disk", "") else {
+    let Some(lab) = disk_lab("failing_disk") else {
         return;
     };
     let rules = lab.dir.join("debian1-faults");
