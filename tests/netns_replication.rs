@@ -787,3 +787,139 @@ fn failing_disk_detaches_and_io_continues_through_the_peer() {
         );
     }
 }
+
+/// The web server of the takeover test: serves /mnt/repl (the replicated disk
+/// once Filesystem mounted it) on port 80; the pidfile appears once it listens.
+const WEB_PY: &str = r#"import http.server, os, socketserver, sys
+pidfile = sys.argv[1]
+os.chdir("/mnt/repl")
+class Server(socketserver.TCPServer):
+    allow_reuse_address = True
+srv = Server(("0.0.0.0", 80), http.server.SimpleHTTPRequestHandler)
+with open(pidfile + ".tmp", "w") as f:
+    f.write(str(os.getpid()))
+os.rename(pidfile + ".tmp", pidfile)
+srv.serve_forever()
+"#;
+
+/// The guide's `apache` as an LSB script starting WEB_PY (setsid, so the
+/// agent's process group is not the server's).
+const APACHE_SH: &str = r#"#!/bin/sh
+PIDFILE=@PIDS@/web-@NODE@.pid
+running() { [ -s "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
+case "$1" in
+start)
+    running && exit 0
+    rm -f "$PIDFILE"
+    setsid python3 @ETC@/web.py "$PIDFILE" </dev/null >>@ETC@/web.log 2>&1 &
+    i=0
+    while [ $i -lt 200 ]; do [ -s "$PIDFILE" ] && exit 0; sleep 0.05; i=$((i + 1)); done
+    exit 1 ;;
+stop)
+    if running; then kill "$(cat "$PIDFILE")"; sleep 0.2; fi
+    rm -f "$PIDFILE"; exit 0 ;;
+status)
+    if running; then echo running; exit 0; fi
+    echo stopped; exit 3 ;;
+esac
+exit 2
+"#;
+
+/// `curl` from the lab's client to the VIP; the body or why not.
+fn fetch_page(lab: &Lab) -> Result<String, String> {
+    let mut c = lab_command(lab);
+    c.args([
+        "exec",
+        "client",
+        "curl",
+        "-sS",
+        "--max-time",
+        "2",
+        "http://192.168.69.100/index.html",
+    ]);
+    let out = run_bounded(c, Duration::from_secs(10));
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(text(&out))
+    }
+}
+
+/// The guide's whole haresources line (two VIPs, drbddisk::repl,
+/// Filesystem::/dev/drbd0::/mnt/repl::ext3, apache, MailTo): debian1 serves a
+/// page from the replicated disk; it crashes; debian2 takes the group over and
+/// serves the same page from its copy of the disk.
+#[test]
+fn guide_haresources_crash_takeover_serves_the_page_from_the_replicated_disk() {
+    let Some(lab) = disk_lab("takeover_guide") else {
+        return;
+    };
+    let pids = lab.dir.join("pids");
+    std::fs::create_dir_all(&pids).unwrap();
+    for node in NODES {
+        let etc = lab.dir.join(node).join("etc");
+        std::fs::write(etc.join("web.py"), WEB_PY).unwrap();
+        std::fs::create_dir_all(etc.join("resource.d")).unwrap();
+        let script = APACHE_SH
+            .replace("@PIDS@", &pids.display().to_string())
+            .replace("@NODE@", node)
+            .replace("@ETC@", &etc.display().to_string());
+        let path = etc.join("resource.d/apache");
+        std::fs::write(&path, script).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    // The guide's section 2 first (no groups yet): sync, mkfs, the page.
+    start_synced(&lab);
+    disk_ok(&lab, "debian1", &["primary", "--wait", "20", "repl"]);
+    sh(&lab, "debian1", "mkfs.ext3 -q /dev/drbd0");
+    sh(
+        &lab,
+        "debian1",
+        "mount /dev/drbd0 /mnt/repl && echo 'served from repl' > /mnt/repl/index.html && umount /mnt/repl",
+    );
+    disk_ok(&lab, "debian1", &["secondary", "--wait", "20", "repl"]);
+    for node in NODES {
+        lab.run(&["stop", node]);
+    }
+    // Then the cluster, with the guide's haresources verbatim on both nodes.
+    let line = "debian1 192.168.69.16 IPaddr::192.168.69.100 drbddisk::repl \
+                Filesystem::/dev/drbd0::/mnt/repl::ext3 apache MailTo::admin@example.com\n";
+    for node in NODES {
+        std::fs::write(lab.dir.join(node).join("etc/haresources"), line).unwrap();
+    }
+    lab.start_both();
+    let page = common::poll(
+        "debian1 serves the page by the VIP",
+        Duration::from_secs(40),
+        || fetch_page(&lab),
+    );
+    assert_eq!(page, "served from repl\n");
+    let d = wait_disk(&lab, "debian1", &[("role", "Primary")], CONNECT_TIMEOUT);
+    assert_eq!(field(&d, "exposed"), "true", "{d}");
+    let mark = lab.mark("debian2");
+    lab.run(&["crash", "debian1"]);
+    let page = common::poll(
+        "debian2 serves the page by the VIP",
+        Duration::from_secs(60),
+        || fetch_page(&lab),
+    );
+    assert_eq!(page, "served from repl\n");
+    lab.wait_log(
+        "debian2",
+        mark,
+        &["disk_role", "res=repl", "to=Primary"],
+        CONNECT_TIMEOUT,
+    );
+    lab.wait_log(
+        "debian2",
+        mark,
+        &[
+            "takeover_step",
+            "resource=Filesystem::/dev/drbd0::/mnt/repl::ext3",
+            "op=start",
+            "result=ok",
+        ],
+        CONNECT_TIMEOUT,
+    );
+}
