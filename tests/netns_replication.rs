@@ -32,6 +32,9 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(40);
 /// Socket timeout of the test's NBD client.
 const NBD_IO_TIMEOUT: Duration = Duration::from_secs(10);
 const BLOCK: u64 = 4096;
+/// The kill test writes only in the first 8 MiB: two 4 MiB activity-log
+/// extents, all a crashed Primary's resync may move.
+const AL_BOUND_KIB: u64 = 2 * 4096;
 
 // ==== The lab ====
 
@@ -595,9 +598,22 @@ fn protocol_c_kill_primary_keeps_every_acked_write() {
         }
         drop(c);
         eprintln!("[kill_primary] trial {trial}: {last} acked writes on {survivor}");
-        // The killed node comes back and catches up from the new Primary.
+        // The killed node comes back and catches up from the new Primary: a
+        // bitmap resync bounded by its activity log, not a full sync.
+        let mark = lab.mark(survivor);
         lab.start(primary);
         wait_synced(&lab, survivor, SYNC_TIMEOUT);
+        let sync = lab.wait_log(
+            survivor,
+            mark,
+            &["disk_sync_start", "res=repl"],
+            SYNC_TIMEOUT,
+        );
+        let kib: u64 = common::field(&sync, "kib").unwrap().parse().unwrap();
+        assert!(
+            sync.contains("full=no") && kib <= AL_BOUND_KIB,
+            "trial {trial}: resync after the crash not bounded by the activity log: {sync}"
+        );
         primary = survivor;
     }
     assert!(
@@ -683,6 +699,20 @@ fn split_brain_detected_and_discard_my_data_recovers() {
     let Some(lab) = disk_lab("split_brain") else {
         return;
     };
+    // The guide's file plus a split-brain handler (DRBD 8's environment).
+    for node in NODES {
+        let conf = lab.dir.join(node).join("etc/drbd.conf");
+        let marker = lab.dir.join(node).join("split-brain-handler");
+        let text = std::fs::read_to_string(&conf).unwrap().replacen(
+            "resource repl {\n",
+            &format!(
+                "resource repl {{\n  handlers {{\n    split-brain \"echo $DRBD_RESOURCE $DRBD_PEER > {}\";\n  }}\n",
+                marker.display()
+            ),
+            1,
+        );
+        std::fs::write(&conf, text).unwrap();
+    }
     start_synced(&lab);
     for node in NODES {
         disk_ok(&lab, node, &["disconnect", "repl"]);
@@ -708,6 +738,20 @@ fn split_brain_detected_and_discard_my_data_recovers() {
             CONNECT_TIMEOUT,
         );
         wait_disk(&lab, node, &[("cstate", "StandAlone")], CONNECT_TIMEOUT);
+        lab.wait_log(
+            node,
+            *mark,
+            &[
+                "disk_handler",
+                "res=repl",
+                "handler=split-brain",
+                "result=ok",
+            ],
+            CONNECT_TIMEOUT,
+        );
+        let marker = lab.dir.join(node).join("split-brain-handler");
+        let said = std::fs::read_to_string(&marker).unwrap_or_default();
+        assert_eq!(said, format!("repl {}\n", common::peer_of(node)), "{node}");
     }
     // Nothing merged: each keeps its own block 0.
     for (tag, node) in [(11, "debian1"), (22, "debian2")] {
