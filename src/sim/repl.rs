@@ -392,6 +392,37 @@ impl Cluster {
         self.maybe_connect();
     }
 
+    /// Node `i` closes the connection (TCP FIN): what it sent before still
+    /// arrives, then the peer sees the end; what the peer sends is lost.
+    fn close_from(&mut self, i: usize) {
+        if !self.conn {
+            return;
+        }
+        self.conn = false;
+        self.connect_at = None;
+        let j = 1 - i;
+        let pending = std::mem::take(&mut self.q[i]);
+        self.q[j].clear();
+        self.log(None, format!("connection closed by {}", NODE_NAMES[i]));
+        let now = self.now;
+        if !self.silent {
+            for (_, (kind, header, payload)) in pending {
+                let msg = PeerMsg::decode(kind, &header, payload).expect("every message decodes");
+                if let Some(r) = self.nodes[j].replica.as_mut() {
+                    r.handle_peer_msg(now, msg);
+                }
+            }
+        }
+        for k in [j, i] {
+            if let Some(r) = self.nodes[k].replica.as_mut() {
+                r.handle_peer_down(now);
+            }
+        }
+        self.drain(j);
+        self.drain(i);
+        self.maybe_connect();
+    }
+
     fn maybe_connect(&mut self) {
         let want = self.nodes.iter().all(|n| n.up() && n.wants_connect);
         if !self.conn && want && self.net_up && self.connect_at.is_none() {
@@ -449,7 +480,7 @@ impl Cluster {
             Action::Disconnect => {
                 self.nodes[i].wants_connect = false;
                 self.log(Some(i), "disconnect".into());
-                self.break_conn();
+                self.close_from(i);
             }
             Action::Event(e) => {
                 self.log(Some(i), format!("{e:?}"));
