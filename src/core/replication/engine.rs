@@ -2743,9 +2743,15 @@ mod tests {
     }
 
     #[track_caller]
-    fn done_ok(c: &Cluster, node: usize, id: u64) -> IoResult {
+    fn done_ok(c: &Cluster, node: usize, id: u64) {
+        data_of(c, node, id);
+    }
+
+    /// The successful completion's data (None for writes and flushes).
+    #[track_caller]
+    fn data_of(c: &Cluster, node: usize, id: u64) -> Option<Payload> {
         match c.nodes[node].done(id) {
-            Some(r @ Ok(_)) => r.clone(),
+            Some(Ok(data)) => data.clone(),
             other => panic!("request {id} on {node}: {other:?}\n{}", c.trace_text()),
         }
     }
@@ -2899,7 +2905,7 @@ mod tests {
         );
         c.run_for(20);
         for (n, id) in [(B, 2), (A, 3)] {
-            let data = done_ok(&c, n, id).unwrap().unwrap();
+            let data = data_of(&c, n, id).unwrap();
             assert_eq!(tag_of(&data), Some(0x31));
         }
     }
@@ -3355,7 +3361,7 @@ mod tests {
         );
         c.run_for(50);
         done_ok(&c, A, 3);
-        let data = done_ok(&c, A, 4).unwrap().unwrap();
+        let data = data_of(&c, A, 4).unwrap();
         let tags: Vec<_> = data.chunks(BLOCK_BYTES as usize).map(tag_of).collect();
         assert_eq!(tags, vec![Some(0x44), Some(0x55), Some(0x66)]);
         // Alone and Diskless: nothing can serve the host.
