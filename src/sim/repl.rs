@@ -945,7 +945,13 @@ impl Run {
             return Ok(());
         };
         let s = 1 - p;
-        match rng.below(10) {
+        if both_up && self.c.r(p).dstate() == DiskState::Diskless {
+            // The Diskless Primary served I/O through its peer for a while;
+            // now it gets its disk back (re-attach = restart, failing over).
+            self.report.crashes += 1;
+            return self.crash_primary(p, rng);
+        }
+        match rng.below(12) {
             0 | 1 if heal_at.is_none() && self.c.net_up => {
                 self.report.cuts += 1;
                 if rng.chance(0.5) {
@@ -970,6 +976,11 @@ impl Run {
                 self.c.log(Some(s), "DISK FAILING".into());
                 self.c.nodes[s].fail_data = true;
                 fail_until[s] = Some(now + Duration::from_millis(50 + rng.below(300)));
+            }
+            6 if both_up => {
+                self.report.disk_failures += 1;
+                self.c.log(Some(p), "DISK FAILING (primary)".into());
+                self.c.nodes[p].fail_data = true;
             }
             _ => {}
         }
@@ -1137,9 +1148,28 @@ impl Run {
                     continue;
                 };
                 debug_assert_eq!(node, i);
+                let diskless = self.c.nodes[i]
+                    .replica
+                    .as_ref()
+                    .is_some_and(|r| r.dstate() == DiskState::Diskless);
                 let c = &mut self.client;
-                let result =
-                    result.map_err(|e| format!("host request {} ({op:?}) failed: {e:?}", id.0))?;
+                let result = match result {
+                    Ok(r) => r,
+                    // A Diskless Primary that lost its peer cannot serve:
+                    // the write may or may not be somewhere (it stays pending).
+                    Err(IoError::Io) if diskless => {
+                        match op {
+                            ClientOp::Write { first, tags } => {
+                                (0..tags.len()).for_each(|k| c.busy[first as usize + k] = false)
+                            }
+                            ClientOp::Read { first, blocks } => (0..blocks as usize)
+                                .for_each(|k| c.busy[first as usize + k] = false),
+                            ClientOp::Flush => c.flushing = false,
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(format!("host request {} ({op:?}) failed: {e:?}", id.0)),
+                };
                 match op {
                     ClientOp::Write { first, tags } => {
                         c.acked_writes += 1;
@@ -1206,6 +1236,14 @@ impl Run {
     /// Faults healed: both converge, identical, holding every acknowledged write.
     fn finish(&mut self) -> Check {
         self.c.heal();
+        if let Some(p) = self.primary() {
+            let both_up =
+                self.c.nodes.iter().all(|n| n.up()) && self.restart_at.iter().all(|r| r.is_none());
+            if both_up && self.c.r(p).dstate() == DiskState::Diskless {
+                let mut rng = Rng::new(self.c.now.millis());
+                self.crash_primary(p, &mut rng)?;
+            }
+        }
         for i in 0..2 {
             self.c.nodes[i].fail_data = false;
         }

@@ -442,6 +442,10 @@ pub struct Replica {
     link_up: bool,
     last_rx: Instant,
     last_tx: Instant,
+    /// The generation of the data this node exposes (DRBD's ed_uuid): its own
+    /// current uuid while it has a disk; once Diskless, the peer's, which it
+    /// adopts while connected and must find again to reconnect.
+    ed_uuid: u64,
     /// When the outstanding Ping was sent (None: none outstanding).
     ping_sent: Option<Instant>,
     /// Our bitmap count as sent in the last ReportParams (split-brain policies
@@ -523,6 +527,7 @@ impl Replica {
             last_rx: now,
             last_tx: now,
             ping_sent: None,
+            ed_uuid: 0,
             reported_dirty: 0,
             sync: None,
             verify: None,
@@ -627,6 +632,12 @@ impl Replica {
 
     fn has_disk(&self) -> bool {
         !matches!(self.dstate, DiskState::Diskless | DiskState::Failed)
+    }
+
+    /// Connected to a peer whose data is UpToDate (what a Diskless Primary
+    /// needs to serve anything).
+    fn peer_has_good_data(&self) -> bool {
+        self.replicating() && self.peer_dstate == DiskState::UpToDate
     }
 
     fn good_data(d: DiskState) -> bool {
@@ -741,12 +752,16 @@ impl Replica {
 
     fn report_params(&mut self) {
         self.reported_dirty = self.bitmap.count();
+        let mut uuids = self.md.uuids;
+        if !self.has_disk() {
+            uuids.current = self.ed_uuid;
+        }
         let msg = PeerMsg::ReportParams {
             protocol: self.cfg.protocol,
             usable_bytes: self.cfg.layout.usable_bytes,
             role: self.role,
             disk: self.dstate,
-            uuids: self.md.uuids,
+            uuids,
             dirty_blocks: self.bitmap.count(),
             md_flags: self.md.flags.to_bits(),
             discard_my_data: self.discard_my_data,
@@ -863,7 +878,7 @@ impl Replica {
             });
             return;
         }
-        if !self.has_disk() && !self.replicating() {
+        if !self.has_disk() && !self.peer_has_good_data() {
             self.push(Action::HostDone {
                 id,
                 result: Err(IoError::Io),
@@ -984,11 +999,16 @@ impl Replica {
             };
             local = Some(self.disk(io, Op::HostWrite { host: id, range }));
         }
-        let replicate = self.replicating();
+        // Without a disk, only an UpToDate peer makes a write worth doing.
+        let replicate = self.replicating() && (local.is_some() || self.peer_has_good_data());
         let req = self.hosts.get_mut(&id).expect("checked above");
         req.local = local.is_some();
         req.queued = false;
-        if replicate {
+        // Without a local copy only the peer's write can complete it.
+        req.local_failed |= local.is_none();
+        if local.is_none() && !replicate {
+            req.error = Some(IoError::Io);
+        } else if replicate {
             let seq = self.next_seq;
             self.next_seq += 1;
             // Protocol C, a FUA write and a Diskless Primary need the peer's
@@ -1021,7 +1041,7 @@ impl Replica {
             if self.epoch_writes >= EPOCH_WRITES_MAX {
                 self.send_barrier(None);
             }
-        } else {
+        } else if local.is_some() {
             // Alone: the block is out of sync with the peer; the bitmap page is
             // durable before the write is acknowledged.
             self.bitmap.set_range(range.0, range.1 - range.0);
@@ -1046,6 +1066,14 @@ impl Replica {
     }
 
     fn host_flush(&mut self, id: HostId) {
+        if self.role == Role::Primary && !self.has_disk() && !self.peer_has_good_data() {
+            // No durable copy of the whole device is reachable.
+            self.push(Action::HostDone {
+                id,
+                result: Err(IoError::Io),
+            });
+            return;
+        }
         self.new_req(id, HostKind::Flush);
         if self.has_disk() {
             self.hosts.get_mut(&id).expect("just inserted").local = true;
@@ -1220,15 +1248,18 @@ impl Replica {
         if !self.has_disk() {
             return;
         }
+        self.ed_uuid = self.md.uuids.current;
         self.set_dstate(DiskState::Failed);
         self.set_dstate(DiskState::Diskless);
         // Writes waiting for the lock can no longer go to this disk.
         self.meta_inflight.clear();
-        if let Some(s) = &self.sync {
-            if !s.source {
-                self.note("resync_abort", "reason=detached".into());
-            }
+        if self.sync.take().is_some() {
+            // Nothing to sync to or from any more; the peer learns it from
+            // our State (Diskless) and ends its side too.
+            self.note("resync_abort", "reason=detached".into());
+            self.set_cstate(ConnState::Connected);
         }
+        self.verify = None;
         self.send_state();
         self.pump_start_wait();
     }
@@ -1697,6 +1728,14 @@ impl Replica {
                 }
             }
             PeerMsg::State { role, disk } => self.on_state(now, role, disk),
+            PeerMsg::Uuids { uuids } => {
+                if let Some(p) = self.peer.as_mut() {
+                    p.uuids = uuids;
+                }
+                if !self.has_disk() {
+                    self.ed_uuid = uuids.current;
+                }
+            }
             PeerMsg::Ping => self.send(PeerMsg::PingAck),
             PeerMsg::PingAck => {}
         }
@@ -1763,6 +1802,16 @@ impl Replica {
         }
         self.set_peer_role(role);
         self.set_peer_dstate(disk);
+        if role == Role::Primary && self.role == Role::Primary {
+            // Both promoted at once while connected: never two writers.
+            self.note("handshake_refused", "reason=two_primaries".into());
+            self.go_standalone();
+            return;
+        }
+        if disk == DiskState::Diskless && self.sync.take().is_some() {
+            self.note("resync_abort", "reason=peer_detached".into());
+            self.set_cstate(ConnState::Connected);
+        }
         if disk == DiskState::Diskless && was != DiskState::Diskless {
             // It cannot confirm writes any more: mark what it did not. Its
             // old disk may come back later: start a new data generation so
@@ -1777,6 +1826,8 @@ impl Replica {
                 // A Diskless Primary writes through us from now on.
                 self.new_current_uuid();
                 self.write_md();
+                let uuids = self.md.uuids;
+                self.send(PeerMsg::Uuids { uuids });
             }
         }
         if disk == DiskState::UpToDate && self.sync.as_ref().is_some_and(|s| s.source) {
@@ -1848,6 +1899,13 @@ impl Replica {
         peer_discard: bool,
     ) -> Option<SyncDecision> {
         if !self.has_disk() || peer_disk == DiskState::Diskless {
+            // A Diskless Primary may only expose the data it exposed before
+            // (DRBD: "Can only connect to data with current UUID"); the side
+            // with the data just connects, the Diskless side refuses.
+            let same = (self.ed_uuid ^ peer.uuids.current) & !1 == 0;
+            if !self.has_disk() && self.role == Role::Primary && !same {
+                return self.refuse("diskless_primary_data_generation_differs");
+            }
             return Some(SyncDecision::NoSync);
         }
         let local = UuidView {
