@@ -5,7 +5,19 @@
 //! in memory and asks the shell to write the encoded bytes at [`Layout`] offsets
 //! in the `DiskTarget::Meta` area. CONTRACT between the md and engine writers:
 //! the signatures below; the md writer owns the bodies and may add items.
-//! TODO(skeleton): every `todo!()` here is replaced before this lands.
+//!
+//! On disk (all little-endian, every structure a whole 4 KiB page so one
+//! write replaces it atomically on 4 KiB-sector disks): the superblock
+//! (magic, version, MDF flags, uuids, size, generation, CRC32C); the
+//! activity log, a ring of [`AL_SLOTS`] records each naming the whole hot
+//! set (sequence number and CRC32C, so a torn record is skipped); the bitmap,
+//! u64 words, bit b of word i = block 64*i+b. Internal metadata sits at the
+//! end of the backing device as DRBD's: data, bitmap, AL, superblock.
+//!
+//! Uuid rules: [`compare`] is DRBD 8.4's drbd_uuid_compare (rule numbers in
+//! comments and in [`UuidCompare::rule`]) plus drbd_sync_handshake's
+//! disk-state override; the [`Uuids`] methods are DRBD's uuid life cycle;
+//! [`after_sb_0pri`] and friends are drbd_asb_recover_*.
 
 use super::engine::{AfterSb0, AfterSb1, AfterSb2};
 use super::{Payload, BLOCK_BYTES};
@@ -72,7 +84,7 @@ impl Layout {
         let cross = room / (BITMAP_PAGE_COVERS + BITMAP_PAGE_BYTES);
         let usable_for = |pages: u64| {
             let left = room.saturating_sub(pages * BITMAP_PAGE_BYTES);
-            left.min(pages * BITMAP_PAGE_COVERS)
+            left.min(pages.saturating_mul(BITMAP_PAGE_COVERS))
         };
         let usable_bytes = usable_for(cross).max(usable_for(cross + 1));
         if usable_bytes == 0 {
@@ -275,21 +287,30 @@ impl Uuids {
 
     /// A resync finished on the target (drbd_resync_finished): it takes the
     /// source's identifiers, so both sides compare equal afterwards, and ends
-    /// with no bitmap uuid. `source`: the uuids the source reported before
-    /// the sync (those [`compare`] saw), as DRBD's p_uuid; with its own
-    /// current (the sync uuid) this rebuilds what the source now holds.
+    /// with no bitmap uuid. `source`: the uuids the source reported, either
+    /// before the sync (those [`compare`] saw, as DRBD's p_uuid) or after
+    /// [`Uuids::start_sync_source`] (its bitmap uuid is then the sync uuid
+    /// this node holds as current); both give what the source holds after
+    /// [`Uuids::sync_finished_source`].
     pub fn sync_finished_target(&mut self, source: &Uuids) {
         let primary = self.is_primary();
-        let mine = self.current;
-        self.bitmap = source.bitmap;
-        self.history = source.history;
-        // drbd_uuid_set(UI_BITMAP, own current): rotates, then set_bm(0) rotates again.
-        if self.bitmap != 0 {
-            self.push_history(self.bitmap);
+        let mine = bare(self.current);
+        if source.bitmap != 0 && bare(source.bitmap) == mine {
+            // Reported after the sync started: finish it as the source will.
+            let mut theirs = *source;
+            theirs.sync_finished_source();
+            self.history = theirs.history;
+        } else {
+            // DRBD: copy the peer's bitmap and history, drbd_uuid_set(UI_BITMAP,
+            // own current) rotates, then drbd_uuid_set_bm(0) rotates again.
+            self.history = source.history;
+            if source.bitmap != 0 {
+                self.push_history(source.bitmap);
+            }
+            self.push_history(mine);
         }
-        self.bitmap = mine;
+        self.bitmap = 0;
         self.current = bare(source.current) | u64::from(primary);
-        self.sync_finished_source();
     }
 }
 
@@ -439,6 +460,27 @@ pub fn compare(local: &UuidView, peer: &UuidView, local_is_lower_tiebreak: bool)
         peer,
         local_is_lower_tiebreak,
     );
+    // Both nodes decide on their own; the rules are ordered, so histories
+    // that contradict each other (each side's current in the other's past:
+    // corruption or a uuid collision, never a real sequence of events) can
+    // make both sides "Target". Running the peer's comparison too and
+    // calling any disagreement a split brain (rule 110, bascule's own) makes
+    // the two decisions mirror images by construction.
+    let theirs = uuid_rules(
+        &peer.uuids,
+        &local.uuids,
+        peer,
+        local,
+        !local_is_lower_tiebreak,
+    );
+    if mirror(theirs.decision) != out.decision {
+        out = UuidCompare {
+            decision: SyncDecision::SplitBrain,
+            rule: 110,
+            by_disk_state: false,
+            fixed_local: None,
+        };
+    }
     // drbd_sync_handshake: disk states beat uuids when exactly one side is
     // Inconsistent; the uuids' "full" (or an ambiguous split brain) carries over.
     let (l_ok, p_ok) = (local.flags.consistent, peer.flags.consistent);
@@ -457,6 +499,15 @@ pub fn compare(local: &UuidView, peer: &UuidView, local_is_lower_tiebreak: bool)
         out.decision = decision;
     }
     out
+}
+
+/// The decision as the other side sees it.
+fn mirror(decision: SyncDecision) -> SyncDecision {
+    match decision {
+        SyncDecision::Source { full } => SyncDecision::Target { full },
+        SyncDecision::Target { full } => SyncDecision::Source { full },
+        other => other,
+    }
 }
 
 /// drbd_uuid_compare, rule by rule (DRBD 8.4, protocol >= 96 variants).
@@ -1026,6 +1077,9 @@ pub const ACTIVITY_LOG_EXTENTS: usize = 127;
 /// the whole hot set, so the newest intact record alone says what to resync;
 /// a torn newest record falls back to the one before, which lacks only the
 /// extent whose writes had not started yet (they wait for the record).
+/// Recovery takes the union of all intact records (see
+/// [`ActivityLog::decode_extents`]): a superset of the newest, at most
+/// AL_SLOTS-1 extents more in steady state.
 mod al {
     pub const MAGIC: u32 = u32::from_le_bytes(*b"BSAL");
     pub const COUNT_AT: usize = 4;
@@ -1154,14 +1208,20 @@ impl ActivityLog {
 
     /// Extents recorded in the on-disk log (after a crash): (offset, len) ranges
     /// of data to mark out of sync. `bytes`: the whole AL area.
+    ///
+    /// The union of every intact record, not only the newest: then it does
+    /// not matter whether the sequence numbers of the crashed run were above
+    /// those of an older run whose records are still in other slots (a log
+    /// made with [`ActivityLog::new`] over a used area). Stale records only
+    /// add extents to resync; they never hide one. Sorted, no duplicates.
     pub fn decode_extents(bytes: &[u8]) -> Vec<(u64, u64)> {
-        match newest_record(bytes) {
-            Some((_, extents)) => extents
-                .into_iter()
-                .map(|e| (u64::from(e) * AL_EXTENT_BYTES, AL_EXTENT_BYTES))
-                .collect(),
-            None => Vec::new(),
-        }
+        let mut extents: Vec<u32> = intact_records(bytes).flat_map(|(_, e)| e).collect();
+        extents.sort_unstable();
+        extents.dedup();
+        extents
+            .into_iter()
+            .map(|e| (u64::from(e) * AL_EXTENT_BYTES, AL_EXTENT_BYTES))
+            .collect()
     }
 
     fn get(&mut self, offset: u64, layout: &Layout, count: bool) -> Option<(u64, Payload)> {
@@ -1232,26 +1292,27 @@ fn extent_of(offset: u64) -> u32 {
     u32::try_from(offset / AL_EXTENT_BYTES).expect("data offset below 16 PiB")
 }
 
+/// The records of an AL area whose magic and CRC are intact: (seq, extents).
+fn intact_records(bytes: &[u8]) -> impl Iterator<Item = (u64, Vec<u32>)> + '_ {
+    bytes
+        .chunks_exact(AL_SLOT_BYTES as usize)
+        .filter_map(|slot| {
+            if get_u32(slot, 0) != al::MAGIC
+                || CRC32C.checksum(&slot[..al::CRC_AT]) != get_u32(slot, al::CRC_AT)
+            {
+                return None;
+            }
+            let count = (get_u32(slot, al::COUNT_AT) as usize).min(al::CAPACITY);
+            let extents = (0..count)
+                .map(|i| get_u32(slot, al::EXTENTS_AT + 4 * i))
+                .collect();
+            Some((get_u64(slot, al::SEQ_AT), extents))
+        })
+}
+
 /// The intact record with the highest sequence number in an AL area, if any.
 fn newest_record(bytes: &[u8]) -> Option<(u64, Vec<u32>)> {
-    let mut best: Option<(u64, &[u8])> = None;
-    for slot in bytes.chunks_exact(AL_SLOT_BYTES as usize) {
-        if get_u32(slot, 0) != al::MAGIC
-            || CRC32C.checksum(&slot[..al::CRC_AT]) != get_u32(slot, al::CRC_AT)
-        {
-            continue;
-        }
-        let seq = get_u64(slot, al::SEQ_AT);
-        if best.map_or(true, |(s, _)| seq > s) {
-            best = Some((seq, slot));
-        }
-    }
-    let (seq, slot) = best?;
-    let count = (get_u32(slot, al::COUNT_AT) as usize).min(al::CAPACITY);
-    let extents = (0..count)
-        .map(|i| get_u32(slot, al::EXTENTS_AT + 4 * i))
-        .collect();
-    Some((seq, extents))
+    intact_records(bytes).max_by_key(|(seq, _)| *seq)
 }
 
 #[cfg(test)]
@@ -1280,11 +1341,12 @@ mod tests {
         assert!(l.bitmap_bytes * 8 * BLOCK_BYTES >= l.usable_bytes);
         assert_eq!(l.bitmap_bytes, bitmap_area_bytes(l.usable_bytes));
         // One more data page would not fit with the bitmap it needs.
+        // (u128: near u64::MAX the sum itself would overflow.)
         let more = l.usable_bytes + BLOCK_BYTES;
-        assert!(
-            more + bitmap_area_bytes(more) + AL_BYTES + SUPERBLOCK_BYTES > backing,
-            "{l:?}"
-        );
+        let needed = u128::from(more)
+            + u128::from(bitmap_area_bytes(more))
+            + u128::from(AL_BYTES + SUPERBLOCK_BYTES);
+        assert!(needed > u128::from(backing), "{l:?}");
         l
     }
 
@@ -1308,6 +1370,8 @@ mod tests {
             128 * MIB + 36 * 1024 + 8192,
             100 * GIB + 12345,
             3 * (1u64 << 40),
+            u64::MAX,
+            u64::MAX - 4096 * 1000,
         ] {
             check_internal(backing);
         }
@@ -1658,12 +1722,11 @@ mod tests {
     fn decide(local: &UuidView, peer: &UuidView) -> UuidCompare {
         let a = compare(local, peer, true);
         let b = compare(peer, local, false);
-        let mirror = match a.decision {
-            SyncDecision::Source { full } => SyncDecision::Target { full },
-            SyncDecision::Target { full } => SyncDecision::Source { full },
-            d => d,
-        };
-        assert_eq!(b.decision, mirror, "sides disagree: {a:?} vs {b:?}");
+        assert_eq!(
+            b.decision,
+            mirror(a.decision),
+            "sides disagree: {a:?} vs {b:?}"
+        );
         assert_eq!(sync_decision(local, peer, true), a.decision);
         a
     }
@@ -1989,8 +2052,12 @@ mod tests {
         let one_before = one;
         let sync = one.start_sync_source(D);
         two.start_sync_target(sync);
+        // The target may hold the source's report from after the sync start.
+        let mut three = two;
+        three.sync_finished_target(&one);
         one.sync_finished_source();
         two.sync_finished_target(&one_before);
+        assert_eq!(three, two);
         assert_eq!(
             (bare(one.current), one.bitmap, one.history),
             (bare(two.current), two.bitmap, two.history)
@@ -2297,12 +2364,17 @@ mod tests {
         // Refresh extent 0: extent 1 is now the least recently used.
         assert!(!apply(&mut area, log.touch(0, &layout)));
         assert!(apply(&mut area, log.touch(1000 * AL_EXTENT_BYTES, &layout)));
-        let hot: Vec<u64> = sorted(ActivityLog::decode_extents(&area))
+        // The newest record no longer names extent 1; older ones in the
+        // ring still do, and recovery takes their union.
+        let newest = newest_record(&area).unwrap().1;
+        assert_eq!(newest.len(), ACTIVITY_LOG_EXTENTS);
+        assert!(newest.contains(&0) && !newest.contains(&1) && newest.contains(&1000));
+        let union: Vec<u64> = ActivityLog::decode_extents(&area)
             .into_iter()
             .map(|(o, _)| o / AL_EXTENT_BYTES)
             .collect();
-        assert_eq!(hot.len(), ACTIVITY_LOG_EXTENTS);
-        assert!(hot.contains(&0) && !hot.contains(&1) && hot.contains(&1000));
+        assert_eq!(union.len(), ACTIVITY_LOG_EXTENTS + 1);
+        assert!(log.extents().all(|e| union.contains(&e)));
         // Extent 1 is cold: touching it again needs a record.
         assert!(apply(&mut area, log.touch(AL_EXTENT_BYTES, &layout)));
     }
@@ -2449,5 +2521,186 @@ mod tests {
         let expected = AL_EXTENT_BYTES / 4096 + (layout.usable_bytes - last_extent_start) / 4096;
         assert_eq!(bitmap.count(), expected);
         check_count(&bitmap);
+    }
+
+    #[test]
+    fn al_stale_records_of_an_older_run_do_not_hide_new_extents() {
+        let layout = al_layout();
+        let mut area = vec![0u8; layout.al_bytes as usize];
+        // A long older run: high sequence numbers in every slot.
+        let mut old = ActivityLog::new();
+        for e in 0..200u64 {
+            apply(&mut area, old.touch(e * AL_EXTENT_BYTES, &layout));
+        }
+        // Restarted with new() (sequence from 1) and wrote one extent.
+        let mut fresh = ActivityLog::new();
+        apply(&mut area, fresh.touch(7000 * AL_EXTENT_BYTES, &layout));
+        let extents = ActivityLog::decode_extents(&area);
+        assert!(extents.contains(&(7000 * AL_EXTENT_BYTES, AL_EXTENT_BYTES)));
+        // Bounded: the older run's 7 surviving records add at most 127 + 6.
+        assert!(
+            extents.len() <= ACTIVITY_LOG_EXTENTS + 7,
+            "{}",
+            extents.len()
+        );
+    }
+
+    /// Over many uuid sets, consistent or contradictory, both sides always
+    /// reach mirror-image decisions (never both Target, never both Source).
+    #[test]
+    fn decisions_always_mirror_each_other() {
+        let pool = [0u64, UUID_JUST_CREATED, A, B, C, D, A + UUID_NEW_BM_OFFSET];
+        let pick = |rng: &mut crate::rng::Rng| pool[(rng.next_u64() % pool.len() as u64) as usize];
+        let side = |rng: &mut crate::rng::Rng| {
+            let bits = rng.next_u64();
+            let (c, b, h0, h1) = (pick(rng), pick(rng), pick(rng), pick(rng));
+            let mut v = view(c | (bits & 1), b | (bits >> 1 & 1), [h0, h1]);
+            v.flags.consistent = bits >> 2 & 3 != 0;
+            v.flags.primary_ind = bits >> 4 & 3 == 0;
+            v.dirty_blocks = bits >> 8 & 3;
+            v
+        };
+        let mut rng = crate::rng::Rng::new(7);
+        let mut seen_rules = std::collections::BTreeSet::new();
+        for _ in 0..100_000 {
+            let (l, p) = (side(&mut rng), side(&mut rng));
+            let a = compare(&l, &p, true);
+            let b = compare(&p, &l, false);
+            assert_eq!(
+                b.decision,
+                mirror(a.decision),
+                "{l:?} {p:?}: {a:?} vs {b:?}"
+            );
+            seen_rules.insert(a.rule);
+        }
+        // The sample reaches every rule, so the property is not vacuous.
+        for rule in [
+            10, 20, 30, 34, 35, 36, 37, 40, 41, 50, 51, 60, 70, 71, 80, 90, 100, 110, 1000,
+        ] {
+            assert!(
+                seen_rules.contains(&rule),
+                "rule {rule} never reached: {seen_rules:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn rule_110_contradictory_histories() {
+        // Each side's current is in the other's history: impossible in a real
+        // sequence of events; both sides call it a split brain.
+        let l = view(A, 0, [0, B]);
+        let p = view(B, 0, [A, 0]);
+        expect(&l, &p, SyncDecision::SplitBrain, 110);
+    }
+
+    /// Random ranges, merges and page round trips against a plain Vec<bool>.
+    #[test]
+    fn bitmap_matches_a_naive_model() {
+        let mut rng = crate::rng::Rng::new(42);
+        for blocks in [1u64, 63, 64, 65, 200, 4096 * 8 + 3] {
+            let usable = blocks * BLOCK_BYTES;
+            let layout = Layout::external(usable);
+            let mut b = Bitmap::new(usable);
+            let mut model = vec![false; blocks as usize];
+            for _ in 0..300 {
+                let offset = rng.next_u64() % (usable + 3 * BLOCK_BYTES);
+                let len = rng.next_u64() % (40 * BLOCK_BYTES);
+                let end = offset.saturating_add(len);
+                match rng.next_u64() % 4 {
+                    0 | 1 => {
+                        b.set_range(offset, len);
+                        if len > 0 {
+                            for blk in offset / BLOCK_BYTES..end.div_ceil(BLOCK_BYTES).min(blocks) {
+                                model[blk as usize] = true;
+                            }
+                        }
+                    }
+                    2 => {
+                        b.clear_range(offset, len);
+                        for blk in offset.div_ceil(BLOCK_BYTES)..(end / BLOCK_BYTES).min(blocks) {
+                            model[blk as usize] = false;
+                        }
+                    }
+                    _ => {
+                        let first = (rng.next_u64() % (b.words().len() as u64 + 1)) as usize;
+                        let w = rng.next_u64() & rng.next_u64();
+                        b.merge_words(first, &[w]);
+                        for bit in 0..64u64 {
+                            let blk = first as u64 * 64 + bit;
+                            if w >> bit & 1 == 1 && blk < blocks {
+                                model[blk as usize] = true;
+                            }
+                        }
+                    }
+                }
+                let from = rng.next_u64() % (blocks + 2);
+                let want = (from..blocks).find(|&i| model[i as usize]);
+                assert_eq!(b.next_set(from), want, "next_set({from}) of {blocks}");
+            }
+            for (i, &m) in model.iter().enumerate() {
+                assert_eq!(b.is_set(i as u64), m, "block {i} of {blocks}");
+            }
+            check_count(&b);
+            let pages = b.encode_pages(&layout, 0, usable);
+            let bytes: Vec<u8> = pages.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+            assert_eq!(Bitmap::decode(usable, &bytes), b);
+        }
+    }
+
+    /// Whatever the source's bitmap uuid, and whichever of its reports the
+    /// target uses, a finished resync leaves both sides with equal uuids.
+    #[test]
+    fn sync_finished_leaves_equal_uuids() {
+        for bitmap in [0, UUID_JUST_CREATED, B, B | 1] {
+            let source = Uuids {
+                current: C | 1,
+                bitmap,
+                history: [D, E],
+            };
+            let target = Uuids {
+                current: A,
+                bitmap: 0,
+                history: [E, 0],
+            };
+            let mut src = source;
+            let sync = src.start_sync_source(0x1234_5678_0000);
+            let mut tgt = target;
+            tgt.start_sync_target(sync);
+            assert_eq!(bare(tgt.current), sync);
+            let started = src;
+            src.sync_finished_source();
+            for report in [source, started] {
+                let mut t = tgt;
+                t.sync_finished_target(&report);
+                assert_eq!(
+                    (bare(t.current), t.bitmap, t.history),
+                    (bare(src.current), src.bitmap, src.history),
+                    "{bitmap:x} {report:?}"
+                );
+                assert!(!t.is_primary());
+                let (l, p) = (
+                    view(src.current, src.bitmap, src.history),
+                    view(t.current, t.bitmap, t.history),
+                );
+                expect(&l, &p, SyncDecision::NoSync, 40);
+            }
+        }
+    }
+
+    /// Even with every extent busy, the hot set never outgrows one record.
+    #[test]
+    fn al_hot_set_is_bounded_by_a_record() {
+        let layout = al_layout();
+        let mut area = vec![0u8; layout.al_bytes as usize];
+        let mut log = ActivityLog::new();
+        for e in 0..(al::CAPACITY as u64 + 50) {
+            assert!(apply(&mut area, log.acquire(e * AL_EXTENT_BYTES, &layout)));
+            assert!(log.extents().count() <= al::CAPACITY);
+        }
+        assert_eq!(log.extents().count(), al::CAPACITY);
+        assert_eq!(newest_record(&area).unwrap().1.len(), al::CAPACITY);
+        // The newest extents are the ones kept.
+        assert!(log.extents().any(|e| e == al::CAPACITY as u64 + 49));
+        assert!(!log.extents().any(|e| e == 0));
     }
 }
