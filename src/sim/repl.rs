@@ -392,6 +392,37 @@ impl Cluster {
         self.maybe_connect();
     }
 
+    /// Node `i` closes the connection (TCP FIN): what it sent before still
+    /// arrives, then the peer sees the end; what the peer sends is lost.
+    fn close_from(&mut self, i: usize) {
+        if !self.conn {
+            return;
+        }
+        self.conn = false;
+        self.connect_at = None;
+        let j = 1 - i;
+        let pending = std::mem::take(&mut self.q[i]);
+        self.q[j].clear();
+        self.log(None, format!("connection closed by {}", NODE_NAMES[i]));
+        let now = self.now;
+        if !self.silent {
+            for (_, (kind, header, payload)) in pending {
+                let msg = PeerMsg::decode(kind, &header, payload).expect("every message decodes");
+                if let Some(r) = self.nodes[j].replica.as_mut() {
+                    r.handle_peer_msg(now, msg);
+                }
+            }
+        }
+        for k in [j, i] {
+            if let Some(r) = self.nodes[k].replica.as_mut() {
+                r.handle_peer_down(now);
+            }
+        }
+        self.drain(j);
+        self.drain(i);
+        self.maybe_connect();
+    }
+
     fn maybe_connect(&mut self) {
         let want = self.nodes.iter().all(|n| n.up() && n.wants_connect);
         if !self.conn && want && self.net_up && self.connect_at.is_none() {
@@ -449,7 +480,7 @@ impl Cluster {
             Action::Disconnect => {
                 self.nodes[i].wants_connect = false;
                 self.log(Some(i), "disconnect".into());
-                self.break_conn();
+                self.close_from(i);
             }
             Action::Event(e) => {
                 self.log(Some(i), format!("{e:?}"));
@@ -914,7 +945,13 @@ impl Run {
             return Ok(());
         };
         let s = 1 - p;
-        match rng.below(10) {
+        if both_up && self.c.r(p).dstate() == DiskState::Diskless {
+            // The Diskless Primary served I/O through its peer for a while;
+            // now it gets its disk back (re-attach = restart, failing over).
+            self.report.crashes += 1;
+            return self.crash_primary(p, rng);
+        }
+        match rng.below(12) {
             0 | 1 if heal_at.is_none() && self.c.net_up => {
                 self.report.cuts += 1;
                 if rng.chance(0.5) {
@@ -939,6 +976,11 @@ impl Run {
                 self.c.log(Some(s), "DISK FAILING".into());
                 self.c.nodes[s].fail_data = true;
                 fail_until[s] = Some(now + Duration::from_millis(50 + rng.below(300)));
+            }
+            6 if both_up => {
+                self.report.disk_failures += 1;
+                self.c.log(Some(p), "DISK FAILING (primary)".into());
+                self.c.nodes[p].fail_data = true;
             }
             _ => {}
         }
@@ -1106,9 +1148,28 @@ impl Run {
                     continue;
                 };
                 debug_assert_eq!(node, i);
+                let diskless = self.c.nodes[i]
+                    .replica
+                    .as_ref()
+                    .is_some_and(|r| r.dstate() == DiskState::Diskless);
                 let c = &mut self.client;
-                let result =
-                    result.map_err(|e| format!("host request {} ({op:?}) failed: {e:?}", id.0))?;
+                let result = match result {
+                    Ok(r) => r,
+                    // A Diskless Primary that lost its peer cannot serve:
+                    // the write may or may not be somewhere (it stays pending).
+                    Err(IoError::Io) if diskless => {
+                        match op {
+                            ClientOp::Write { first, tags } => {
+                                (0..tags.len()).for_each(|k| c.busy[first as usize + k] = false)
+                            }
+                            ClientOp::Read { first, blocks } => (0..blocks as usize)
+                                .for_each(|k| c.busy[first as usize + k] = false),
+                            ClientOp::Flush => c.flushing = false,
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(format!("host request {} ({op:?}) failed: {e:?}", id.0)),
+                };
                 match op {
                     ClientOp::Write { first, tags } => {
                         c.acked_writes += 1;
@@ -1175,6 +1236,14 @@ impl Run {
     /// Faults healed: both converge, identical, holding every acknowledged write.
     fn finish(&mut self) -> Check {
         self.c.heal();
+        if let Some(p) = self.primary() {
+            let both_up =
+                self.c.nodes.iter().all(|n| n.up()) && self.restart_at.iter().all(|r| r.is_none());
+            if both_up && self.c.r(p).dstate() == DiskState::Diskless {
+                let mut rng = Rng::new(self.c.now.millis());
+                self.crash_primary(p, &mut rng)?;
+            }
+        }
         for i in 0..2 {
             self.c.nodes[i].fail_data = false;
         }

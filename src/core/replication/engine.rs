@@ -442,6 +442,10 @@ pub struct Replica {
     link_up: bool,
     last_rx: Instant,
     last_tx: Instant,
+    /// The generation of the data this node exposes (DRBD's ed_uuid): its own
+    /// current uuid while it has a disk; once Diskless, the peer's, which it
+    /// adopts while connected and must find again to reconnect.
+    ed_uuid: u64,
     /// When the outstanding Ping was sent (None: none outstanding).
     ping_sent: Option<Instant>,
     /// Our bitmap count as sent in the last ReportParams (split-brain policies
@@ -523,6 +527,7 @@ impl Replica {
             last_rx: now,
             last_tx: now,
             ping_sent: None,
+            ed_uuid: 0,
             reported_dirty: 0,
             sync: None,
             verify: None,
@@ -627,6 +632,12 @@ impl Replica {
 
     fn has_disk(&self) -> bool {
         !matches!(self.dstate, DiskState::Diskless | DiskState::Failed)
+    }
+
+    /// Connected to a peer whose data is UpToDate (what a Diskless Primary
+    /// needs to serve anything).
+    fn peer_has_good_data(&self) -> bool {
+        self.replicating() && self.peer_dstate == DiskState::UpToDate
     }
 
     fn good_data(d: DiskState) -> bool {
@@ -741,12 +752,16 @@ impl Replica {
 
     fn report_params(&mut self) {
         self.reported_dirty = self.bitmap.count();
+        let mut uuids = self.md.uuids;
+        if !self.has_disk() {
+            uuids.current = self.ed_uuid;
+        }
         let msg = PeerMsg::ReportParams {
             protocol: self.cfg.protocol,
             usable_bytes: self.cfg.layout.usable_bytes,
             role: self.role,
             disk: self.dstate,
-            uuids: self.md.uuids,
+            uuids,
             dirty_blocks: self.bitmap.count(),
             md_flags: self.md.flags.to_bits(),
             discard_my_data: self.discard_my_data,
@@ -863,7 +878,7 @@ impl Replica {
             });
             return;
         }
-        if !self.has_disk() && !self.replicating() {
+        if !self.has_disk() && !self.peer_has_good_data() {
             self.push(Action::HostDone {
                 id,
                 result: Err(IoError::Io),
@@ -984,11 +999,16 @@ impl Replica {
             };
             local = Some(self.disk(io, Op::HostWrite { host: id, range }));
         }
-        let replicate = self.replicating();
+        // Without a disk, only an UpToDate peer makes a write worth doing.
+        let replicate = self.replicating() && (local.is_some() || self.peer_has_good_data());
         let req = self.hosts.get_mut(&id).expect("checked above");
         req.local = local.is_some();
         req.queued = false;
-        if replicate {
+        // Without a local copy only the peer's write can complete it.
+        req.local_failed |= local.is_none();
+        if local.is_none() && !replicate {
+            req.error = Some(IoError::Io);
+        } else if replicate {
             let seq = self.next_seq;
             self.next_seq += 1;
             // Protocol C, a FUA write and a Diskless Primary need the peer's
@@ -1021,7 +1041,7 @@ impl Replica {
             if self.epoch_writes >= EPOCH_WRITES_MAX {
                 self.send_barrier(None);
             }
-        } else {
+        } else if local.is_some() {
             // Alone: the block is out of sync with the peer; the bitmap page is
             // durable before the write is acknowledged.
             self.bitmap.set_range(range.0, range.1 - range.0);
@@ -1046,6 +1066,14 @@ impl Replica {
     }
 
     fn host_flush(&mut self, id: HostId) {
+        if self.role == Role::Primary && !self.has_disk() && !self.peer_has_good_data() {
+            // No durable copy of the whole device is reachable.
+            self.push(Action::HostDone {
+                id,
+                result: Err(IoError::Io),
+            });
+            return;
+        }
         self.new_req(id, HostKind::Flush);
         if self.has_disk() {
             self.hosts.get_mut(&id).expect("just inserted").local = true;
@@ -1220,15 +1248,18 @@ impl Replica {
         if !self.has_disk() {
             return;
         }
+        self.ed_uuid = self.md.uuids.current;
         self.set_dstate(DiskState::Failed);
         self.set_dstate(DiskState::Diskless);
         // Writes waiting for the lock can no longer go to this disk.
         self.meta_inflight.clear();
-        if let Some(s) = &self.sync {
-            if !s.source {
-                self.note("resync_abort", "reason=detached".into());
-            }
+        if self.sync.take().is_some() {
+            // Nothing to sync to or from any more; the peer learns it from
+            // our State (Diskless) and ends its side too.
+            self.note("resync_abort", "reason=detached".into());
+            self.set_cstate(ConnState::Connected);
         }
+        self.verify = None;
         self.send_state();
         self.pump_start_wait();
     }
@@ -1697,6 +1728,14 @@ impl Replica {
                 }
             }
             PeerMsg::State { role, disk } => self.on_state(now, role, disk),
+            PeerMsg::Uuids { uuids } => {
+                if let Some(p) = self.peer.as_mut() {
+                    p.uuids = uuids;
+                }
+                if !self.has_disk() {
+                    self.ed_uuid = uuids.current;
+                }
+            }
             PeerMsg::Ping => self.send(PeerMsg::PingAck),
             PeerMsg::PingAck => {}
         }
@@ -1763,6 +1802,16 @@ impl Replica {
         }
         self.set_peer_role(role);
         self.set_peer_dstate(disk);
+        if role == Role::Primary && self.role == Role::Primary {
+            // Both promoted at once while connected: never two writers.
+            self.note("handshake_refused", "reason=two_primaries".into());
+            self.go_standalone();
+            return;
+        }
+        if disk == DiskState::Diskless && self.sync.take().is_some() {
+            self.note("resync_abort", "reason=peer_detached".into());
+            self.set_cstate(ConnState::Connected);
+        }
         if disk == DiskState::Diskless && was != DiskState::Diskless {
             // It cannot confirm writes any more: mark what it did not. Its
             // old disk may come back later: start a new data generation so
@@ -1777,6 +1826,8 @@ impl Replica {
                 // A Diskless Primary writes through us from now on.
                 self.new_current_uuid();
                 self.write_md();
+                let uuids = self.md.uuids;
+                self.send(PeerMsg::Uuids { uuids });
             }
         }
         if disk == DiskState::UpToDate && self.sync.as_ref().is_some_and(|s| s.source) {
@@ -1848,6 +1899,13 @@ impl Replica {
         peer_discard: bool,
     ) -> Option<SyncDecision> {
         if !self.has_disk() || peer_disk == DiskState::Diskless {
+            // A Diskless Primary may only expose the data it exposed before
+            // (DRBD: "Can only connect to data with current UUID"); the side
+            // with the data just connects, the Diskless side refuses.
+            let same = (self.ed_uuid ^ peer.uuids.current) & !1 == 0;
+            if !self.has_disk() && self.role == Role::Primary && !same {
+                return self.refuse("diskless_primary_data_generation_differs");
+            }
             return Some(SyncDecision::NoSync);
         }
         let local = UuidView {
@@ -2715,5 +2773,808 @@ impl Replica {
     }
     pub fn bitmap(&self) -> &Bitmap {
         &self.bitmap
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Scenario tests on the simulation harness (`crate::sim::repl::Cluster`:
+    //! two replicas, volatile-cache disks, one connection, virtual time),
+    //! plus a few on a lone replica where the exact action order matters.
+    use super::*;
+    use crate::sim::repl::{block_of, sim_config, tag_of, Cluster, USABLE_BYTES};
+
+    const A: usize = 0;
+    const B: usize = 1;
+
+    fn cluster(protocol: Protocol) -> Cluster {
+        Cluster::new(7, sim_config(protocol, true))
+    }
+
+    fn write(c: &mut Cluster, node: usize, id: u64, block: u64, tag: u64) {
+        let io = HostIo::Write {
+            offset: block * BLOCK_BYTES,
+            data: Arc::new(block_of(tag)),
+            fua: false,
+        };
+        c.host(node, id, io);
+    }
+
+    #[track_caller]
+    fn done_ok(c: &Cluster, node: usize, id: u64) {
+        data_of(c, node, id);
+    }
+
+    /// The successful completion's data (None for writes and flushes).
+    #[track_caller]
+    fn data_of(c: &Cluster, node: usize, id: u64) -> Option<Payload> {
+        match c.nodes[node].done(id) {
+            Some(Ok(data)) => data.clone(),
+            other => panic!("request {id} on {node}: {other:?}\n{}", c.trace_text()),
+        }
+    }
+
+    fn tag_on(c: &Cluster, node: usize, block: u64) -> Option<u64> {
+        tag_of(&c.nodes[node].data.read(block * BLOCK_BYTES, BLOCK_BYTES))
+    }
+
+    fn events(c: &Cluster, node: usize) -> Vec<ReplEvent> {
+        c.nodes[node]
+            .events
+            .iter()
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+
+    fn lone(protocol: Protocol) -> Replica {
+        let cfg = sim_config(protocol, true);
+        let md = Metadata::created(USABLE_BYTES);
+        Replica::new(cfg, md, Bitmap::new(USABLE_BYTES), Instant::ZERO)
+    }
+
+    fn drain(r: &mut Replica) -> Vec<Action> {
+        std::iter::from_fn(|| r.poll_action()).collect()
+    }
+
+    // ---- roles and states ---------------------------------------------
+
+    #[test]
+    fn starts_secondary_standalone_and_asks_to_connect() {
+        let mut r = lone(Protocol::C);
+        let actions = drain(&mut r);
+        let conn = actions
+            .iter()
+            .position(|a| *a == Action::Connect)
+            .expect("asks to connect");
+        let unconnected = Action::Event(ReplEvent::Conn {
+            from: ConnState::StandAlone,
+            to: ConnState::Unconnected,
+        });
+        let wf = Action::Event(ReplEvent::Conn {
+            from: ConnState::Unconnected,
+            to: ConnState::WFConnection,
+        });
+        assert!(actions.iter().position(|a| *a == unconnected).unwrap() < conn);
+        assert!(actions.iter().position(|a| *a == wf).unwrap() > conn);
+        let s = r.status(Instant::ZERO);
+        assert_eq!(
+            (s.role, s.cstate, s.dstate),
+            (
+                Role::Secondary,
+                ConnState::WFConnection,
+                DiskState::Inconsistent
+            )
+        );
+        assert_eq!(s.peer_dstate, DiskState::DUnknown);
+        // Created metadata is not a Primary's: promotion needs --force.
+        assert!(r
+            .handle_command(Instant::ZERO, Command::Primary { force: false })
+            .is_err());
+    }
+
+    #[test]
+    fn fresh_pair_connects_inconsistent_then_forced_primary_full_syncs() {
+        let mut c = cluster(Protocol::C);
+        assert!(
+            c.run_until(1000, |c| c.r(A).cstate() == ConnState::Connected
+                && c.r(B).cstate() == ConnState::Connected)
+        );
+        assert_eq!(
+            (c.r(A).dstate(), c.r(B).dstate()),
+            (DiskState::Inconsistent, DiskState::Inconsistent)
+        );
+        write(&mut c, A, 1, 0, 0x11);
+        c.run_for(10);
+        assert_eq!(
+            c.nodes[A].done(1),
+            Some(&Err(IoError::ReadOnly)),
+            "a Secondary refuses writes"
+        );
+        c.bootstrap();
+        let kib = USABLE_BYTES / 1024;
+        assert!(events(&c, A).contains(&ReplEvent::SyncStart {
+            source: true,
+            full: true,
+            kib
+        }));
+        assert!(events(&c, B).contains(&ReplEvent::SyncStart {
+            source: false,
+            full: true,
+            kib
+        }));
+        assert!(events(&c, B)
+            .iter()
+            .any(|e| matches!(e, ReplEvent::SyncDone { kib: k, .. } if *k == kib)));
+        assert_eq!(c.status(A).peer_dstate, DiskState::UpToDate);
+        assert_eq!(c.status(B).peer_role, Role::Primary);
+        assert_eq!(
+            c.r(A).metadata().uuids.current & !1,
+            c.r(B).metadata().uuids.current & !1
+        );
+        assert_eq!(c.first_difference(), None);
+        // Every state change was an event, each from the state the last one left.
+        for node in [A, B] {
+            let mut cur = ConnState::StandAlone;
+            for e in events(&c, node) {
+                if let ReplEvent::Conn { from, to } = e {
+                    assert_eq!(from, cur);
+                    cur = to;
+                }
+            }
+            assert_eq!(cur, c.r(node).cstate());
+        }
+    }
+
+    #[test]
+    fn one_primary_at_a_time_and_demotion_waits_for_requests() {
+        let mut c = cluster(Protocol::C);
+        c.bootstrap();
+        let err = c.command(B, Command::Primary { force: true }).unwrap_err();
+        assert!(err.0.contains("peer is Primary"), "{err:?}");
+        write(&mut c, A, 1, 3, 0x31);
+        assert!(
+            c.command(A, Command::Secondary).is_err(),
+            "a write is in flight"
+        );
+        c.run_for(50);
+        done_ok(&c, A, 1);
+        c.command(A, Command::Secondary).unwrap();
+        c.run_for(10);
+        assert_eq!(c.status(B).peer_role, Role::Secondary);
+        c.command(B, Command::Primary { force: false }).unwrap();
+        c.run_for(10);
+        assert_eq!(c.status(A).peer_role, Role::Primary);
+        // The new Primary reads what the old one wrote; the Secondary reads locally.
+        c.host(
+            B,
+            2,
+            HostIo::Read {
+                offset: 3 * BLOCK_BYTES,
+                len: BLOCK_BYTES as u32,
+            },
+        );
+        c.host(
+            A,
+            3,
+            HostIo::Read {
+                offset: 3 * BLOCK_BYTES,
+                len: BLOCK_BYTES as u32,
+            },
+        );
+        c.run_for(20);
+        for (n, id) in [(B, 2), (A, 3)] {
+            let data = data_of(&c, n, id).unwrap();
+            assert_eq!(tag_of(&data), Some(0x31));
+        }
+    }
+
+    // ---- replicated writes ----------------------------------------------
+
+    #[test]
+    fn protocol_c_acknowledges_only_after_the_peer_wrote() {
+        let mut c = cluster(Protocol::C);
+        c.bootstrap();
+        c.silent = true;
+        write(&mut c, A, 1, 10, 0xc1);
+        c.run_for(200);
+        assert_eq!(c.nodes[A].done(1), None, "no WriteAck yet");
+        assert_eq!(tag_on(&c, A, 10), Some(0xc1), "local write done");
+        c.heal();
+        c.run_for(20);
+        done_ok(&c, A, 1);
+        assert_eq!(tag_on(&c, B, 10), Some(0xc1));
+    }
+
+    #[test]
+    fn protocol_a_acknowledges_when_local_and_sent() {
+        let mut c = cluster(Protocol::A);
+        c.bootstrap();
+        c.silent = true;
+        write(&mut c, A, 1, 10, 0xa1);
+        c.run_for(20);
+        done_ok(&c, A, 1);
+        assert_eq!(
+            tag_on(&c, B, 10),
+            Some(0),
+            "the peer has not got it: protocol A can lose it"
+        );
+        // A flush is a flush on both: it waits for the peer's barrier ack.
+        c.host(A, 2, HostIo::Flush);
+        c.run_for(200);
+        assert_eq!(c.nodes[A].done(2), None);
+        c.heal();
+        c.run_for(20);
+        done_ok(&c, A, 2);
+        assert_eq!(tag_on(&c, B, 10), Some(0xa1));
+        assert!(c.nodes[B].data.read(10 * BLOCK_BYTES, 8) == 0xa1u64.to_le_bytes());
+    }
+
+    /// A lone Primary driven by hand: protocol B acknowledges on RecvAck, a
+    /// FUA write only on WriteAck.
+    #[test]
+    fn protocol_b_waits_for_receipt_and_fua_for_the_peer_write() {
+        let mut r = lone(Protocol::B);
+        let t = Instant::ZERO;
+        // Every metadata write completes at once; returns the other actions.
+        fn run(r: &mut Replica, t: Instant) -> Vec<Action> {
+            let mut out = Vec::new();
+            loop {
+                let actions = drain(r);
+                if actions.is_empty() {
+                    return out;
+                }
+                for a in actions {
+                    match a {
+                        Action::Disk {
+                            id,
+                            io:
+                                DiskIo::Write {
+                                    target: DiskTarget::Meta,
+                                    ..
+                                },
+                        } => r.handle_disk_done(t, id, Ok(None)),
+                        other => out.push(other),
+                    }
+                }
+            }
+        }
+        run(&mut r, t);
+        r.handle_peer_up(t);
+        let created = Metadata::created(USABLE_BYTES);
+        let params = PeerMsg::ReportParams {
+            protocol: Protocol::B,
+            usable_bytes: USABLE_BYTES,
+            role: Role::Secondary,
+            disk: DiskState::Inconsistent,
+            uuids: created.uuids,
+            dirty_blocks: 0,
+            md_flags: created.flags.to_bits(),
+            discard_my_data: false,
+        };
+        r.handle_peer_msg(t, params.clone());
+        run(&mut r, t);
+        assert_eq!(r.cstate(), ConnState::Connected, "both fresh: rule 10");
+        r.handle_command(t, Command::Primary { force: true })
+            .unwrap();
+        assert_eq!(r.cstate(), ConnState::WFReportParams, "forced: renegotiate");
+        r.handle_peer_msg(t, params);
+        r.handle_peer_msg(
+            t,
+            PeerMsg::Bitmap {
+                first_word: 0,
+                words: vec![0; 32],
+                last: true,
+            },
+        );
+        let actions = run(&mut r, t);
+        assert!(actions
+            .iter()
+            .any(|a| matches!(a, Action::Send(PeerMsg::SyncUuid { .. }))));
+        assert_eq!(r.cstate(), ConnState::SyncSource);
+        for (hid, fua) in [(1u64, false), (2, true)] {
+            let data = Arc::new(block_of(hid));
+            r.handle_host(
+                t,
+                HostId(hid),
+                HostIo::Write {
+                    offset: hid * BLOCK_BYTES,
+                    data,
+                    fua,
+                },
+            );
+            let mut local = None;
+            let mut seq = None;
+            for a in run(&mut r, t) {
+                match a {
+                    Action::Disk {
+                        id,
+                        io:
+                            DiskIo::Write {
+                                target: DiskTarget::Data,
+                                fua: f,
+                                ..
+                            },
+                    } => {
+                        assert_eq!(f, fua);
+                        local = Some(id);
+                    }
+                    Action::Send(PeerMsg::Data { seq: s, fua: f, .. }) => {
+                        assert_eq!(f, fua);
+                        seq = Some(s);
+                    }
+                    _ => {}
+                }
+            }
+            let (local, seq) = (local.expect("local write"), seq.expect("replicated"));
+            r.handle_disk_done(t, local, Ok(None));
+            let done = |acts: &[Action]| {
+                acts.iter()
+                    .any(|a| matches!(a, Action::HostDone { id, result: Ok(_) } if id.0 == hid))
+            };
+            assert!(!done(&run(&mut r, t)), "waits for the peer");
+            r.handle_peer_msg(t, PeerMsg::RecvAck { seq });
+            assert_eq!(
+                done(&run(&mut r, t)),
+                !fua,
+                "B: receipt is enough unless FUA"
+            );
+            if fua {
+                r.handle_peer_msg(t, PeerMsg::WriteAck { seq });
+                assert!(done(&run(&mut r, t)));
+            }
+        }
+        assert!(r.idle() || r.status(t).ap_pending == 0);
+    }
+
+    #[test]
+    fn overlapping_writes_are_serialised() {
+        let mut c = cluster(Protocol::C);
+        c.bootstrap();
+        c.disk_latency_ms = 20;
+        let big = |tag: u64| Arc::new([block_of(tag), block_of(tag)].concat());
+        c.host(
+            A,
+            1,
+            HostIo::Write {
+                offset: 0,
+                data: big(0x1),
+                fua: false,
+            },
+        );
+        c.host(
+            A,
+            2,
+            HostIo::Write {
+                offset: BLOCK_BYTES,
+                data: big(0x2),
+                fua: false,
+            },
+        );
+        c.run_for(300);
+        done_ok(&c, A, 1);
+        done_ok(&c, A, 2);
+        for n in [A, B] {
+            assert_eq!(
+                (tag_on(&c, n, 0), tag_on(&c, n, 1), tag_on(&c, n, 2)),
+                (Some(1), Some(2), Some(2))
+            );
+        }
+    }
+
+    #[test]
+    fn disconnected_writes_resync_exactly_the_dirty_blocks() {
+        let mut c = cluster(Protocol::C);
+        c.bootstrap();
+        let before = c.nodes[A].rs_data_sent;
+        c.cut();
+        for (i, block) in [5u64, 6, 7, 100, 1000, 2047].into_iter().enumerate() {
+            write(&mut c, A, i as u64 + 1, block, 0x500 + block);
+        }
+        c.run_for(50);
+        for id in 1..=6 {
+            done_ok(&c, A, id);
+        }
+        assert_eq!(c.status(A).out_of_sync_bytes, 6 * BLOCK_BYTES);
+        assert_eq!(
+            c.status(B).dstate,
+            DiskState::UpToDate,
+            "no fencing: B keeps its state"
+        );
+        c.heal();
+        assert!(c.run_until(5000, |c| c.settled()));
+        assert_eq!(
+            c.nodes[A].rs_data_sent - before,
+            6 * BLOCK_BYTES,
+            "only the dirty blocks"
+        );
+        assert_eq!(tag_on(&c, B, 2047), Some(0x500 + 2047));
+        assert_eq!(c.first_difference(), None);
+        assert_eq!(c.status(A).out_of_sync_bytes, 0);
+    }
+
+    #[test]
+    fn unacked_writes_are_marked_when_the_link_breaks() {
+        let mut c = cluster(Protocol::C);
+        c.bootstrap();
+        c.silent = true;
+        write(&mut c, A, 1, 42, 0x42);
+        c.run_for(100);
+        assert_eq!(c.nodes[A].done(1), None);
+        c.cut();
+        c.run_for(20);
+        done_ok(&c, A, 1);
+        assert!(c.r(A).bitmap().is_set(42));
+        c.heal();
+        assert!(c.run_until(5000, |c| c.settled()));
+        assert_eq!(tag_on(&c, B, 42), Some(0x42));
+    }
+
+    #[test]
+    fn a_crashed_primary_resyncs_only_its_activity_log() {
+        let cfg = sim_config(Protocol::C, true);
+        let mut c = Cluster::new(
+            9,
+            ReplicaConfig {
+                layout: md::Layout::external(32 << 20),
+                ..cfg.clone()
+            },
+        );
+        // The harness's USABLE_BYTES is 8 MiB; this cluster's layout is 32 MiB.
+        c.bootstrap();
+        write(&mut c, A, 1, 10, 0x77);
+        c.run_for(50);
+        done_ok(&c, A, 1);
+        c.crash(A);
+        c.restart(A);
+        let dirty = c.r(A).bitmap().count() * BLOCK_BYTES;
+        assert_eq!(dirty, md::AL_EXTENT_BYTES, "one hot extent, not the 32 MiB");
+        assert!(c.run_until(5000, |c| c.settled()));
+        assert_eq!(c.first_difference(), None);
+    }
+
+    // ---- resync -----------------------------------------------------------
+
+    #[test]
+    fn resync_respects_the_rate() {
+        let mut cfg = sim_config(Protocol::C, true);
+        cfg.resync_rate = 16 << 20;
+        let mut c = Cluster::new(3, cfg);
+        c.run_until(1000, |c| c.r(A).cstate() == ConnState::Connected);
+        c.command(A, Command::Primary { force: true }).unwrap();
+        let t0 = c.now;
+        assert!(c.run_until(10_000, |c| c.settled()));
+        let ms = c.now.saturating_since(t0).millis();
+        // 8 MiB at 16 MiB/s: about 500 ms (one 128 KiB burst is free).
+        assert!((400..=800).contains(&ms), "took {ms} ms");
+        let rate = c.status(B).sync_rate;
+        assert!(rate <= 20 << 20, "{rate}");
+    }
+
+    #[test]
+    fn csums_skip_identical_blocks() {
+        let mut cfg = sim_config(Protocol::C, true);
+        cfg.csums = true;
+        let mut c = Cluster::new(4, cfg);
+        c.bootstrap();
+        let before = c.nodes[A].rs_data_sent;
+        write(&mut c, A, 1, 8, 0x88);
+        c.run_for(50);
+        // Corrupt one block on B behind the engine's back, then invalidate B.
+        c.nodes[B]
+            .data
+            .write(9 * BLOCK_BYTES, &block_of(0xbad), true);
+        c.command(B, Command::Invalidate).unwrap();
+        assert!(c.run_until(5000, |c| c.settled()));
+        assert_eq!(
+            c.nodes[A].rs_data_sent - before,
+            128 << 10,
+            "only the differing chunk travels"
+        );
+        assert_eq!(c.first_difference(), None);
+    }
+
+    #[test]
+    fn host_writes_during_a_resync_stay_correct() {
+        let mut cfg = sim_config(Protocol::C, true);
+        cfg.resync_rate = 8 << 20;
+        let mut c = Cluster::new(5, cfg);
+        c.run_until(1000, |c| c.r(A).cstate() == ConnState::Connected);
+        c.command(A, Command::Primary { force: true }).unwrap();
+        c.run_for(100);
+        assert_eq!(c.r(A).cstate(), ConnState::SyncSource);
+        for id in 1..200u64 {
+            write(&mut c, A, id, (id * 37) % 2048, id);
+            c.run_for(3);
+        }
+        assert!(c.run_until(10_000, |c| c.settled()));
+        assert_eq!(c.first_difference(), None);
+        for id in 150..200u64 {
+            assert_eq!(tag_on(&c, B, (id * 37) % 2048), Some(id));
+        }
+    }
+
+    // ---- split brain ------------------------------------------------------
+
+    fn split(c: &mut Cluster) {
+        c.bootstrap();
+        c.cut();
+        write(c, A, 101, 1, 0xa);
+        c.command(B, Command::Primary { force: false }).unwrap();
+        write(c, B, 201, 2, 0xb);
+        write(c, B, 202, 3, 0xb);
+        c.run_for(50);
+    }
+
+    #[test]
+    fn split_brain_is_detected_and_never_merged() {
+        let mut c = cluster(Protocol::C);
+        split(&mut c);
+        c.command(B, Command::Secondary).unwrap();
+        c.heal();
+        c.run_for(500);
+        for n in [A, B] {
+            assert_eq!(c.r(n).cstate(), ConnState::StandAlone, "node {n}");
+            assert!(c.nodes[n].handlers.contains(&"split-brain"));
+            assert!(events(&c, n).contains(&ReplEvent::SplitBrain {
+                policy: "disconnect",
+                resolved: "disconnect"
+            }));
+        }
+        assert_eq!(
+            (tag_on(&c, A, 2), tag_on(&c, B, 1)),
+            (Some(0), Some(0)),
+            "nothing merged"
+        );
+        // --discard-my-data on B: B becomes SyncTarget of A's data.
+        c.command(
+            B,
+            Command::Connect {
+                discard_my_data: true,
+            },
+        )
+        .unwrap();
+        c.command(
+            A,
+            Command::Connect {
+                discard_my_data: false,
+            },
+        )
+        .unwrap();
+        assert!(c.run_until(5000, |c| c.settled()), "{}", c.trace_text());
+        assert_eq!(c.first_difference(), None);
+        assert_eq!((tag_on(&c, B, 1), tag_on(&c, B, 2)), (Some(0xa), Some(0)));
+    }
+
+    #[test]
+    fn after_sb_policies_pick_the_victim() {
+        // 1pri discard-secondary: B (demoted) loses its changes.
+        let mut cfg = sim_config(Protocol::C, true);
+        cfg.after_sb_1pri = AfterSb1::DiscardSecondary;
+        let mut c = Cluster::new(11, cfg.clone());
+        split(&mut c);
+        c.command(B, Command::Secondary).unwrap();
+        c.heal();
+        assert!(c.run_until(5000, |c| c.settled()), "{}", c.trace_text());
+        assert_eq!((tag_on(&c, B, 1), tag_on(&c, B, 2)), (Some(0xa), Some(0)));
+        assert!(events(&c, B).contains(&ReplEvent::SplitBrain {
+            policy: "discard-secondary",
+            resolved: "discard-local"
+        }));
+        // 0pri discard-least-changes: A wrote 1 block, B 2: A loses.
+        cfg.after_sb_0pri = AfterSb0::DiscardLeastChanges;
+        cfg.after_sb_1pri = AfterSb1::Disconnect;
+        let mut c = Cluster::new(12, cfg.clone());
+        split(&mut c);
+        c.command(B, Command::Secondary).unwrap();
+        c.command(A, Command::Secondary).unwrap();
+        c.heal();
+        assert!(
+            c.run_until(5000, |c| c.r(A).cstate() == ConnState::Connected
+                && c.r(A).idle())
+        );
+        c.run_for(100);
+        assert_eq!((tag_on(&c, A, 1), tag_on(&c, A, 2)), (Some(0), Some(0xb)));
+        assert_eq!(c.first_difference(), None);
+        // 2pri disconnect: both stay Primary and StandAlone.
+        let mut c = Cluster::new(13, sim_config(Protocol::C, true));
+        split(&mut c);
+        c.heal();
+        c.run_for(300);
+        assert_eq!(
+            (c.r(A).cstate(), c.r(B).cstate()),
+            (ConnState::StandAlone, ConnState::StandAlone)
+        );
+        assert_eq!(
+            (c.r(A).role(), c.r(B).role()),
+            (Role::Primary, Role::Primary)
+        );
+    }
+
+    // ---- disk errors, verify, pings ---------------------------------------
+
+    #[test]
+    fn a_failing_primary_disk_detaches_and_io_continues_through_the_peer() {
+        let mut c = cluster(Protocol::C);
+        c.bootstrap();
+        write(&mut c, A, 1, 4, 0x44);
+        c.run_for(20);
+        c.nodes[A].fail_data = true;
+        write(&mut c, A, 2, 5, 0x55);
+        c.run_for(50);
+        done_ok(&c, A, 2);
+        assert_eq!(c.r(A).dstate(), DiskState::Diskless);
+        assert!(events(&c, A)
+            .iter()
+            .any(|e| matches!(e, ReplEvent::IoError { op: "write", .. })));
+        assert_eq!(c.status(B).peer_dstate, DiskState::Diskless);
+        write(&mut c, A, 3, 6, 0x66);
+        c.run_for(50);
+        c.host(
+            A,
+            4,
+            HostIo::Read {
+                offset: 4 * BLOCK_BYTES,
+                len: 3 * BLOCK_BYTES as u32,
+            },
+        );
+        c.run_for(50);
+        done_ok(&c, A, 3);
+        let data = data_of(&c, A, 4).unwrap();
+        let tags: Vec<_> = data.chunks(BLOCK_BYTES as usize).map(tag_of).collect();
+        assert_eq!(tags, vec![Some(0x44), Some(0x55), Some(0x66)]);
+        // Alone and Diskless: nothing can serve the host.
+        c.cut();
+        write(&mut c, A, 5, 7, 0x77);
+        c.run_for(20);
+        assert_eq!(c.nodes[A].done(5), Some(&Err(IoError::Io)));
+    }
+
+    #[test]
+    fn pass_on_returns_the_error_and_keeps_the_disk() {
+        let mut cfg = sim_config(Protocol::C, true);
+        cfg.on_io_error = OnIoError::PassOn;
+        let mut c = Cluster::new(21, cfg);
+        c.bootstrap();
+        c.nodes[A].fail_data = true;
+        c.host(
+            A,
+            1,
+            HostIo::Read {
+                offset: 0,
+                len: 4096,
+            },
+        );
+        c.run_for(20);
+        assert_eq!(c.nodes[A].done(1), Some(&Err(IoError::Io)));
+        assert_eq!(c.r(A).dstate(), DiskState::UpToDate);
+    }
+
+    #[test]
+    fn verify_marks_differences_out_of_sync() {
+        let mut c = cluster(Protocol::C);
+        c.bootstrap();
+        c.nodes[B]
+            .data
+            .write(700 * BLOCK_BYTES, &block_of(0xbad), true);
+        c.command(A, Command::Verify).unwrap();
+        assert!(
+            c.run_until(5000, |c| c.r(A).cstate() == ConnState::Connected
+                && c.r(A).idle())
+        );
+        assert!(events(&c, A).iter().any(|e| matches!(
+            e,
+            ReplEvent::Note {
+                name: "verify_out_of_sync",
+                ..
+            }
+        )));
+        assert_eq!(
+            c.status(A).out_of_sync_bytes,
+            128 << 10,
+            "the chunk holding block 700"
+        );
+        assert_eq!(c.r(B).cstate(), ConnState::Connected);
+        // A reconnect resyncs it.
+        c.command(A, Command::Disconnect).unwrap();
+        c.command(
+            A,
+            Command::Connect {
+                discard_my_data: false,
+            },
+        )
+        .unwrap();
+        assert!(c.run_until(5000, |c| c.settled()));
+        assert_eq!(c.first_difference(), None);
+    }
+
+    #[test]
+    fn a_silent_peer_is_declared_down_after_ping_timeout() {
+        let mut c = cluster(Protocol::C);
+        c.bootstrap();
+        c.silent = true;
+        let t0 = c.now;
+        assert!(c.run_until(5000, |c| c.r(A).cstate() != ConnState::Connected));
+        let ms = c.now.saturating_since(t0).millis();
+        // ping-int 1000 + ping-timeout 500, from the last message received.
+        assert!((1400..=1600).contains(&ms), "{ms}");
+        let timed_out = |n| {
+            events(&c, n).iter().any(|e| {
+                matches!(
+                    e,
+                    ReplEvent::Note {
+                        name: "ping_timeout",
+                        ..
+                    }
+                )
+            })
+        };
+        assert!(timed_out(A) || timed_out(B));
+        c.heal();
+        assert!(c.run_until(5000, |c| c.settled()));
+    }
+
+    #[test]
+    fn bad_host_requests_are_invalid() {
+        let mut c = cluster(Protocol::C);
+        c.bootstrap();
+        c.host(
+            A,
+            1,
+            HostIo::Read {
+                offset: USABLE_BYTES - 4096,
+                len: 8192,
+            },
+        );
+        c.host(
+            A,
+            2,
+            HostIo::Write {
+                offset: u64::MAX - 10,
+                data: Arc::new(vec![1; 512]),
+                fua: false,
+            },
+        );
+        c.run_for(10);
+        assert_eq!(c.nodes[A].done(1), Some(&Err(IoError::Invalid)));
+        assert_eq!(c.nodes[A].done(2), Some(&Err(IoError::Invalid)));
+    }
+
+    #[test]
+    fn unaligned_writes_trim_and_zeroes_replicate() {
+        let mut c = cluster(Protocol::C);
+        c.bootstrap();
+        c.host(
+            A,
+            1,
+            HostIo::Write {
+                offset: 1000,
+                data: Arc::new(vec![7; 5000]),
+                fua: true,
+            },
+        );
+        c.host(
+            A,
+            2,
+            HostIo::Trim {
+                offset: 40960,
+                len: 8192,
+                fua: false,
+            },
+        );
+        c.host(
+            A,
+            3,
+            HostIo::WriteZeroes {
+                offset: 81920,
+                len: 4096,
+                fua: false,
+            },
+        );
+        c.run_for(50);
+        for id in 1..=3 {
+            done_ok(&c, A, id);
+        }
+        assert_eq!(c.nodes[B].data.read(1000, 5000), vec![7; 5000]);
+        assert_eq!(c.first_difference(), None);
     }
 }

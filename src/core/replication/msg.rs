@@ -136,6 +136,12 @@ pub enum PeerMsg {
         role: Role,
         disk: DiskState,
     },
+    /// New generation identifiers while connected (DRBD's P_UUIDS): a node
+    /// whose Primary peer lost its disk starts a new generation and tells it,
+    /// so the Diskless Primary knows which data it now exposes.
+    Uuids {
+        uuids: Uuids,
+    },
     /// Liveness on an idle connection.
     Ping,
     PingAck,
@@ -174,6 +180,7 @@ pub mod kind {
     pub const STATE: u8 = 21;
     pub const PING: u8 = 22;
     pub const PING_ACK: u8 = 23;
+    pub const UUIDS: u8 = 24;
 }
 
 /// Largest fixed header of any kind (ReportParams), for buffer sizing.
@@ -459,6 +466,13 @@ impl PeerMsg {
                 h.u8(role_byte(*role)).u8(disk_byte(*disk));
                 (kind::STATE, None)
             }
+            PeerMsg::Uuids { uuids } => {
+                h.u64(uuids.current)
+                    .u64(uuids.bitmap)
+                    .u64(uuids.history[0])
+                    .u64(uuids.history[1]);
+                (kind::UUIDS, None)
+            }
             PeerMsg::Ping => (kind::PING, None),
             PeerMsg::PingAck => (kind::PING_ACK, None),
         }
@@ -613,6 +627,16 @@ impl PeerMsg {
                     disk: disk_from(g.u8())?,
                 }
             }
+            kind::UUIDS => {
+                let mut g = Get::exact(header, 32)?;
+                no_payload(&payload)?;
+                let uuids = Uuids {
+                    current: g.u64(),
+                    bitmap: g.u64(),
+                    history: [g.u64(), g.u64()],
+                };
+                PeerMsg::Uuids { uuids }
+            }
             kind::PING | kind::PING_ACK => {
                 Get::exact(header, 0)?;
                 no_payload(&payload)?;
@@ -733,6 +757,13 @@ mod tests {
                 role: Role::Secondary,
                 disk: DiskState::Diskless,
             },
+            PeerMsg::Uuids {
+                uuids: Uuids {
+                    current: 0x31,
+                    bitmap: 0x32,
+                    history: [0x33, 0x34],
+                },
+            },
             PeerMsg::Ping,
             PeerMsg::PingAck,
         ]
@@ -749,7 +780,7 @@ mod tests {
             let bytes = payload.map(|p| p.to_vec()).unwrap_or_default();
             assert_eq!(PeerMsg::decode(k, &header, bytes), Ok(msg.clone()));
         }
-        assert_eq!(kinds.len(), 23, "one distinct kind per variant");
+        assert_eq!(kinds.len(), 24, "one distinct kind per variant");
     }
 
     #[test]
@@ -840,8 +871,8 @@ mod tests {
             Err(DecodeError::UnknownKind(0))
         );
         assert_eq!(
-            PeerMsg::decode(24, &[], vec![]),
-            Err(DecodeError::UnknownKind(24))
+            PeerMsg::decode(25, &[], vec![]),
+            Err(DecodeError::UnknownKind(25))
         );
         assert_eq!(
             PeerMsg::decode(0xFF, &[], vec![]),
