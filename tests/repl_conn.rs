@@ -609,7 +609,7 @@ fn shape(seq: u64) -> (usize, usize) {
 /// Frame `seq`'s payload: a window into one pattern, so building and checking
 /// it is a memcpy/memcmp even in a debug build (the test must not starve the
 /// loop it drives).
-fn fill<'p>(pattern: &'p [u8], seq: u64, len: usize) -> &'p [u8] {
+fn fill(pattern: &[u8], seq: u64, len: usize) -> &[u8] {
     let off = (seq % 251) as usize;
     &pattern[off..off + len]
 }
