@@ -23,7 +23,8 @@
 //! Error injection (tests, the disk-error lab): [`Faults`] makes chosen ops fail
 //! with EIO. Set it in-process with [`DiskWorker::faults`], or point the
 //! environment variable `BASCULE_FAIL_DISK` at a file (re-read when its
-//! modification time or length changes, checked at most every 50 ms) with one rule a line:
+//! modification time or length changes, checked at most every 50 ms) with one
+//! rule a line:
 //!
 //! ```text
 //!   # comment
@@ -125,6 +126,9 @@ impl FaultRules {
     }
 }
 
+/// What identifies a version of the fault file: (mtime, length), None if absent.
+type FileStamp = Option<(SystemTime, u64)>;
+
 /// Error injection state shared by the workers.
 #[derive(Debug, Default)]
 pub struct Faults {
@@ -135,7 +139,7 @@ pub struct Faults {
     active: AtomicBool,
     /// The fault file and when it was last looked at ((mtime, length), check time): a change of either reloads it.
     file: Option<PathBuf>,
-    file_state: Mutex<(Option<(SystemTime, u64)>, Option<StdInstant>)>,
+    file_state: Mutex<(FileStamp, Option<StdInstant>)>,
 }
 
 impl Faults {
