@@ -40,7 +40,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -520,7 +520,23 @@ mod tests {
     use super::*;
     use mio::{Events, Poll, Token};
 
-    fn temp_file(name: &str, len: u64) -> (PathBuf, File) {
+    /// A temp directory removed on drop (also when a test panics).
+    struct Dir(PathBuf);
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    impl std::ops::Deref for Dir {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    fn temp_file(name: &str, len: u64) -> (Dir, File) {
         let dir = std::env::temp_dir().join(format!("bascule-dw-{}-{name}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         let path = dir.join("disk");
@@ -532,7 +548,7 @@ mod tests {
             .open(&path)
             .unwrap();
         f.set_len(len).unwrap();
-        (dir, f)
+        (Dir(dir), f)
     }
 
     /// Submits `ios` and waits (bounded) until all complete; results by id.
@@ -562,7 +578,7 @@ mod tests {
         got.into_iter().map(Option::unwrap).collect()
     }
 
-    fn worker_on(name: &str, len: u64) -> (PathBuf, DiskWorker, Poll) {
+    fn worker_on(name: &str, len: u64) -> (Dir, DiskWorker, Poll) {
         let (dir, f) = temp_file(name, len);
         let poll = Poll::new().unwrap();
         let waker = Arc::new(Waker::new(poll.registry(), Token(7)).unwrap());
@@ -671,12 +687,11 @@ mod tests {
         );
         assert_eq!(r, vec![Err(IoError::Invalid)]);
         drop(w);
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
     fn injected_faults() {
-        let (dir, w, mut poll) = worker_on("faults", 1 << 20);
+        let (_dir, w, mut poll) = worker_on("faults", 1 << 20);
         let (rules, bad) = FaultRules::parse("# test\ndata 8192 12288\nbogus\nmeta 0 1\n");
         assert_eq!(bad, vec![(3, "bogus".to_string())]);
         w.faults().set(rules);
@@ -723,13 +738,12 @@ mod tests {
             vec![Ok(Some(Arc::new(vec![0])))]
         );
         drop(w);
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     /// A file shorter than the data area reads as zeroes past its end.
     #[test]
     fn short_file_reads_zeroes_past_its_end() {
-        let (dir, f) = temp_file("short", 1000);
+        let (_dir, f) = temp_file("short", 1000);
         f.write_all_at(&[7u8; 1000], 0).unwrap();
         let files = DiskFiles {
             data: f,
@@ -759,7 +773,6 @@ mod tests {
             },
         );
         assert_eq!(meta, Err(IoError::Invalid), "no metadata file configured");
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     /// The rule file is picked up when it appears or changes, and dropped
@@ -799,13 +812,12 @@ mod tests {
         std::fs::remove_file(&rules).unwrap();
         settle();
         assert!(rd().is_ok());
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     /// A burst of completions wakes the loop far fewer times than it completes.
     #[test]
     fn wakes_are_coalesced() {
-        let (dir, w, mut poll) = worker_on("wakes", 1 << 20);
+        let (_dir, w, mut poll) = worker_on("wakes", 1 << 20);
         let n = 2000;
         w.submit_batch((0..n).map(|i| {
             (
@@ -832,6 +844,5 @@ mod tests {
         }
         assert!(wakes < 10, "{wakes} wakes for {n} completions");
         drop(w);
-        let _ = std::fs::remove_dir_all(dir);
     }
 }
