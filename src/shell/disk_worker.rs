@@ -40,7 +40,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -530,8 +530,8 @@ mod tests {
     }
 
     impl std::ops::Deref for Dir {
-        type Target = Path;
-        fn deref(&self) -> &Path {
+        type Target = std::path::Path;
+        fn deref(&self) -> &std::path::Path {
             &self.0
         }
     }
