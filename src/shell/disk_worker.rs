@@ -23,7 +23,8 @@
 //! Error injection (tests, the disk-error lab): [`Faults`] makes chosen ops fail
 //! with EIO. Set it in-process with [`DiskWorker::faults`], or point the
 //! environment variable `BASCULE_FAIL_DISK` at a file (re-read when its
-//! modification time or length changes, checked at most every 50 ms) with one rule a line:
+//! modification time or length changes, checked at most every 50 ms) with one
+//! rule a line:
 //!
 //! ```text
 //!   # comment
@@ -125,6 +126,9 @@ impl FaultRules {
     }
 }
 
+/// What identifies a version of the fault file: (mtime, length), None if absent.
+type FileStamp = Option<(SystemTime, u64)>;
+
 /// Error injection state shared by the workers.
 #[derive(Debug, Default)]
 pub struct Faults {
@@ -135,7 +139,7 @@ pub struct Faults {
     active: AtomicBool,
     /// The fault file and when it was last looked at ((mtime, length), check time): a change of either reloads it.
     file: Option<PathBuf>,
-    file_state: Mutex<(Option<(SystemTime, u64)>, Option<StdInstant>)>,
+    file_state: Mutex<(FileStamp, Option<StdInstant>)>,
 }
 
 impl Faults {
@@ -516,7 +520,23 @@ mod tests {
     use super::*;
     use mio::{Events, Poll, Token};
 
-    fn temp_file(name: &str, len: u64) -> (PathBuf, File) {
+    /// A temp directory removed on drop (also when a test panics).
+    struct Dir(PathBuf);
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    impl std::ops::Deref for Dir {
+        type Target = std::path::Path;
+        fn deref(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+
+    fn temp_file(name: &str, len: u64) -> (Dir, File) {
         let dir = std::env::temp_dir().join(format!("bascule-dw-{}-{name}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         let path = dir.join("disk");
@@ -528,7 +548,7 @@ mod tests {
             .open(&path)
             .unwrap();
         f.set_len(len).unwrap();
-        (dir, f)
+        (Dir(dir), f)
     }
 
     /// Submits `ios` and waits (bounded) until all complete; results by id.
@@ -558,7 +578,7 @@ mod tests {
         got.into_iter().map(Option::unwrap).collect()
     }
 
-    fn worker_on(name: &str, len: u64) -> (PathBuf, DiskWorker, Poll) {
+    fn worker_on(name: &str, len: u64) -> (Dir, DiskWorker, Poll) {
         let (dir, f) = temp_file(name, len);
         let poll = Poll::new().unwrap();
         let waker = Arc::new(Waker::new(poll.registry(), Token(7)).unwrap());
@@ -667,12 +687,11 @@ mod tests {
         );
         assert_eq!(r, vec![Err(IoError::Invalid)]);
         drop(w);
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
     fn injected_faults() {
-        let (dir, w, mut poll) = worker_on("faults", 1 << 20);
+        let (_dir, w, mut poll) = worker_on("faults", 1 << 20);
         let (rules, bad) = FaultRules::parse("# test\ndata 8192 12288\nbogus\nmeta 0 1\n");
         assert_eq!(bad, vec![(3, "bogus".to_string())]);
         w.faults().set(rules);
@@ -719,13 +738,12 @@ mod tests {
             vec![Ok(Some(Arc::new(vec![0])))]
         );
         drop(w);
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     /// A file shorter than the data area reads as zeroes past its end.
     #[test]
     fn short_file_reads_zeroes_past_its_end() {
-        let (dir, f) = temp_file("short", 1000);
+        let (_dir, f) = temp_file("short", 1000);
         f.write_all_at(&[7u8; 1000], 0).unwrap();
         let files = DiskFiles {
             data: f,
@@ -755,7 +773,6 @@ mod tests {
             },
         );
         assert_eq!(meta, Err(IoError::Invalid), "no metadata file configured");
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     /// The rule file is picked up when it appears or changes, and dropped
@@ -795,13 +812,12 @@ mod tests {
         std::fs::remove_file(&rules).unwrap();
         settle();
         assert!(rd().is_ok());
-        let _ = std::fs::remove_dir_all(dir);
     }
 
     /// A burst of completions wakes the loop far fewer times than it completes.
     #[test]
     fn wakes_are_coalesced() {
-        let (dir, w, mut poll) = worker_on("wakes", 1 << 20);
+        let (_dir, w, mut poll) = worker_on("wakes", 1 << 20);
         let n = 2000;
         w.submit_batch((0..n).map(|i| {
             (
@@ -828,6 +844,5 @@ mod tests {
         }
         assert!(wakes < 10, "{wakes} wakes for {n} completions");
         drop(w);
-        let _ = std::fs::remove_dir_all(dir);
     }
 }
