@@ -399,9 +399,13 @@ impl Exposed {
     /// (returns self with `Busy`), else removes the device link, detaches the
     /// loop device (or nbd-client -d), stops nbdfuse (fusermount3 -u, then
     /// SIGTERM, then abort + SIGKILL) and removes its mount point.
-    pub fn teardown(mut self) -> Result<(), (Exposed, BlockdevError)> {
+    pub fn teardown(mut self) -> Result<(), Box<Refused>> {
         if let Some(mountpoint) = mounted_on(&self.block) {
-            return Err((self, BlockdevError::Busy { mountpoint }));
+            let error = BlockdevError::Busy { mountpoint };
+            return Err(Box::new(Refused {
+                exposed: self,
+                error,
+            }));
         }
         let t = self.spec.step_timeout;
         unlink_device(&self.spec.device, &self.block);
@@ -410,8 +414,11 @@ impl Exposed {
             Backend::KernelNbd => run("nbd-client -d", "nbd-client", &["-d", &block], t),
             Backend::FuseLoop => self.detach_loop(&block),
         };
-        if let Err(e) = detached {
-            return Err((self, e));
+        if let Err(error) = detached {
+            return Err(Box::new(Refused {
+                exposed: self,
+                error,
+            }));
         }
         self.stop_nbdfuse();
         self.done = true;
@@ -466,6 +473,16 @@ impl Exposed {
         }
         let _ = fs::remove_dir(&f.mountpoint);
     }
+}
+
+/// A teardown that did not happen: the device is still up and handed back
+/// (boxed: an `Exposed` is large, and errors travel through `Result`s).
+#[derive(Debug)]
+pub struct Refused {
+    /// The device, still exposed: retry after fixing `error`, or drop it.
+    pub exposed: Exposed,
+    /// Why (`Busy` while mounted, or a failed detach).
+    pub error: BlockdevError,
 }
 
 /// Waits up to `timeout` for `child` to exit on its own (no kill).
@@ -677,7 +694,7 @@ pub enum JobResult {
     /// From [`Job::expose`].
     Exposed(Result<Exposed, BlockdevError>),
     /// From [`Job::teardown`]; on failure the device is handed back (still up).
-    TornDown(Result<(), (Exposed, BlockdevError)>),
+    TornDown(Result<(), Box<Refused>>),
 }
 
 /// A setup or teardown running on a helper thread so the loop never waits on
