@@ -74,6 +74,15 @@ fn disk_lab(test: &str) -> Option<Lab> {
     disk_lab_with(test, "none")
 }
 
+/// One test of this file at a time: each moves hundreds of MiB through FUSE
+/// and loop devices on a 2-CPU machine, and a lab's clean-up (`lab crash`)
+/// looks at the host's loop devices; run together they measure each other.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Starts `node`'s daemon with `env` added (BASCULE_FAIL_DISK...).
 fn start_with_env(lab: &Lab, node: &str, env: &[(&str, &str)]) {
     let mut c = lab_command(lab);
@@ -410,6 +419,7 @@ fn nbd(lab: &Lab, node: &str) -> Nbd {
 /// after a demote/promote; the Secondary refuses writes.
 #[test]
 fn guide_section2_sync_then_switch_primary() {
+    let _serial = serial();
     let Some(lab) = disk_lab("guide_section2") else {
         return;
     };
@@ -533,6 +543,7 @@ fn guide_section2_sync_then_switch_primary() {
 /// the roles alternating (the killed node restarts and resyncs in between).
 #[test]
 fn protocol_c_kill_primary_keeps_every_acked_write() {
+    let _serial = serial();
     let Some(lab) = disk_lab("kill_primary") else {
         return;
     };
@@ -628,6 +639,7 @@ fn protocol_c_kill_primary_keeps_every_acked_write() {
 /// bitmap exchange) of the dirty bytes.
 #[test]
 fn resync_after_disconnect_sends_only_dirty_blocks() {
+    let _serial = serial();
     let Some(lab) = disk_lab("resync_dirty") else {
         return;
     };
@@ -696,6 +708,7 @@ fn resync_after_disconnect_sends_only_dirty_blocks() {
 /// --discard-my-data` on the victim resolves it with a resync from the other.
 #[test]
 fn split_brain_detected_and_discard_my_data_recovers() {
+    let _serial = serial();
     let Some(lab) = disk_lab("split_brain") else {
         return;
     };
@@ -774,6 +787,7 @@ fn split_brain_detected_and_discard_my_data_recovers() {
 /// goes Diskless and I/O continues through the peer.
 #[test]
 fn failing_disk_detaches_and_io_continues_through_the_peer() {
+    let _serial = serial();
     let Some(lab) = disk_lab("failing_disk") else {
         return;
     };
@@ -895,6 +909,7 @@ fn fetch_page(lab: &Lab) -> Result<String, String> {
 /// serves the same page from its copy of the disk.
 #[test]
 fn guide_haresources_crash_takeover_serves_the_page_from_the_replicated_disk() {
+    let _serial = serial();
     let Some(lab) = disk_lab("takeover_guide") else {
         return;
     };
