@@ -1692,6 +1692,10 @@ impl Disks {
                 }
             },
         };
+        if chosen.is_empty() {
+            return "error: no replicated disk runs on this node (drbd.conf has no resource for it)\n"
+                .into();
+        }
         match cmd.verb {
             DiskVerb::Status => {
                 let mut out = String::new();
@@ -1983,6 +1987,68 @@ mod tests {
         assert!(other.read_md("r1").unwrap_err().contains("create-md"));
         let missing = Store::open(&b.0.join("nope"), &MetaDisk::Internal).unwrap_err();
         assert!(missing.contains("cannot open"), "{missing}");
+    }
+
+    fn disks_with(slots: Vec<Slot>) -> (mio::Poll, Disks) {
+        let poll = mio::Poll::new().unwrap();
+        let registry = poll.registry().try_clone().unwrap();
+        let disks = Disks {
+            slots,
+            runner: Runner::with_registry(registry, TOKEN_FIRST),
+            handlers: Vec::new(),
+        };
+        (poll, disks)
+    }
+
+    fn cmd(line: &str) -> DiskCommand {
+        crate::shell::cli::parse_disk(line.split_whitespace()).unwrap()
+    }
+
+    #[test]
+    fn answers_without_disks_and_for_a_resource_that_could_not_start() {
+        let now = Instant::from_millis(5);
+        let (_poll, mut none) = disks_with(Vec::new());
+        for line in ["status", "role all", "primary all", "secondary all"] {
+            let a = none.answer(now, &cmd(line));
+            assert!(a.starts_with("error: no replicated disk"), "{line}: {a}");
+        }
+        let failed = Slot::Failed(FailedDisk {
+            name: "repl".into(),
+            minor: 0,
+            device: "/dev/drbd0".into(),
+            error: "no metadata on /dev/hda5: run bascule disk create-md repl".into(),
+        });
+        let (_poll, mut disks) = disks_with(vec![failed]);
+        let status = disks.answer(now, &cmd("status repl"));
+        assert!(
+            status.contains("error: no metadata on /dev/hda5"),
+            "{status}"
+        );
+        let primary = disks.answer(now, &cmd("primary --force repl"));
+        assert_eq!(
+            primary,
+            "refused: repl: no metadata on /dev/hda5: run bascule disk create-md repl\n"
+        );
+        // Nothing runs there, so stopping it (drbddisk stop) succeeds.
+        assert_eq!(
+            disks.answer(now, &cmd("secondary repl")),
+            "ok: disk secondary repl\n"
+        );
+        assert_eq!(disks.answer(now, &cmd("role repl")), "Secondary removed\n");
+        let unknown = disks.answer(now, &cmd("primary r9"));
+        assert!(unknown.starts_with("error: no resource `r9`"), "{unknown}");
+        assert!(disks
+            .answer(now, &cmd("create-md repl"))
+            .starts_with("error:"));
+        let s = disks.status(now);
+        assert_eq!((s[0].dstate.as_str(), s[0].exposed), ("Diskless", false));
+    }
+
+    #[test]
+    fn device_busy_says_nothing_for_a_missing_or_plain_path() {
+        assert_eq!(device_busy("/nonexistent/drbd0"), None);
+        let b = Backing::new("busy", 1);
+        assert_eq!(device_busy(b.disk().to_str().unwrap()), None);
     }
 
     #[test]
