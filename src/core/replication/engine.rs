@@ -1490,6 +1490,10 @@ impl Replica {
             self.push(Action::Disconnect);
             return;
         }
+        if self.link_up {
+            // A new connection replaces one we never saw break.
+            self.teardown();
+        }
         self.link_up = true;
         self.last_rx = now;
         self.last_tx = now;
