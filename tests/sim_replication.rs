@@ -60,12 +60,18 @@ fn fixed_seeds() {
         total.failovers_checked += r.failovers_checked;
         total.cuts += r.cuts;
         total.disk_failures += r.disk_failures;
+        total.split_brains += r.split_brains;
+        total.invalidates += r.invalidates;
     }
     eprintln!("{total:?}");
     // The schedule must actually exercise what the checks are about.
     assert!(total.acked_writes > 1000, "{total:?}");
     assert!(total.failovers_checked >= 5, "{total:?}");
     assert!(total.cuts >= 5 && total.disk_failures >= 2, "{total:?}");
+    assert!(
+        total.split_brains >= 1 && total.invalidates >= 2,
+        "{total:?}"
+    );
 }
 
 #[test]
@@ -202,7 +208,10 @@ fn protocol_a_loses_only_unflushed_acknowledged_writes() {
         }
     }
     // With the link's delay some acknowledged write is caught in flight.
-    assert!(lost_any, "protocol A acknowledges before the peer has the write");
+    assert!(
+        lost_any,
+        "protocol A acknowledges before the peer has the write"
+    );
 }
 
 /// The guide's section 2 with the engine alone: both start
