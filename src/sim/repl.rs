@@ -780,6 +780,8 @@ pub struct Report {
     pub failovers_checked: u64,
     pub cuts: u64,
     pub disk_failures: u64,
+    pub split_brains: u64,
+    pub invalidates: u64,
     pub steps: u64,
 }
 
@@ -790,6 +792,9 @@ struct Run {
     report: Report,
     /// Node that is to be promoted once it is back (its peer was not UpToDate).
     promote_on_restart: Option<usize>,
+    /// A Secondary promoted during a cut (split brain on purpose); the
+    /// client never writes there, and its changes are discarded after.
+    rogue: Option<usize>,
     restart_at: [Option<Instant>; 2],
     last_compare: Instant,
 }
@@ -826,6 +831,7 @@ pub fn run_seed(seed: u64) -> Result<Report, Failure> {
         setup,
         report: Report::default(),
         promote_on_restart: None,
+        rogue: None,
         restart_at: [None, None],
         last_compare: Instant::ZERO,
     };
@@ -857,7 +863,7 @@ pub fn run_seed(seed: u64) -> Result<Report, Failure> {
 
 impl Run {
     fn primary(&self) -> Option<usize> {
-        (0..2).find(|&i| {
+        (0..2).filter(|&i| Some(i) != self.rogue).find(|&i| {
             self.c.nodes[i]
                 .replica
                 .as_ref()
@@ -916,9 +922,14 @@ impl Run {
                 }
             }
             if heal_at.is_some_and(|t| t <= now) {
-                heal_at = None;
-                self.c.heal();
+                if self.end_rogue() {
+                    heal_at = None;
+                    self.c.heal();
+                } else {
+                    heal_at = Some(now + Duration::from_millis(20));
+                }
             }
+            self.resolve_split_brain();
             if now >= next_client {
                 self.client_step(rng);
                 next_client = now + Duration::from_millis(1 + rng.below(4));
@@ -945,39 +956,55 @@ impl Run {
             return Ok(());
         };
         let s = 1 - p;
-        if both_up && self.c.r(p).dstate() == DiskState::Diskless {
+        if both_up && self.c.r(p).dstate() == DiskState::Diskless && self.rogue.is_none() {
             // The Diskless Primary served I/O through its peer for a while;
             // now it gets its disk back (re-attach = restart, failing over).
             self.report.crashes += 1;
             return self.crash_primary(p, rng);
         }
         match rng.below(12) {
-            0 | 1 if heal_at.is_none() && self.c.net_up => {
+            0..=2 if heal_at.is_none() && self.c.net_up => {
                 self.report.cuts += 1;
                 if rng.chance(0.5) {
                     self.c.log(None, "SILENT".into());
                     self.c.silent = true;
                 } else {
                     self.c.cut();
+                    let s_ok = self.c.nodes[s]
+                        .replica
+                        .as_ref()
+                        .is_some_and(|r| r.dstate() == DiskState::UpToDate);
+                    if both_up && s_ok && self.rogue.is_none() && rng.chance(0.4) {
+                        self.make_rogue(s, rng)?;
+                    }
                 }
                 *heal_at = Some(now + Duration::from_millis(100 + rng.below(2500)));
             }
-            2 | 3 if both_up => {
+            3 if both_up && self.rogue.is_none() => {
                 self.report.crashes += 1;
                 self.crash_primary(p, rng)?;
             }
-            4 if both_up => {
+            4 if both_up && self.rogue.is_none() => {
                 self.report.crashes += 1;
                 self.c.crash(s);
                 self.restart_at[s] = Some(now + Duration::from_millis(100 + rng.below(1500)));
             }
-            5 if both_up => {
+            5 if both_up && self.rogue.is_none() => {
                 self.report.disk_failures += 1;
                 self.c.log(Some(s), "DISK FAILING".into());
                 self.c.nodes[s].fail_data = true;
                 fail_until[s] = Some(now + Duration::from_millis(50 + rng.below(300)));
             }
-            6 if both_up => {
+            8 if both_up
+                && self.c.r(s).cstate() == ConnState::Connected
+                && self.rogue.is_none() =>
+            {
+                self.report.invalidates += 1;
+                self.c
+                    .command(s, Command::Invalidate)
+                    .map_err(|e| format!("invalidate: {}", e.0))?;
+            }
+            6 if both_up && self.rogue.is_none() => {
                 self.report.disk_failures += 1;
                 self.c.log(Some(p), "DISK FAILING (primary)".into());
                 self.c.nodes[p].fail_data = true;
@@ -985,6 +1012,71 @@ impl Run {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Split brain on purpose: the cut-off Secondary `s` is promoted and
+    /// writes a few blocks of its own (the client never sees them).
+    fn make_rogue(&mut self, s: usize, rng: &mut Rng) -> Check {
+        self.c
+            .command(s, Command::Primary { force: false })
+            .map_err(|e| format!("rogue promotion: {}", e.0))?;
+        self.rogue = Some(s);
+        self.report.split_brains += 1;
+        for k in 0..3 {
+            let block = rng.below(USABLE_BYTES / BLOCK_BYTES);
+            let id = (1 << 40) + self.client.next_id * 4 + k;
+            let data = Arc::new(block_of(0xbad0_0000 + k));
+            self.c.host(
+                s,
+                id,
+                HostIo::Write {
+                    offset: block * BLOCK_BYTES,
+                    data,
+                    fua: false,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Before the link heals, the rogue Primary steps down (once its own
+    /// writes are done). False: not yet.
+    fn end_rogue(&mut self) -> bool {
+        let Some(r) = self.rogue else { return true };
+        if self.c.r(r).role() == Role::Secondary {
+            return true;
+        }
+        self.c.command(r, Command::Secondary).is_ok()
+    }
+
+    /// Split brain detected (both StandAlone): the rogue's changes go.
+    fn resolve_split_brain(&mut self) {
+        let Some(r) = self.rogue else { return };
+        if !self.c.nodes.iter().all(|n| n.up()) {
+            return;
+        }
+        let alone = (0..2).all(|i| {
+            self.c.nodes[i]
+                .replica
+                .as_ref()
+                .is_some_and(|x| x.cstate() == ConnState::StandAlone)
+        });
+        if !alone || self.c.r(r).role() != Role::Secondary {
+            return;
+        }
+        self.rogue = None;
+        let _ = self.c.command(
+            r,
+            Command::Connect {
+                discard_my_data: true,
+            },
+        );
+        let _ = self.c.command(
+            1 - r,
+            Command::Connect {
+                discard_my_data: false,
+            },
+        );
     }
 
     /// Crashes the Primary. If its peer was Connected and UpToDate (and the
@@ -1235,6 +1327,13 @@ impl Run {
 
     /// Faults healed: both converge, identical, holding every acknowledged write.
     fn finish(&mut self) -> Check {
+        for _ in 0..100 {
+            if self.end_rogue() {
+                break;
+            }
+            self.c.run_for(10);
+            self.collect()?;
+        }
         self.c.heal();
         if let Some(p) = self.primary() {
             let both_up =
@@ -1272,7 +1371,15 @@ impl Run {
                 break;
             }
         }
-        let ok = self.c.run_until(60_000, |c| c.settled());
+        let mut ok = false;
+        for _ in 0..600 {
+            ok = self.c.run_until(100, |c| c.settled());
+            self.collect()?;
+            if ok {
+                break;
+            }
+            self.resolve_split_brain();
+        }
         self.collect()?;
         if !ok {
             return Err(format!(

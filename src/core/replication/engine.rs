@@ -12,9 +12,10 @@
 //! - Metadata is written to `DiskTarget::Meta` (always FUA) on every uuid/flag
 //!   change. Host requests carry a *meta fence*: they are not acknowledged
 //!   before every metadata write issued before them is durable. A host write is
-//!   not even started before earlier metadata writes (its activity-log record
-//!   among them) are durable, so after a Primary crash every extent it may have
-//!   written is in the on-disk activity log.
+//!   not even started before the activity-log record naming its extents and
+//!   the last superblock write (a promotion's `primary_ind`) are durable, so
+//!   after a Primary crash every extent it may have written is in the on-disk
+//!   activity log and the flag says to use it.
 //! - Writes to the data area go through a FIFO range lock: an overlapping later
 //!   write (host, peer, resync) waits for the earlier one's local completion, so
 //!   both disks apply overlapping writes in the same order, and a resync read on
@@ -413,8 +414,15 @@ pub struct Replica {
     /// among them): (fence once their AL records are issued, id).
     start_wait: VecDeque<(Option<u64>, HostId)>,
     /// The AL area is zeroed once the metadata writes before this fence are
-    /// done (see `new`); host writes wait until then.
+    /// done (see `new`), and host writes wait until the zeroing is done
+    /// (`al_zeroing`: the fence is the zero write's).
     al_reset_fence: Option<u64>,
+    al_zeroing: bool,
+    /// Activity-log records in flight: metadata seq -> AL record seq.
+    al_meta: BTreeMap<u64, u64>,
+    /// Host writes start only after the metadata writes before this fence
+    /// (the last superblock write) are durable.
+    md_fence: u64,
     /// Range lock: holders (range, disk id) and FIFO waiters.
     holders: Vec<((u64, u64), DiskId)>,
     waiters: VecDeque<((u64, u64), Job)>,
@@ -506,6 +514,9 @@ impl Replica {
             hosts: BTreeMap::new(),
             start_wait: VecDeque::new(),
             al_reset_fence: None,
+            al_zeroing: false,
+            al_meta: BTreeMap::new(),
+            md_fence: 0,
             holders: Vec::new(),
             waiters: VecDeque::new(),
             meta_next: 0,
@@ -661,14 +672,14 @@ impl Replica {
 
     // ---- metadata ------------------------------------------------------
 
-    fn meta_write(&mut self, offset: u64, data: Payload) {
+    fn meta_write(&mut self, offset: u64, data: Payload) -> u64 {
         let seq = self.meta_next;
         self.meta_next += 1;
         self.meta_inflight.insert(seq);
         if !self.has_disk() {
             // Nothing to write to: count it done at once.
             self.meta_inflight.remove(&seq);
-            return;
+            return seq;
         }
         self.disk(
             DiskIo::Write {
@@ -679,6 +690,7 @@ impl Replica {
             },
             Op::Meta { seq },
         );
+        seq
     }
 
     /// Writes the superblock (every uuid/flag change goes through here).
@@ -687,6 +699,9 @@ impl Replica {
         let bytes = md::encode_superblock(&self.md);
         let at = self.cfg.layout.superblock_offset;
         self.meta_write(at, Arc::new(bytes));
+        // No host write starts before this is durable (a promotion's
+        // primary_ind is what makes the activity log count after a crash).
+        self.md_fence = self.meta_next;
     }
 
     fn write_bitmap_range(&mut self, offset: u64, len: u64) {
@@ -898,63 +913,82 @@ impl Replica {
         if let Some(req) = self.hosts.get_mut(&id) {
             req.queued = true;
         }
+        // Not acknowledged before the metadata written so far is durable.
+        let fence = self.meta_next;
+        if let Some(req) = self.hosts.get_mut(&id) {
+            req.meta_fence = fence;
+        }
         self.start_wait.push_back((None, id));
         self.pump_start_wait();
     }
 
     /// Activity log first: the extents a write touches are recorded on disk
     /// before any of its data may reach the disk. Returns the fence.
-    fn al_acquire(&mut self, id: HostId) -> u64 {
+    fn al_acquire(&mut self, id: HostId) {
         let range = match self.hosts.get(&id).map(|r| &r.kind) {
             Some(HostKind::Write { offset, len, .. }) => {
                 (*offset, *offset + u64::from(*len).max(1) - 1)
             }
-            _ => return self.meta_next,
+            _ => return,
         };
-        if self.has_disk() {
-            let mut offsets = vec![range.0];
-            if range.1 / md::AL_EXTENT_BYTES != range.0 / md::AL_EXTENT_BYTES {
-                offsets.push(range.1);
-            }
-            for &at in &offsets {
-                if let Some((off, rec)) = self.al.acquire(at, &self.cfg.layout) {
-                    let base = self.cfg.layout.al_offset;
-                    self.meta_write(base + off, rec);
-                }
-            }
-            if let Some(req) = self.hosts.get_mut(&id) {
-                req.al_offsets = offsets;
+        if !self.has_disk() {
+            return;
+        }
+        let mut offsets = vec![range.0];
+        if range.1 / md::AL_EXTENT_BYTES != range.0 / md::AL_EXTENT_BYTES {
+            offsets.push(range.1);
+        }
+        for &at in &offsets {
+            if let Some((off, rec)) = self.al.acquire(at, &self.cfg.layout) {
+                let record = self.al.last_seq();
+                let base = self.cfg.layout.al_offset;
+                let seq = self.meta_write(base + off, rec);
+                self.al_meta.insert(seq, record);
             }
         }
-        self.meta_next
+        if let Some(req) = self.hosts.get_mut(&id) {
+            req.al_offsets = offsets;
+        }
     }
 
-    /// Starts the host writes whose metadata fence is passed, in order.
+    /// Starts the host writes that may start: the AL area was reset, the last
+    /// superblock write is durable, and the AL records naming their extents
+    /// are durable. Writes to hot extents do not wait behind a write whose
+    /// extent is being recorded (the range lock orders overlapping ones).
     fn pump_start_wait(&mut self) {
-        if let Some(fence) = self.al_reset_fence {
+        while let Some(fence) = self.al_reset_fence {
             if self.has_disk() && !self.meta_done_before(fence) {
                 return;
             }
-            self.al_reset_fence = None;
-            if self.has_disk() {
+            if self.al_zeroing || !self.has_disk() {
+                self.al_reset_fence = None;
+            } else {
                 let (at, len) = (self.cfg.layout.al_offset, self.cfg.layout.al_bytes);
                 self.meta_write(at, Arc::new(vec![0; len as usize]));
+                self.al_zeroing = true;
+                self.al_reset_fence = Some(self.meta_next);
             }
         }
-        while let Some(&(fence, id)) = self.start_wait.front() {
-            let fence = match fence {
-                Some(f) => f,
-                None => {
-                    let f = self.al_acquire(id);
-                    self.start_wait[0].0 = Some(f);
-                    f
-                }
-            };
-            if !self.meta_done_before(fence) {
-                break;
+        if self.has_disk() && !self.meta_done_before(self.md_fence) {
+            return;
+        }
+        let mut i = 0;
+        while i < self.start_wait.len() {
+            let id = self.start_wait[i].1;
+            if self.start_wait[i].0.is_none() {
+                self.al_acquire(id);
+                self.start_wait[i].0 = Some(0);
             }
-            self.start_wait.pop_front();
-            self.start_host_write(id);
+            let ready = !self.has_disk()
+                || self.hosts.get(&id).map_or(true, |r| {
+                    r.al_offsets.iter().all(|&o| self.al.is_durable(o))
+                });
+            if ready {
+                self.start_wait.remove(i);
+                self.start_host_write(id);
+            } else {
+                i += 1;
+            }
         }
     }
 
@@ -1275,6 +1309,9 @@ impl Replica {
                     self.local_error("meta-write", 0);
                 }
                 self.meta_inflight.remove(&seq);
+                if let Some(record) = self.al_meta.remove(&seq) {
+                    self.al.written(record);
+                }
                 self.pump_start_wait();
                 self.try_complete_all();
             }
@@ -1489,6 +1526,10 @@ impl Replica {
             // We were told to stay alone; the shell raced us.
             self.push(Action::Disconnect);
             return;
+        }
+        if self.link_up {
+            // A new connection replaces one we never saw break.
+            self.teardown();
         }
         self.link_up = true;
         self.last_rx = now;
@@ -3124,6 +3165,116 @@ mod tests {
             }
         }
         assert!(r.idle() || r.status(t).ap_pending == 0);
+    }
+
+    /// Alone and Primary, driven by hand: a write to a cold extent waits for
+    /// its activity-log record; writes to hot extents do not wait behind it.
+    #[test]
+    fn activity_log_record_precedes_the_data_write() {
+        let t = Instant::ZERO;
+        let mut r = lone(Protocol::C);
+        let complete_meta = |r: &mut Replica| loop {
+            let metas: Vec<DiskId> = drain(r)
+                .into_iter()
+                .filter_map(|a| match a {
+                    Action::Disk {
+                        id,
+                        io:
+                            DiskIo::Write {
+                                target: DiskTarget::Meta,
+                                ..
+                            },
+                    } => Some(id),
+                    _ => None,
+                })
+                .collect();
+            if metas.is_empty() {
+                break;
+            }
+            metas
+                .into_iter()
+                .for_each(|id| r.handle_disk_done(t, id, Ok(None)));
+        };
+        r.handle_command(t, Command::Primary { force: true })
+            .unwrap();
+        complete_meta(&mut r);
+        let layout = sim_config(Protocol::C, true).layout;
+        let write = |r: &mut Replica, id: u64, offset: u64| {
+            r.handle_host(
+                t,
+                HostId(id),
+                HostIo::Write {
+                    offset,
+                    data: Arc::new(block_of(id)),
+                    fua: false,
+                },
+            );
+            let (mut meta, mut data) = (Vec::new(), Vec::new());
+            for a in drain(r) {
+                match a {
+                    Action::Disk {
+                        id,
+                        io:
+                            DiskIo::Write {
+                                target: DiskTarget::Meta,
+                                offset,
+                                ..
+                            },
+                    } => meta.push((id, offset)),
+                    Action::Disk {
+                        id,
+                        io:
+                            DiskIo::Write {
+                                target: DiskTarget::Data,
+                                ..
+                            },
+                    } => data.push(id),
+                    _ => {}
+                }
+            }
+            (meta, data)
+        };
+        let (meta, data) = write(&mut r, 1, 0);
+        assert!(data.is_empty(), "no data before the AL record");
+        let al: Vec<_> = meta
+            .iter()
+            .filter(|(_, o)| (layout.al_offset..layout.al_offset + layout.al_bytes).contains(o))
+            .collect();
+        assert_eq!(al.len(), 1, "{meta:?}");
+        r.handle_disk_done(t, al[0].0, Ok(None));
+        // Its bitmap page (alone: out of sync with the peer) comes with the data.
+        let actions = drain(&mut r);
+        assert!(actions.iter().any(|a| matches!(
+            a,
+            Action::Disk {
+                io: DiskIo::Write {
+                    target: DiskTarget::Data,
+                    ..
+                },
+                ..
+            }
+        )));
+        // Extent 1 is cold: its write waits; one to hot extent 0 does not.
+        let (meta1, data1) = write(&mut r, 2, md::AL_EXTENT_BYTES);
+        assert!(data1.is_empty() && !meta1.is_empty());
+        let (meta0, data0) = write(&mut r, 3, 8 * BLOCK_BYTES);
+        assert_eq!(data0.len(), 1, "hot extent: straight to disk");
+        assert!(meta0
+            .iter()
+            .all(|(_, o)| !(layout.al_offset..layout.al_offset + layout.al_bytes).contains(o)));
+        for (id, _) in meta1 {
+            r.handle_disk_done(t, id, Ok(None));
+        }
+        assert!(drain(&mut r).iter().any(|a| matches!(
+            a,
+            Action::Disk {
+                io: DiskIo::Write {
+                    target: DiskTarget::Data,
+                    ..
+                },
+                ..
+            }
+        )));
     }
 
     #[test]
