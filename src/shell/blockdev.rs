@@ -429,6 +429,11 @@ impl Exposed {
     /// detach hangs on it (its final flush waits on nbdfuse).
     fn detach_loop(&mut self, block: &str) -> Result<String, BlockdevError> {
         let t = self.spec.step_timeout;
+        if !self.loop_is_ours() {
+            // Already detached (`lab down`, an admin): the number may even be
+            // someone else's device by now, so never detach it blindly.
+            return Ok(String::new());
+        }
         match run("losetup -d", "losetup", &["-d", block], t) {
             Err(BlockdevError::Timeout { .. }) => {
                 if let Some(conn) = self.fuse.as_ref().and_then(|f| f.conn) {
@@ -438,6 +443,21 @@ impl Exposed {
             }
             other => other,
         }
+    }
+
+    /// True while our loop device is still attached to our FUSE file: its
+    /// backing file is that path, or, once the FUSE mount is detached from
+    /// every namespace, the same file seen from its own root (`/disk`).
+    fn loop_is_ours(&self) -> bool {
+        let Some(name) = self.block.file_name().and_then(|n| n.to_str()) else {
+            return false;
+        };
+        let Ok(back) = fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")) else {
+            return false; // not attached
+        };
+        let back = back.trim_end_matches('\n');
+        let file = self.fuse.as_ref().map(|f| f.mountpoint.join(FUSE_FILE));
+        file.is_some_and(|f| Path::new(back) == f || back == format!("/{FUSE_FILE}"))
     }
 
     /// Stops nbdfuse and reaps it; bounded. A clean unmount first (nbdfuse
