@@ -238,13 +238,12 @@ fn expose_mkfs_mount_write_teardown_reexpose_file_is_there() {
 
     // Teardown refuses while mounted and hands the device back.
     let exposed = fx.exposed.take().unwrap();
-    let refused = exposed.teardown().expect_err("teardown while mounted");
-    let err = &refused.error;
+    let (exposed, err) = exposed.teardown().expect_err("teardown while mounted");
     assert!(
-        matches!(err, BlockdevError::Busy { mountpoint } if *mountpoint == mnt),
+        matches!(err, BlockdevError::Busy { ref mountpoint } if *mountpoint == mnt),
         "{err}"
     );
-    fx.exposed = Some(refused.exposed);
+    fx.exposed = Some(exposed);
     assert!(
         fx.dir.join("drbd0").exists(),
         "a refused teardown leaves the device"
@@ -255,7 +254,7 @@ fn expose_mkfs_mount_write_teardown_reexpose_file_is_there() {
         .take()
         .unwrap()
         .teardown()
-        .unwrap_or_else(|r| panic!("teardown: {}", r.error));
+        .unwrap_or_else(|(_, e)| panic!("teardown: {e}"));
     assert_nothing_left(&fx, pid, &block);
 
     // Second exposure of the same export: the file survived.
@@ -268,7 +267,7 @@ fn expose_mkfs_mount_write_teardown_reexpose_file_is_there() {
         .take()
         .unwrap()
         .teardown()
-        .unwrap_or_else(|r| panic!("teardown: {}", r.error));
+        .unwrap_or_else(|(_, e)| panic!("teardown: {e}"));
     assert_nothing_left(&fx, pid, &block);
 }
 

@@ -68,3 +68,20 @@ stop_pid() {
         sleep 0.05
     done
 }
+
+# Takes down every lab (/tmp/bascule-lab-*) whose owner process is gone: the labs
+# of tests killed on their deadline, which could not run `lab down` themselves.
+# Labs without an owner.pid, or whose owner lives, are left alone (another run's).
+sweep_labs() {
+    local dir prefix owner
+    for dir in /tmp/bascule-lab-*; do
+        [ -f "$dir/.bascule-lab" ] && [ -f "$dir/owner.pid" ] || continue
+        owner=$(cat "$dir/owner.pid" 2>/dev/null || true)
+        [[ $owner =~ ^[0-9]+$ ]] || continue
+        kill -0 "$owner" 2>/dev/null && continue
+        prefix=${dir#/tmp/bascule-lab-}
+        say "sweeping lab $prefix (owner $owner is gone)"
+        LAB_PREFIX=$prefix LAB_DIR=$dir timeout 120 "$BASCULE_ROOT/scripts/lab" down >/dev/null 2>&1 ||
+            say "sweeping lab $prefix failed"
+    done
+}

@@ -358,11 +358,13 @@ fn unlink_device(device: &Path, target: &Path) {
 /// on it.
 #[derive(Debug)]
 pub struct Exposed {
-    spec: ExposeSpec,
+    // Boxed parts keep `Exposed` small: teardown's error hands it back inside
+    // a `Result` (the tuple API the loop's glue is built on).
+    spec: Box<ExposeSpec>,
     /// `/dev/loopN` or `/dev/nbdN`: what `spec.device` points at.
     block: PathBuf,
     /// The FUSE side (FuseLoop only).
-    fuse: Option<FuseSide>,
+    fuse: Option<Box<FuseSide>>,
     /// Set once teardown completed: drop has nothing left to do.
     done: bool,
 }
@@ -399,13 +401,9 @@ impl Exposed {
     /// (returns self with `Busy`), else removes the device link, detaches the
     /// loop device (or nbd-client -d), stops nbdfuse (fusermount3 -u, then
     /// SIGTERM, then abort + SIGKILL) and removes its mount point.
-    pub fn teardown(mut self) -> Result<(), Box<Refused>> {
+    pub fn teardown(mut self) -> Result<(), (Exposed, BlockdevError)> {
         if let Some(mountpoint) = mounted_on(&self.block) {
-            let error = BlockdevError::Busy { mountpoint };
-            return Err(Box::new(Refused {
-                exposed: self,
-                error,
-            }));
+            return Err((self, BlockdevError::Busy { mountpoint }));
         }
         let t = self.spec.step_timeout;
         unlink_device(&self.spec.device, &self.block);
@@ -415,10 +413,7 @@ impl Exposed {
             Backend::FuseLoop => self.detach_loop(&block),
         };
         if let Err(error) = detached {
-            return Err(Box::new(Refused {
-                exposed: self,
-                error,
-            }));
+            return Err((self, error));
         }
         self.stop_nbdfuse();
         self.done = true;
@@ -429,6 +424,11 @@ impl Exposed {
     /// detach hangs on it (its final flush waits on nbdfuse).
     fn detach_loop(&mut self, block: &str) -> Result<String, BlockdevError> {
         let t = self.spec.step_timeout;
+        if !self.loop_is_ours() {
+            // Already detached (`lab down`, an admin): the number may even be
+            // someone else's device by now, so never detach it blindly.
+            return Ok(String::new());
+        }
         match run("losetup -d", "losetup", &["-d", block], t) {
             Err(BlockdevError::Timeout { .. }) => {
                 if let Some(conn) = self.fuse.as_ref().and_then(|f| f.conn) {
@@ -438,6 +438,21 @@ impl Exposed {
             }
             other => other,
         }
+    }
+
+    /// True while our loop device is still attached to our FUSE file: its
+    /// backing file is that path, or, once the FUSE mount is detached from
+    /// every namespace, the same file seen from its own root (`/disk`).
+    fn loop_is_ours(&self) -> bool {
+        let Some(name) = self.block.file_name().and_then(|n| n.to_str()) else {
+            return false;
+        };
+        let Ok(back) = fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")) else {
+            return false; // not attached
+        };
+        let back = back.trim_end_matches('\n');
+        let file = self.fuse.as_ref().map(|f| f.mountpoint.join(FUSE_FILE));
+        file.is_some_and(|f| Path::new(back) == f || back == format!("/{FUSE_FILE}"))
     }
 
     /// Stops nbdfuse and reaps it; bounded. A clean unmount first (nbdfuse
@@ -473,16 +488,6 @@ impl Exposed {
         }
         let _ = fs::remove_dir(&f.mountpoint);
     }
-}
-
-/// A teardown that did not happen: the device is still up and handed back
-/// (boxed: an `Exposed` is large, and errors travel through `Result`s).
-#[derive(Debug)]
-pub struct Refused {
-    /// The device, still exposed: retry after fixing `error`, or drop it.
-    pub exposed: Exposed,
-    /// Why (`Busy` while mounted, or a failed detach).
-    pub error: BlockdevError,
 }
 
 /// Waits up to `timeout` for `child` to exit on its own (no kill).
@@ -584,13 +589,13 @@ fn expose_fuse_loop(spec: &ExposeSpec) -> Result<Exposed, BlockdevError> {
             err,
         })?;
     let mut exposed = Exposed {
-        spec: spec.clone(),
+        spec: Box::new(spec.clone()),
         block: PathBuf::new(),
-        fuse: Some(FuseSide {
+        fuse: Some(Box::new(FuseSide {
             nbdfuse,
             mountpoint: mountpoint.clone(),
             conn: None,
-        }),
+        })),
         done: false,
     };
     wait_nbdfuse_ready(&mut exposed, &pidfile, &logfile)?;
@@ -667,7 +672,7 @@ fn expose_kernel_nbd(spec: &ExposeSpec) -> Result<Exposed, BlockdevError> {
         spec.step_timeout,
     )?;
     let exposed = Exposed {
-        spec: spec.clone(),
+        spec: Box::new(spec.clone()),
         block,
         fuse: None,
         done: false,
@@ -694,7 +699,7 @@ pub enum JobResult {
     /// From [`Job::expose`].
     Exposed(Result<Exposed, BlockdevError>),
     /// From [`Job::teardown`]; on failure the device is handed back (still up).
-    TornDown(Result<(), Box<Refused>>),
+    TornDown(Result<(), (Exposed, BlockdevError)>),
 }
 
 /// A setup or teardown running on a helper thread so the loop never waits on
@@ -746,6 +751,13 @@ impl Job {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_teardown_is_cheap_to_return() {
+        // clippy's result_large_err limit: the tuple must stay below 128 bytes.
+        let size = std::mem::size_of::<(Exposed, BlockdevError)>();
+        assert!(size < 128, "(Exposed, BlockdevError) is {size} bytes");
+    }
 
     #[test]
     fn mountinfo_escapes_are_decoded() {

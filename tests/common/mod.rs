@@ -24,6 +24,21 @@ pub const POLL_MS: u64 = 20;
 /// Labs made by this test process so far (part of the unique prefix).
 static LABS: AtomicUsize = AtomicUsize::new(0);
 
+/// `n` in base 36, lower case (lab prefixes are [a-z0-9]).
+pub fn base36(mut n: u64) -> String {
+    let digits = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(digits[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).expect("ascii")
+}
+
 /// The two servers of the guide.
 pub const NODES: [&str; 2] = ["debian1", "debian2"];
 
@@ -39,7 +54,7 @@ pub fn peer_of(node: &str) -> &'static str {
 /// A running lab: namespaces, bridge, crossover, null-modem relay. Dropping it
 /// runs `scripts/lab down`.
 pub struct Lab {
-    /// Namespace prefix, unique per lab (`b<pid % 1000><n>`).
+    /// Namespace prefix, unique per lab (`b<pid base 36><n base 36>`).
     pub prefix: String,
     /// The lab's state directory.
     pub dir: PathBuf,
@@ -63,7 +78,10 @@ impl Lab {
             return None;
         }
         let n = LABS.fetch_add(1, Ordering::SeqCst);
-        let prefix = format!("b{}{}", std::process::id() % 1000, n);
+        // Unique across concurrent test processes (nextest runs one process per
+        // test): the whole PID, base 36 (<= 5 chars), then this process's count.
+        let prefix = format!("b{}{}", base36(std::process::id() as u64), base36(n as u64));
+        assert!(prefix.len() <= 8, "lab prefix too long: {prefix}");
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let lab = Lab {
             dir: PathBuf::from(format!("/tmp/bascule-lab-{prefix}")),
