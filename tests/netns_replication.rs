@@ -74,13 +74,38 @@ fn disk_lab(test: &str) -> Option<Lab> {
     disk_lab_with(test, "none")
 }
 
-/// One test of this file at a time: each moves hundreds of MiB through FUSE
-/// and loop devices on a 2-CPU machine, and a lab's clean-up (`lab crash`)
-/// looks at the host's loop devices; run together they measure each other.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// One test of this file at a time, across processes too (nextest runs each
+/// test in its own): each moves hundreds of MiB through FUSE and loop devices
+/// on a 2-CPU machine, and run together they measure each other. A file lock,
+/// taken with a deadline.
+struct Serial {
+    /// Held open: the lock goes with it.
+    _lock: std::fs::File,
+}
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+const SERIAL_LOCK: &str = "/tmp/bascule-netns-replication.lock";
+const SERIAL_WAIT: Duration = Duration::from_secs(360);
+
+fn serial() -> Serial {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(SERIAL_LOCK)
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Serial { _lock: f };
+        }
+        assert!(
+            start.elapsed() < SERIAL_WAIT,
+            "another netns_replication test held {SERIAL_LOCK} for {SERIAL_WAIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Starts `node`'s daemon with `env` added (BASCULE_FAIL_DISK...).

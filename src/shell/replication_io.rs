@@ -32,7 +32,7 @@ use mio::{Registry, Token, Waker};
 
 use super::agents::runner::{self, OpDone, OpId, OpRequest, Runner, SpawnError};
 use super::agents::write_quoted;
-use super::blockdev::{ExposeSpec, Exposed, Job, JobResult, Refused as Busy};
+use super::blockdev::{ExposeSpec, Exposed, Job, JobResult};
 use super::cli::{Args, DiskCommand, DiskTarget, DiskVerb, ShellError};
 use super::config_load::Loaded;
 use super::control::{self, DiskStatus, SyncProgress};
@@ -1205,8 +1205,7 @@ impl ReplicationIo {
                     });
                     Exposure::Absent
                 }
-                Some(JobResult::TornDown(Err(refused))) => {
-                    let Busy { exposed, error } = *refused;
+                Some(JobResult::TornDown(Err((exposed, error)))) => {
                     let error = error.to_string();
                     log_disk_line(&DiskLine::ExposeFailed {
                         res: &name,
@@ -1306,7 +1305,7 @@ impl ReplicationIo {
             Exposure::Starting { mut job, .. } | Exposure::Stopping { mut job } => {
                 match self.wait_job(&mut job, start) {
                     Some(JobResult::Exposed(Ok(e))) => Some(e),
-                    Some(JobResult::TornDown(Err(refused))) => Some(refused.exposed),
+                    Some(JobResult::TornDown(Err((e, _)))) => Some(e),
                     _ => None,
                 }
             }
@@ -1317,7 +1316,7 @@ impl ReplicationIo {
             // The teardown runs beside a small serving loop: nbdfuse flushes
             // through our NBD socket while it stops.
             std::thread::spawn(move || {
-                let _ = tx.send(exposed.teardown().map_err(|r| r.error.to_string()));
+                let _ = tx.send(exposed.teardown().map_err(|(_, e)| e.to_string()));
             });
             let origin = std::time::Instant::now();
             let deadline = origin + SHUTDOWN_TEARDOWN_MAX;
