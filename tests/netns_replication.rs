@@ -870,6 +870,69 @@ fn split_brain_detected_and_discard_my_data_recovers() {
     );
 }
 
+/// An after-sb policy resolves a split brain by itself: with
+/// `after-sb-1pri discard-secondary`, the node that was Secondary at the
+/// reconnect drops its changes and resyncs from the Primary.
+#[test]
+fn split_brain_after_sb_1pri_discard_secondary_resolves_itself() {
+    let _serial = serial();
+    let Some(lab) = disk_lab("after_sb") else {
+        return;
+    };
+    for node in NODES {
+        let conf = lab.dir.join(node).join("etc/drbd.conf");
+        let text = std::fs::read_to_string(&conf).unwrap().replacen(
+            "resource repl {\n",
+            "resource repl {\n  net {\n    after-sb-0pri discard-younger-primary;\n    after-sb-1pri discard-secondary;\n  }\n",
+            1,
+        );
+        std::fs::write(&conf, text).unwrap();
+    }
+    start_synced(&lab);
+    for node in NODES {
+        disk_ok(&lab, node, &["disconnect", "repl"]);
+        wait_disk(&lab, node, &[("cstate", "StandAlone")], CONNECT_TIMEOUT);
+    }
+    disk_ok(&lab, "debian2", &["primary", "repl"]);
+    for (tag, node) in [(41, "debian1"), (42, "debian2")] {
+        let mut c = nbd(&lab, node);
+        c.write(BLOCK, &pattern(tag, 1), true).unwrap();
+    }
+    disk_ok(&lab, "debian2", &["secondary", "repl"]);
+    let marks: Vec<usize> = NODES.iter().map(|n| lab.mark(n)).collect();
+    for node in NODES {
+        disk_ok(&lab, node, &["connect", "repl"]);
+    }
+    lab.wait_log(
+        "debian2",
+        marks[1],
+        &[
+            "disk_split_brain",
+            "policy=discard-secondary",
+            "resolved=discard-local",
+        ],
+        CONNECT_TIMEOUT,
+    );
+    lab.wait_log(
+        "debian1",
+        marks[0],
+        &[
+            "disk_split_brain",
+            "policy=discard-secondary",
+            "resolved=discard-peer",
+        ],
+        CONNECT_TIMEOUT,
+    );
+    wait_synced(&lab, "debian1", SYNC_TIMEOUT);
+    let mut c = nbd(&lab, "debian2");
+    check_block(
+        &c.read(BLOCK, BLOCK as u32).unwrap(),
+        41,
+        1,
+        "debian2 took debian1's block",
+    );
+}
+
 /// `on-io-error detach`: the Primary's backing disk starts failing; the node
 /// goes Diskless and I/O continues through the peer.
 #[test]

@@ -1855,11 +1855,11 @@ mod tests {
         assert_eq!(
             r(ReplEvent::SplitBrain {
                 policy: "disconnect",
-                resolved: "no"
+                resolved: "disconnect"
             }),
             (
                 log::Level::Error,
-                "disk_split_brain res=repl policy=disconnect resolved=no".into()
+                "disk_split_brain res=repl policy=disconnect resolved=disconnect".into()
             )
         );
         assert_eq!(
