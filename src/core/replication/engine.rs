@@ -1598,6 +1598,20 @@ impl Replica {
         }
         self.last_rx = now;
         self.ping_sent = None;
+        if let Some((offset, len)) = Self::range_of(&msg) {
+            let usable = self.cfg.layout.usable_bytes;
+            let fits =
+                len <= MAX_IO_BYTES as u64 && offset.checked_add(len).is_some_and(|e| e <= usable);
+            if !fits {
+                // The peer's ranges index our disk: never trust one blindly.
+                self.note(
+                    "protocol_error",
+                    format!("msg=range offset={offset} len={len}"),
+                );
+                self.go_standalone_then_retry();
+                return;
+            }
+        }
         match msg {
             PeerMsg::ReportParams {
                 protocol,
@@ -1779,6 +1793,24 @@ impl Replica {
             }
             PeerMsg::Ping => self.send(PeerMsg::PingAck),
             PeerMsg::PingAck => {}
+        }
+    }
+
+    /// The data range a message addresses, for validation.
+    fn range_of(msg: &PeerMsg) -> Option<(u64, u64)> {
+        match msg {
+            PeerMsg::Data { offset, data, .. } | PeerMsg::RsData { offset, data } => {
+                Some((*offset, data.len() as u64))
+            }
+            PeerMsg::Zero { offset, len, .. }
+            | PeerMsg::RsRequest { offset, len }
+            | PeerMsg::RsCsumRequest { offset, len, .. }
+            | PeerMsg::RsInSync { offset, len }
+            | PeerMsg::RsNegAck { offset, len }
+            | PeerMsg::OvRequest { offset, len }
+            | PeerMsg::OvReply { offset, len, .. }
+            | PeerMsg::ReadRequest { offset, len, .. } => Some((*offset, u64::from(*len))),
+            _ => None,
         }
     }
 
@@ -3727,5 +3759,197 @@ mod tests {
         }
         assert_eq!(c.nodes[B].data.read(1000, 5000), vec![7; 5000]);
         assert_eq!(c.first_difference(), None);
+    }
+
+    // ---- robustness ---------------------------------------------------------
+
+    /// Any sequence of well-formed messages, completions, host requests and
+    /// commands, in any state, never panics (a confused or hostile peer
+    /// costs the connection, never the daemon).
+    #[test]
+    fn random_inputs_never_panic() {
+        use crate::rng::Rng;
+        let mut states = std::collections::BTreeSet::new();
+        let mut actions = 0u64;
+        for seed in 0..40u64 {
+            let mut rng = Rng::new(seed);
+            let mut r = lone([Protocol::A, Protocol::B, Protocol::C][(seed % 3) as usize]);
+            let mut now = Instant::ZERO;
+            let mut disks: Vec<(DiskId, bool)> = Vec::new();
+            let mut next_host = 1u64;
+            for _ in 0..1500 {
+                now = now + Duration::from_millis(rng.below(50));
+                let off = |rng: &mut Rng| {
+                    if rng.chance(0.05) {
+                        u64::MAX - rng.below(10_000)
+                    } else {
+                        rng.below(USABLE_BYTES / BLOCK_BYTES) * BLOCK_BYTES
+                    }
+                };
+                let len = |rng: &mut Rng| (1 + rng.below(8)) as u32 * BLOCK_BYTES as u32;
+                let uuid = |rng: &mut Rng| [0, 4, 0x10, 0x11, 0x20, 0x21][rng.below(6) as usize];
+                let uuids = |rng: &mut Rng| Uuids {
+                    current: uuid(rng),
+                    bitmap: uuid(rng),
+                    history: [uuid(rng), uuid(rng)],
+                };
+                let handshaking = matches!(
+                    r.cstate(),
+                    ConnState::WFBitMapS | ConnState::WFBitMapT | ConnState::WFSyncUUID
+                );
+                let pick = if handshaking && rng.chance(0.7) {
+                    3
+                } else {
+                    rng.below(14)
+                };
+                match pick {
+                    0 => r.handle_peer_up(now),
+                    1 => r.handle_peer_down(now),
+                    2 => {
+                        let msg = PeerMsg::ReportParams {
+                            protocol: r.cfg.protocol,
+                            usable_bytes: USABLE_BYTES,
+                            role: [Role::Primary, Role::Secondary][rng.below(2) as usize],
+                            disk: [
+                                DiskState::UpToDate,
+                                DiskState::Inconsistent,
+                                DiskState::Diskless,
+                                DiskState::Consistent,
+                            ][rng.below(4) as usize],
+                            uuids: uuids(&mut rng),
+                            dirty_blocks: rng.below(100),
+                            md_flags: rng.below(64) as u32,
+                            discard_my_data: rng.chance(0.2),
+                        };
+                        r.handle_peer_msg(now, msg);
+                    }
+                    3 | 4 => {
+                        let (o, l) = (off(&mut rng), len(&mut rng));
+                        let seq = rng.below(50);
+                        let kind = match r.cstate() {
+                            ConnState::WFBitMapS | ConnState::WFBitMapT if rng.chance(0.5) => 100,
+                            ConnState::WFSyncUUID if rng.chance(0.5) => 8,
+                            _ => rng.below(16),
+                        };
+                        let msg = match kind {
+                            100 => PeerMsg::Bitmap {
+                                first_word: 0,
+                                words: vec![rng.next_u64() & rng.next_u64(); 32],
+                                last: true,
+                            },
+                            0 => PeerMsg::Data {
+                                seq,
+                                offset: o,
+                                data: Arc::new(vec![1; l as usize]),
+                                fua: rng.chance(0.5),
+                            },
+                            1 => PeerMsg::Zero {
+                                seq,
+                                offset: o,
+                                len: l,
+                                fua: false,
+                                discard: rng.chance(0.5),
+                            },
+                            2 => PeerMsg::RecvAck { seq },
+                            3 => PeerMsg::WriteAck { seq },
+                            4 => PeerMsg::NegAck { seq },
+                            5 => PeerMsg::Barrier { nr: seq },
+                            6 => PeerMsg::BarrierAck { nr: seq },
+                            7 => PeerMsg::Bitmap {
+                                first_word: rng.below(40),
+                                words: vec![rng.next_u64(); rng.below(4) as usize],
+                                last: rng.chance(0.5),
+                            },
+                            8 => PeerMsg::SyncUuid {
+                                uuid: uuid(&mut rng),
+                            },
+                            9 => PeerMsg::RsRequest { offset: o, len: l },
+                            10 => PeerMsg::RsData {
+                                offset: o,
+                                data: Arc::new(vec![2; l as usize]),
+                            },
+                            11 => PeerMsg::RsInSync { offset: o, len: l },
+                            12 => PeerMsg::OvReply {
+                                offset: o,
+                                len: l,
+                                digest: [0; 32],
+                            },
+                            13 => PeerMsg::ReadRequest {
+                                id: seq,
+                                offset: o,
+                                len: l,
+                            },
+                            14 => PeerMsg::State {
+                                role: Role::Secondary,
+                                disk: DiskState::UpToDate,
+                            },
+                            _ => PeerMsg::Uuids {
+                                uuids: uuids(&mut rng),
+                            },
+                        };
+                        r.handle_peer_msg(now, msg);
+                    }
+                    5..=7 => {
+                        if !disks.is_empty() {
+                            let k = rng.below(disks.len() as u64) as usize;
+                            let (id, read) = disks.swap_remove(k);
+                            let res = if rng.chance(0.05) {
+                                Err(IoError::Io)
+                            } else if read {
+                                Ok(Some(Arc::new(vec![0; 4096])))
+                            } else {
+                                Ok(None)
+                            };
+                            r.handle_disk_done(now, id, res);
+                        }
+                    }
+                    8 | 9 => {
+                        let io = match rng.below(4) {
+                            0 => HostIo::Read {
+                                offset: off(&mut rng),
+                                len: len(&mut rng),
+                            },
+                            1 => HostIo::Flush,
+                            _ => HostIo::Write {
+                                offset: off(&mut rng),
+                                data: Arc::new(vec![3; len(&mut rng) as usize]),
+                                fua: rng.chance(0.2),
+                            },
+                        };
+                        r.handle_host(now, HostId(next_host), io);
+                        next_host += 1;
+                    }
+                    10 => {
+                        let cmd = [
+                            Command::Primary {
+                                force: rng.chance(0.5),
+                            },
+                            Command::Secondary,
+                            Command::Connect {
+                                discard_my_data: rng.chance(0.5),
+                            },
+                            Command::Disconnect,
+                            Command::Invalidate,
+                            Command::Verify,
+                        ][rng.below(6) as usize];
+                        let _ = r.handle_command(now, cmd);
+                    }
+                    _ => r.handle_timeout(now),
+                }
+                while let Some(a) = r.poll_action() {
+                    actions += 1;
+                    if let Action::Disk { id, io } = a {
+                        disks.push((id, matches!(io, DiskIo::Read { .. })));
+                    }
+                }
+                states.insert(format!("{:?}", r.cstate()));
+                let _ = r.status(now);
+            }
+        }
+        // The inputs reached deep states, not just the refusals.
+        for s in ["Connected", "SyncSource", "SyncTarget", "StandAlone"] {
+            assert!(states.contains(s), "{s} never reached: {states:?}");
+        }
+        assert!(actions > 10_000, "{actions}");
     }
 }
