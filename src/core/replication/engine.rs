@@ -49,6 +49,8 @@ use crate::time::{Duration, Instant};
 pub const RS_MAX_IN_FLIGHT: usize = 32;
 /// Largest resync request: 128 KiB (32 blocks).
 pub const RS_CHUNK_BYTES: u64 = 128 << 10;
+/// Resync progress (SyncTarget) is made durable every this many bytes.
+pub const RS_PERSIST_BYTES: u64 = 64 << 20;
 /// Replicated writes per epoch before the Primary closes it with a barrier
 /// (bounds the transfer log and what a peer crash can cost).
 pub const EPOCH_WRITES_MAX: usize = 64;
@@ -281,7 +283,10 @@ struct HostReq {
 enum Op {
     /// Superblock, bitmap page or activity-log record (FUA).
     Meta {
-        seq: u64,
+        /// The metadata seqs this write carries (later writes to the same
+        /// place coalesced into it).
+        seqs: Vec<u64>,
+        offset: u64,
     },
     HostWrite {
         host: HostId,
@@ -326,8 +331,13 @@ enum Op {
     PeerRead {
         id: u64,
     },
-    /// Flush before cleared bitmap bits are persisted.
-    SyncFlush,
+    /// Flush before cleared bitmap bits are persisted; carries the bitmap
+    /// as it was when the flush was issued (what the flush covers) and
+    /// whether the data may then be marked consistent.
+    SyncFlush {
+        bitmap: Box<Bitmap>,
+        consistent: bool,
+    },
 }
 
 /// Work that needs the range lock before it may issue its disk op.
@@ -373,6 +383,8 @@ struct Resync {
     /// The target reported UpToDate / the source finished: waiting for the
     /// flush before the bitmap is persisted.
     bytes_done: u64,
+    /// `bytes_done` when progress was last persisted.
+    persisted_bytes: u64,
 }
 
 /// Online verify progress (VerifyS side drives it).
@@ -463,6 +475,15 @@ pub struct Replica {
     verify: Option<Verify>,
     /// Bitmap pages to persist once the data flush (`SyncFlush`) is done.
     sync_flush_pending: bool,
+    /// Another progress write was asked for while one was pending.
+    sync_flush_again: bool,
+    /// The resync finished: the data becomes consistent on disk once the
+    /// flush covering its last writes is done.
+    consistent_after_flush: bool,
+    /// Metadata places with a write in flight, and the newest content to
+    /// write there next: two writes to one place are never in flight
+    /// together (the disk may reorder them and leave the older).
+    meta_busy: BTreeMap<u64, Option<(Payload, Vec<u64>)>>,
     sync_total_bytes: u64,
     sync_rate: u64,
     ns: u64,
@@ -543,6 +564,9 @@ impl Replica {
             sync: None,
             verify: None,
             sync_flush_pending: false,
+            sync_flush_again: false,
+            consistent_after_flush: false,
+            meta_busy: BTreeMap::new(),
             sync_total_bytes: 0,
             sync_rate: 0,
             ns: 0,
@@ -681,16 +705,28 @@ impl Replica {
             self.meta_inflight.remove(&seq);
             return seq;
         }
-        self.disk(
-            DiskIo::Write {
-                target: DiskTarget::Meta,
-                offset,
-                data,
-                fua: true,
-            },
-            Op::Meta { seq },
-        );
+        match self.meta_busy.get_mut(&offset) {
+            Some(Some((next, seqs))) => {
+                *next = data;
+                seqs.push(seq);
+            }
+            Some(slot @ None) => *slot = Some((data, vec![seq])),
+            None => {
+                self.meta_busy.insert(offset, None);
+                self.issue_meta(offset, data, vec![seq]);
+            }
+        }
         seq
+    }
+
+    fn issue_meta(&mut self, offset: u64, data: Payload, seqs: Vec<u64>) {
+        let io = DiskIo::Write {
+            target: DiskTarget::Meta,
+            offset,
+            data,
+            fua: true,
+        };
+        self.disk(io, Op::Meta { seqs, offset });
     }
 
     /// Writes the superblock (every uuid/flag change goes through here).
@@ -1287,6 +1323,7 @@ impl Replica {
         self.set_dstate(DiskState::Diskless);
         // Writes waiting for the lock can no longer go to this disk.
         self.meta_inflight.clear();
+        self.meta_busy.clear();
         if self.sync.take().is_some() {
             // Nothing to sync to or from any more; the peer learns it from
             // our State (Diskless) and ends its side too.
@@ -1304,13 +1341,25 @@ impl Replica {
             return;
         };
         match op {
-            Op::Meta { seq } => {
+            Op::Meta { seqs, offset } => {
                 if result.is_err() {
-                    self.local_error("meta-write", 0);
+                    self.local_error("meta-write", offset);
                 }
-                self.meta_inflight.remove(&seq);
-                if let Some(record) = self.al_meta.remove(&seq) {
-                    self.al.written(record);
+                for seq in seqs {
+                    self.meta_inflight.remove(&seq);
+                    if let Some(record) = self.al_meta.remove(&seq) {
+                        self.al.written(record);
+                    }
+                }
+                if let Some(Some((data, seqs))) = self.meta_busy.remove(&offset) {
+                    if self.has_disk() {
+                        self.meta_busy.insert(offset, None);
+                        self.issue_meta(offset, data, seqs);
+                    } else {
+                        seqs.iter().for_each(|s| {
+                            self.meta_inflight.remove(s);
+                        });
+                    }
                 }
                 self.pump_start_wait();
                 self.try_complete_all();
@@ -1367,11 +1416,21 @@ impl Replica {
                 } else {
                     self.local_error("resync-write", range.0);
                 }
+                let mut persist = false;
                 if let Some(s) = self.sync.as_mut().filter(|s| !s.source) {
                     s.inflight.remove(&range.0);
                     if ok {
                         s.bytes_done += len;
                     }
+                    // A crash mid-sync restarts from the last persisted bitmap:
+                    // persist every RS_PERSIST_BYTES so it never redoes much.
+                    if s.bytes_done - s.persisted_bytes >= RS_PERSIST_BYTES {
+                        s.persisted_bytes = s.bytes_done;
+                        persist = true;
+                    }
+                }
+                if persist {
+                    self.persist_sync_progress();
                 }
                 self.rs_pump(now);
             }
@@ -1435,14 +1494,26 @@ impl Replica {
                     self.send(PeerMsg::ReadError { id: rid });
                 }
             },
-            Op::SyncFlush => {
+            Op::SyncFlush { bitmap, consistent } => {
                 if result.is_err() {
                     self.local_error("flush", 0);
                 }
                 self.sync_flush_pending = false;
                 if self.has_disk() {
-                    self.write_bitmap_all();
+                    // The bitmap as of the flush: bits cleared by resync
+                    // writes after it are not covered yet.
+                    let usable = self.cfg.layout.usable_bytes;
+                    for (at, page) in bitmap.encode_pages(&self.cfg.layout, 0, usable) {
+                        self.meta_write(at, page);
+                    }
+                    if consistent && self.consistent_after_flush {
+                        self.consistent_after_flush = false;
+                        self.set_disk_good();
+                    }
                     self.write_md();
+                }
+                if std::mem::take(&mut self.sync_flush_again) {
+                    self.persist_sync_progress();
                 }
             }
         }
@@ -1577,10 +1648,19 @@ impl Replica {
     /// Cleared bits reach the disk only after the data they stand for: flush,
     /// then write the bitmap and superblock (see `Op::SyncFlush`).
     fn persist_sync_progress(&mut self) {
-        if self.has_disk() && !self.sync_flush_pending {
-            self.sync_flush_pending = true;
-            self.disk(DiskIo::Flush, Op::SyncFlush);
+        if !self.has_disk() {
+            return;
         }
+        if self.sync_flush_pending {
+            self.sync_flush_again = true;
+            return;
+        }
+        self.sync_flush_pending = true;
+        let op = Op::SyncFlush {
+            bitmap: Box::new(self.bitmap.clone()),
+            consistent: self.consistent_after_flush,
+        };
+        self.disk(DiskIo::Flush, op);
     }
 
     /// Ends the connection on our side and stays StandAlone.
@@ -2168,6 +2248,8 @@ impl Replica {
             self.set_dstate(DiskState::Inconsistent);
             self.set_peer_dstate(DiskState::UpToDate);
             self.md.flags.consistent = false;
+            // A flush still pending from an earlier sync must not mark this one done.
+            self.consistent_after_flush = false;
             self.write_md();
         }
         self.write_bitmap_all();
@@ -2184,6 +2266,7 @@ impl Replica {
             refilled: now,
             wake_at: None,
             bytes_done: 0,
+            persisted_bytes: 0,
         });
         self.set_cstate(if source {
             ConnState::WFBitMapS
@@ -2365,13 +2448,15 @@ impl Replica {
         self.sync_done_event(now);
         let source = self.peer.map(|p| p.uuids).unwrap_or_default();
         self.md.uuids.sync_finished_target(&source);
-        self.set_disk_good();
         if self.role == Role::Secondary {
             self.md.flags.primary_ind = false;
         }
         self.set_dstate(DiskState::UpToDate);
         self.set_cstate(ConnState::Connected);
-        // Durable order: data flushed, then bitmap and superblock (SyncFlush).
+        // Durable order: data flushed, then bitmap and superblock saying
+        // consistent (SyncFlush); until then the superblock says inconsistent.
+        self.consistent_after_flush = true;
+        self.write_md();
         self.persist_sync_progress();
         self.send_state();
     }
