@@ -3394,6 +3394,76 @@ mod tests {
         )));
     }
 
+    /// Two writes alone touch the same bitmap page: the second page write
+    /// waits for the first and carries both bits (never two in flight to one
+    /// place, which the disk could reorder).
+    #[test]
+    fn metadata_writes_to_one_place_never_overlap() {
+        let t = Instant::ZERO;
+        let mut r = lone(Protocol::C);
+        r.handle_command(t, Command::Primary { force: true })
+            .unwrap();
+        let layout = sim_config(Protocol::C, true).layout;
+        let page = layout.bitmap_offset;
+        let mut inflight: Vec<(DiskId, DiskIo)> = Vec::new();
+        let mut collect = |r: &mut Replica, inflight: &mut Vec<(DiskId, DiskIo)>| {
+            for a in drain(r) {
+                if let Action::Disk { id, io } = a {
+                    inflight.push((id, io));
+                }
+            }
+        };
+        collect(&mut r, &mut inflight);
+        for id in 1..=2u64 {
+            r.handle_host(
+                t,
+                HostId(id),
+                HostIo::Write {
+                    offset: id * 64 * BLOCK_BYTES,
+                    data: Arc::new(block_of(id)),
+                    fua: false,
+                },
+            );
+            collect(&mut r, &mut inflight);
+        }
+        // Complete everything but bitmap-page writes until the writes are issued.
+        for _ in 0..20 {
+            let (done, keep): (Vec<_>, Vec<_>) = inflight.drain(..).partition(|(_, io)| {
+                !matches!(io, DiskIo::Write { target: DiskTarget::Meta, offset, .. } if *offset == page)
+            });
+            inflight = keep;
+            for (id, io) in done {
+                let res = if matches!(io, DiskIo::Read { .. }) {
+                    Ok(Some(Arc::new(vec![0; 4096])))
+                } else {
+                    Ok(None)
+                };
+                r.handle_disk_done(t, id, res);
+                collect(&mut r, &mut inflight);
+            }
+            let page_writes = inflight.iter().filter(|(_, io)| matches!(io, DiskIo::Write { target: DiskTarget::Meta, offset, .. } if *offset == page)).count();
+            assert!(
+                page_writes <= 1,
+                "{page_writes} writes to the bitmap page in flight"
+            );
+        }
+        // Finish the page writes one at a time: the last carries both bits.
+        let mut last = None;
+        while let Some(pos) = inflight.iter().position(|(_, io)| matches!(io, DiskIo::Write { target: DiskTarget::Meta, offset, .. } if *offset == page)) {
+            let (id, io) = inflight.remove(pos);
+            if let DiskIo::Write { data, .. } = &io {
+                last = Some(data.clone());
+            }
+            r.handle_disk_done(t, id, Ok(None));
+            collect(&mut r, &mut inflight);
+        }
+        let last = Bitmap::decode(USABLE_BYTES, &last.expect("page written"));
+        assert!(
+            last.is_set(64) && last.is_set(128),
+            "newest page has both bits"
+        );
+    }
+
     #[test]
     fn overlapping_writes_are_serialised() {
         let mut c = cluster(Protocol::C);
