@@ -3406,7 +3406,7 @@ mod tests {
         let layout = sim_config(Protocol::C, true).layout;
         let page = layout.bitmap_offset;
         let mut inflight: Vec<(DiskId, DiskIo)> = Vec::new();
-        let mut collect = |r: &mut Replica, inflight: &mut Vec<(DiskId, DiskIo)>| {
+        let collect = |r: &mut Replica, inflight: &mut Vec<(DiskId, DiskIo)>| {
             for a in drain(r) {
                 if let Action::Disk { id, io } = a {
                     inflight.push((id, io));
