@@ -446,7 +446,7 @@ pub struct Replica {
     /// Transfer log: ranges of writes per epoch not yet covered by a BarrierAck.
     epoch: u64,
     epoch_writes: usize,
-    tl: Vec<(u64, (u64, u64))>,
+    tl: Vec<(u64, Seq, (u64, u64))>,
     /// Barriers sent for host flushes: nr -> host request.
     barriers: BTreeMap<u64, Vec<HostId>>,
     /// Secondary: peer writes in flight (seq), barriers waiting for them.
@@ -1106,7 +1106,7 @@ impl Replica {
                 },
             };
             self.send(msg);
-            self.tl.push((self.epoch, range));
+            self.tl.push((self.epoch, seq, range));
             self.epoch_writes += 1;
             if self.epoch_writes >= EPOCH_WRITES_MAX {
                 self.send_barrier(None);
@@ -1160,7 +1160,7 @@ impl Replica {
     /// confirmed durable (unacked, or not covered by a BarrierAck) is marked
     /// out of sync and persisted before the requests waiting on it complete.
     fn fail_peer_pending(&mut self) {
-        let mut ranges: Vec<(u64, u64)> = self.tl.drain(..).map(|(_, r)| r).collect();
+        let mut ranges: Vec<(u64, u64)> = self.tl.drain(..).map(|(_, _, r)| r).collect();
         let sent = std::mem::take(&mut self.sent);
         let mut waiting = Vec::new();
         for (_, (host, range, _)) in sent {
@@ -1751,6 +1751,16 @@ impl Replica {
             PeerMsg::RecvAck { seq } => self.on_ack(seq, false),
             PeerMsg::WriteAck { seq } => self.on_ack(seq, true),
             PeerMsg::NegAck { seq } => {
+                // Protocol A keeps no ack entry: the transfer log knows the range.
+                let unacked = self
+                    .tl
+                    .iter()
+                    .find(|(_, s, _)| *s == seq)
+                    .map(|(_, _, r)| *r);
+                if let (None, Some(range)) = (self.sent.get(&seq), unacked) {
+                    self.bitmap.set_range(range.0, range.1 - range.0);
+                    self.write_bitmap_range(range.0, range.1 - range.0);
+                }
                 if let Some((host, range, _)) = self.sent.remove(&seq) {
                     self.bitmap.set_range(range.0, range.1 - range.0);
                     self.write_bitmap_range(range.0, range.1 - range.0);
@@ -1770,7 +1780,7 @@ impl Replica {
                 self.check_barriers();
             }
             PeerMsg::BarrierAck { nr } => {
-                self.tl.retain(|(e, _)| *e > nr);
+                self.tl.retain(|(e, _, _)| *e > nr);
                 let done: Vec<u64> = self.barriers.range(..=nr).map(|(k, _)| *k).collect();
                 for k in done {
                     for host in self.barriers.remove(&k).unwrap_or_default() {
