@@ -11,8 +11,11 @@
 //! [`Cluster`] is the harness (used by the engine's unit tests and named
 //! scenarios); [`run_seed`] is the randomized run: a client on the Primary
 //! writes, reads and flushes and records what was acknowledged, while the
-//! schedule cuts the link (visibly or silently), crashes either node, fails the
-//! Secondary's disk and promotes the survivor. Checks:
+//! schedule cuts the link (visibly or silently), crashes either node, fails
+//! either node's disk (a Diskless Primary serves through its peer until it is
+//! re-attached by a restart), promotes the survivor, promotes a cut-off
+//! Secondary on purpose (split brain, resolved with `--discard-my-data` on
+//! it) and invalidates the Secondary. Checks:
 //! - a read returns the last acknowledged write of every block it covers;
 //! - when a Primary that was Connected to an UpToDate peer crashes, the peer is
 //!   promoted and holds every acknowledged write (protocol C) or every write
