@@ -3862,6 +3862,50 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_with_another_protocol_or_size_is_refused() {
+        for (protocol, size) in [(Protocol::A, USABLE_BYTES), (Protocol::C, USABLE_BYTES / 2)] {
+            let t = Instant::ZERO;
+            let mut r = lone(Protocol::C);
+            drain(&mut r);
+            r.handle_peer_up(t);
+            let created = Metadata::created(size);
+            r.handle_peer_msg(
+                t,
+                PeerMsg::ReportParams {
+                    protocol,
+                    usable_bytes: size,
+                    role: Role::Secondary,
+                    disk: DiskState::Inconsistent,
+                    uuids: created.uuids,
+                    dirty_blocks: 0,
+                    md_flags: 0,
+                    discard_my_data: false,
+                },
+            );
+            let actions = drain(&mut r);
+            assert!(actions.contains(&Action::Disconnect));
+            assert!(actions.iter().any(|a| matches!(
+                a,
+                Action::Event(ReplEvent::Note {
+                    name: "handshake_refused",
+                    ..
+                })
+            )));
+            assert_eq!(r.cstate(), ConnState::StandAlone);
+            // The operator's connect starts over.
+            r.handle_command(
+                t,
+                Command::Connect {
+                    discard_my_data: false,
+                },
+            )
+            .unwrap();
+            assert!(drain(&mut r).contains(&Action::Connect));
+            assert_eq!(r.cstate(), ConnState::WFConnection);
+        }
+    }
+
+    #[test]
     fn bad_host_requests_are_invalid() {
         let mut c = cluster(Protocol::C);
         c.bootstrap();
