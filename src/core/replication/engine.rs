@@ -1367,7 +1367,8 @@ impl Replica {
             Op::HostWrite { host, range } => self.host_write_done(id, host, range, result),
             Op::HostRead { host } => self.host_read_done(host, result),
             Op::HostFlush { host } => {
-                if result.is_err() && !(self.local_error("flush", 0) && self.replicating()) {
+                // Detached: the flush holds only if the peer's copy is whole.
+                if result.is_err() && !(self.local_error("flush", 0) && self.peer_has_good_data()) {
                     self.set_host_error(host);
                 }
                 if let Some(req) = self.hosts.get_mut(&host) {
@@ -1530,7 +1531,8 @@ impl Replica {
         match result {
             Ok(_) => self.dw += range.1 - range.0,
             Err(_) => {
-                let detached = self.local_error("write", range.0);
+                // Detached, only an UpToDate peer's copy can complete it.
+                let detached = self.local_error("write", range.0) && self.peer_has_good_data();
                 let Some(req) = self.hosts.get_mut(&host) else {
                     return;
                 };
