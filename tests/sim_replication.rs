@@ -27,7 +27,7 @@ const FIXED_SEEDS: [u64; 21] = [
     0x9e37_79b9_7f4a_7c15,
     0x600d_5eed,
     0xfeed_face,
-    // Seeds that once failed (each found a real engine bug).
+    // Seeds that once failed (an engine or harness bug each).
     0x3403_cb4f_7e7c_6404,
     0x01fb_513e_c5e6_2026,
     0x34c6_b1d5_7f61_93fd,
