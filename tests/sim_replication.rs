@@ -67,6 +67,7 @@ fn fixed_seeds() {
         total.disk_failures += r.disk_failures;
         total.split_brains += r.split_brains;
         total.invalidates += r.invalidates;
+        total.verifies += r.verifies;
     }
     eprintln!("{total:?}");
     // The schedule must actually exercise what the checks are about.

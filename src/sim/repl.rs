@@ -785,6 +785,7 @@ pub struct Report {
     pub disk_failures: u64,
     pub split_brains: u64,
     pub invalidates: u64,
+    pub verifies: u64,
     pub steps: u64,
 }
 
@@ -1006,6 +1007,20 @@ impl Run {
                 self.c
                     .command(s, Command::Invalidate)
                     .map_err(|e| format!("invalidate: {}", e.0))?;
+            }
+            // Online verify under load: differences it reports (writes in
+            // flight) are only marked out of sync, never a data change.
+            9 if both_up
+                && self.rogue.is_none()
+                && (0..2).all(|i| {
+                    self.c.r(i).cstate() == ConnState::Connected
+                        && self.c.r(i).dstate() == DiskState::UpToDate
+                }) =>
+            {
+                self.report.verifies += 1;
+                self.c
+                    .command(p, Command::Verify)
+                    .map_err(|e| format!("verify: {}", e.0))?;
             }
             6 if both_up && self.rogue.is_none() => {
                 self.report.disk_failures += 1;
