@@ -1108,12 +1108,22 @@ fn guide_haresources_crash_takeover_serves_the_page_from_the_replicated_disk() {
     assert_eq!(field(&d, "exposed"), "true", "{d}");
     let mark = lab.mark("debian2");
     lab.run(&["crash", "debian1"]);
+    let crashed = Instant::now();
     let page = common::poll(
         "debian2 serves the page by the VIP",
         Duration::from_secs(60),
         || fetch_page(&lab),
     );
     assert_eq!(page, "served from repl\n");
+    eprintln!(
+        "[takeover_guide] crash to the page served by debian2: {} ms (replication link {})",
+        crashed.elapsed().as_millis(),
+        if lab.grep("debian2", mark, &["name=peer_silent"]).is_empty() {
+            "closed by the kernel"
+        } else {
+            "silent: dropped by the probe"
+        }
+    );
     lab.wait_log(
         "debian2",
         mark,
