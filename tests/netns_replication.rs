@@ -47,12 +47,18 @@ fn backing(lab: &Lab, node: &str) -> PathBuf {
 /// `haresources` (`none`, `guide` or a file) and fresh metadata on both
 /// backing disks; daemons not started.
 fn disk_lab_with(test: &str, haresources: &str) -> Option<Lab> {
+    disk_lab_media(test, "bcast", haresources)
+}
+
+/// `disk_lab_with` on the lab's media `variant` (`serial`: heartbeats on eth0
+/// and the null-modem, so eth1 carries the replication alone).
+fn disk_lab_media(test: &str, variant: &str, haresources: &str) -> Option<Lab> {
     let lab = Lab::up(test)?;
     let disk_mb = format!("disk_mb={DISK_MB}");
     let haresources = format!("haresources={haresources}");
     let mut config: Vec<&str> = TIMERS.to_vec();
     config.extend(["drbd=guide", &disk_mb, &haresources]);
-    lab.config_both("bcast", &config);
+    lab.config_both(variant, &config);
     for node in NODES {
         assert!(
             backing(&lab, node).exists(),
@@ -931,6 +937,38 @@ fn split_brain_after_sb_1pri_discard_secondary_resolves_itself() {
         1,
         "debian2 took debian1's block",
     );
+}
+
+/// Lost heartbeats alone never make two Primaries: the heartbeat links are cut
+/// while the replication link (eth1) still works; debian2 declares debian1
+/// dead and pings the replication connection, which answers, so it stays
+/// connected and debian2's promotion is refused while debian1 is Primary.
+#[test]
+fn heartbeats_lost_but_replication_alive_keeps_the_connection() {
+    let _serial = serial();
+    let Some(lab) = disk_lab_media("hb_lost", "serial", "none") else {
+        return;
+    };
+    start_synced(&lab);
+    let mark = lab.mark("debian2");
+    lab.run(&["cut", "debian1", "eth0"]);
+    lab.run(&["cut", "debian1", "serial"]);
+    lab.wait_log("debian2", mark, &["peer_state", "to=Dead"], CONNECT_TIMEOUT);
+    // Past the probe's deadline (1 s), with margin.
+    std::thread::sleep(Duration::from_millis(2000));
+    assert!(
+        lab.grep("debian2", mark, &["name=peer_silent"]).is_empty(),
+        "the live replication connection was dropped"
+    );
+    wait_disk(
+        &lab,
+        "debian2",
+        &[("cstate", "Connected"), ("peer_role", "Primary")],
+        CONNECT_TIMEOUT,
+    );
+    let out = bascule(&lab, "debian2", &["disk", "primary", "repl"]);
+    assert_eq!(out.status.code(), Some(10), "{}", text(&out));
+    lab.run(&["heal", "debian1", "all"]);
 }
 
 /// `on-io-error detach`: the Primary's backing disk starts failing; the node
