@@ -14,7 +14,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use bascule::shell::blockdev::{
-    expose, Backend, BlockdevError, ExposeSpec, Exposed, Job, JobResult,
+    expose, Backend, BlockdevError, ExposeSpec, Exposed, Job, JobResult, CONN_FILE, LOOP_FILE,
 };
 
 /// Deadline of one command (mkfs on 64 MiB through FUSE takes about a second).
@@ -207,6 +207,12 @@ fn assert_nothing_left(fx: &Fixture, nbdfuse_pid: u32, block: &Path) {
         fs::symlink_metadata(fx.dir.join("drbd0")).is_err(),
         "device link left"
     );
+    for record in [CONN_FILE, LOOP_FILE] {
+        assert!(
+            !fx.dir.join("work").join(record).exists(),
+            "{record} left after teardown"
+        );
+    }
     let name = block.file_name().unwrap().to_string_lossy().into_owned();
     let back =
         fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")).unwrap_or_default();
@@ -229,6 +235,14 @@ fn expose_checked(fx: &mut Fixture) -> (PathBuf, u32) {
     let dio = fs::read_to_string(format!("/sys/block/{name}/loop/dio")).unwrap_or_default();
     assert_eq!(dio.trim(), "1", "{name} uses direct I/O");
     let pid = exposed.nbdfuse_pid().expect("nbdfuse runs");
+    let conn = fs::read_to_string(fx.dir.join("work").join(CONN_FILE)).expect("fuse.conn record");
+    assert_eq!(conn.trim(), exposed.fuse_conn().unwrap().to_string());
+    let loop_name =
+        fs::read_to_string(fx.dir.join("work").join(LOOP_FILE)).expect("loop.dev record");
+    assert_eq!(
+        Some(loop_name.trim()),
+        block.file_name().and_then(|n| n.to_str())
+    );
     fx.exposed = Some(exposed);
     (block, pid)
 }

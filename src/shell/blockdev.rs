@@ -56,6 +56,14 @@ const FUSECTL: &str = "/sys/fs/fuse/connections";
 const FUSE_FILE: &str = "disk";
 /// Bytes of a failed command's stderr kept in an error.
 const STDERR_KEEP: usize = 400;
+/// Files in the work dir naming the FUSE connection id and the loop device
+/// while they exist. Once the daemon's mount namespace is gone nothing else
+/// ties them to us (the loop's backing file then reads "/disk"), yet a FUSE
+/// server that died under a mounted file system leaves its callers in D
+/// state until someone aborts that connection: `scripts/lab` reads these.
+pub const CONN_FILE: &str = "fuse.conn";
+/// See [`CONN_FILE`].
+pub const LOOP_FILE: &str = "loop.dev";
 
 /// How the device reaches the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -416,6 +424,7 @@ impl Exposed {
             return Err((self, error));
         }
         self.stop_nbdfuse();
+        self.forget_records();
         self.done = true;
         Ok(())
     }
@@ -453,6 +462,12 @@ impl Exposed {
         let back = back.trim_end_matches('\n');
         let file = self.fuse.as_ref().map(|f| f.mountpoint.join(FUSE_FILE));
         file.is_some_and(|f| Path::new(back) == f || back == format!("/{FUSE_FILE}"))
+    }
+
+    /// Removes the [`CONN_FILE`]/[`LOOP_FILE`] records once both are gone.
+    fn forget_records(&self) {
+        let _ = fs::remove_file(self.spec.work_dir.join(CONN_FILE));
+        let _ = fs::remove_file(self.spec.work_dir.join(LOOP_FILE));
     }
 
     /// Stops nbdfuse and reaps it; bounded. A clean unmount first (nbdfuse
@@ -531,7 +546,18 @@ impl Drop for Exposed {
             Backend::KernelNbd => run("nbd-client -d", "nbd-client", &["-d", &block], t),
             Backend::FuseLoop => self.detach_loop(&block),
         };
+        let conn = self.fuse.as_ref().and_then(|f| f.conn);
         self.stop_nbdfuse();
+        let attached = self.block.file_name().is_some_and(|n| {
+            Path::new("/sys/block")
+                .join(n)
+                .join("loop/backing_file")
+                .exists()
+        });
+        let alive = conn.is_some_and(|c| Path::new(FUSECTL).join(c.to_string()).exists());
+        if !attached && !alive {
+            self.forget_records(); // else left for `lab down` to find
+        }
     }
 }
 
@@ -603,6 +629,9 @@ fn expose_fuse_loop(spec: &ExposeSpec) -> Result<Exposed, BlockdevError> {
     if let Some(f) = exposed.fuse.as_mut() {
         f.conn = conn;
     }
+    if let Some(c) = conn {
+        let _ = fs::write(spec.work_dir.join(CONN_FILE), format!("{c}\n"));
+    }
     let out = run(
         "losetup",
         "losetup",
@@ -621,6 +650,12 @@ fn expose_fuse_loop(spec: &ExposeSpec) -> Result<Exposed, BlockdevError> {
             status: "ok".into(),
             stderr: out,
         });
+    }
+    if let Some(name) = block.file_name() {
+        let _ = fs::write(
+            spec.work_dir.join(LOOP_FILE),
+            format!("{}\n", name.to_string_lossy()),
+        );
     }
     exposed.block = block;
     link_device(&spec.device, &exposed.block)?;
