@@ -461,3 +461,49 @@ fn a_frozen_server_under_a_mounted_fs_is_cleaned_up_in_bounded_time() {
     // SAFETY: kill(2) on our own child; the fixture kills and reaps it.
     unsafe { libc::kill(kit, libc::SIGCONT) };
 }
+
+/// A previous daemon died without teardown (its `Exposed` never dropped) and
+/// its server with it: `clean_stale` detaches the recorded loop device and
+/// removes the records; the leaked nbdfuse is then stopped like the lab would.
+#[test]
+fn clean_stale_detaches_what_a_dead_instance_left() {
+    let Some(mut fx) = fixture("stale") else {
+        return;
+    };
+    let (block, pid) = expose_checked(&mut fx);
+    std::mem::forget(fx.exposed.take()); // the daemon was killed: no teardown ran
+    if let Some(mut kit) = fx.nbdkit.take() {
+        let _ = kit.kill();
+        let _ = kit.wait();
+    }
+    let work = fx.dir.join("work");
+    let t0 = Instant::now();
+    bascule::shell::blockdev::clean_stale(&work, Duration::from_secs(10));
+    assert!(
+        t0.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        t0.elapsed()
+    );
+    let name = block.file_name().unwrap().to_string_lossy().into_owned();
+    let back =
+        fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")).unwrap_or_default();
+    assert!(
+        !back.contains(&*work.to_string_lossy()),
+        "{name} still attached to {back}"
+    );
+    for record in [CONN_FILE, LOOP_FILE] {
+        assert!(!work.join(record).exists(), "{record} left");
+    }
+    // The leaked nbdfuse: unmount (it exits), else kill; bounded either way.
+    let mp = work.join("mnt").to_string_lossy().into_owned();
+    let _ = run_bounded("fusermount3", &["-u", &mp], Duration::from_secs(10));
+    if !eventually(Duration::from_secs(5), || !pid_alive(pid)) {
+        // SAFETY: kill(2) on the nbdfuse this test started.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || !pid_alive(pid)),
+        "nbdfuse {pid} survives"
+    );
+    let _ = fs::remove_file(fx.dir.join("drbd0"));
+}

@@ -561,6 +561,38 @@ impl Drop for Exposed {
     }
 }
 
+// ==== a previous instance's leftovers ====
+
+/// Cleans what a previous instance of the daemon left in `work_dir` when it
+/// died without teardown (kill -9, crash): aborts its recorded FUSE connection
+/// if it still exists and no mount in this namespace uses it (a dead server
+/// under a mounted file system leaves its callers, `sync` included, in D
+/// state until then), detaches its recorded loop device if that is still
+/// attached to the old FUSE file, and removes the records. Bounded; call it
+/// (off the loop) before the first [`expose`] after start-up.
+pub fn clean_stale(work_dir: &Path, step_timeout: Duration) {
+    let read = |name: &str| fs::read_to_string(work_dir.join(name)).ok();
+    if let Some(conn) = read(CONN_FILE).and_then(|c| c.trim().parse::<u32>().ok()) {
+        let in_use_here = mounts().iter().any(|(mm, _, _)| *mm == format!("0:{conn}"));
+        if !in_use_here && Path::new(FUSECTL).join(conn.to_string()).exists() {
+            abort_fuse(conn, step_timeout);
+        }
+    }
+    if let Some(name) = read(LOOP_FILE).map(|n| n.trim().to_string()) {
+        let back =
+            fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")).unwrap_or_default();
+        let file = work_dir.join("mnt").join(FUSE_FILE);
+        let back = back.trim_end_matches('\n');
+        if name.starts_with("loop") && (Path::new(back) == file || back == format!("/{FUSE_FILE}"))
+        {
+            let dev = format!("/dev/{name}");
+            let _ = run("losetup -d stale", "losetup", &["-d", &dev], step_timeout);
+        }
+    }
+    let _ = fs::remove_file(work_dir.join(CONN_FILE));
+    let _ = fs::remove_file(work_dir.join(LOOP_FILE));
+}
+
 // ==== setup ====
 
 /// Exposes `spec.socket` at `spec.device`, blocking (up to a few step
