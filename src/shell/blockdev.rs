@@ -65,6 +65,27 @@ pub const CONN_FILE: &str = "fuse.conn";
 /// See [`CONN_FILE`].
 pub const LOOP_FILE: &str = "loop.dev";
 
+/// nbdfuse runs under this small shell (args: daemon pid, work dir, the
+/// nbdfuse command). Seen on this kernel: when the daemon (the NBD server)
+/// dies under a mounted ext3, nbdfuse exits and one of its threads deadlocks
+/// in the kernel on its own FUSE connection (D state; `sync` and every
+/// journal commit behind it hang host-wide). So the supervisor watches the
+/// daemon: once it is gone while nbdfuse still runs, it aborts nbdfuse's
+/// recorded connection (power-loss semantics: the device fails at once,
+/// nothing waits). It never aborts after nbdfuse is gone (the id may be
+/// reused), and it outlives nbdfuse in the mount namespace, so the namespace
+/// is never torn down inside nbdfuse's own exit.
+const SUPERVISOR_SH: &str = r#"d=$1 w=$2; shift 2
+"$@" &
+f=$!
+alive() { case $(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null) in ''|Z|X) return 1;; esac; }
+while alive "$d" && alive "$f"; do sleep 0.2; done
+if alive "$f" && ! alive "$d"; then
+    c=$(cat "$w/fuse.conn" 2>/dev/null)
+    [ -n "$c" ] && [ -e "/sys/fs/fuse/connections/$c/abort" ] && echo 1 >"/sys/fs/fuse/connections/$c/abort"
+fi
+wait "$f""#;
+
 /// How the device reaches the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -379,7 +400,10 @@ pub struct Exposed {
 
 #[derive(Debug)]
 struct FuseSide {
+    /// The supervisor shell (see `SUPERVISOR_SH`); nbdfuse is its child.
     nbdfuse: Child,
+    /// nbdfuse's own pid, from its pid file once it serves.
+    pid: Option<u32>,
     mountpoint: PathBuf,
     conn: Option<u32>,
 }
@@ -397,7 +421,7 @@ impl Exposed {
 
     /// The nbdfuse process id (FuseLoop), for diagnostics and tests.
     pub fn nbdfuse_pid(&self) -> Option<u32> {
-        self.fuse.as_ref().map(|f| f.nbdfuse.id())
+        self.fuse.as_ref().and_then(|f| f.pid)
     }
 
     /// The FUSE connection id (FuseLoop), for diagnostics and tests.
@@ -423,8 +447,9 @@ impl Exposed {
         if let Err(error) = detached {
             return Err((self, error));
         }
-        self.stop_nbdfuse();
+        // Records first: a clean stop must never look like a dead daemon's.
         self.forget_records();
+        self.stop_nbdfuse();
         self.done = true;
         Ok(())
     }
@@ -480,14 +505,15 @@ impl Exposed {
         let exit = Duration::from_millis(NBDFUSE_EXIT_MS);
         let mp = f.mountpoint.to_string_lossy().into_owned();
         let _ = run("fusermount3 -u", "fusermount3", &["-u", &mp], t);
+        // The supervisor exits right after nbdfuse (within its 0.2 s poll).
         if wait_exit(&mut f.nbdfuse, exit).is_none() {
-            // SAFETY: plain kill(2) on our own child's pid, not yet reaped.
-            unsafe { libc::kill(f.nbdfuse.id() as libc::pid_t, libc::SIGTERM) };
+            signal_nbdfuse(&f, libc::SIGTERM);
             if wait_exit(&mut f.nbdfuse, exit).is_none() {
                 if let Some(conn) = f.conn {
                     abort_fuse(conn, t);
                 }
-                let _ = wait_deadline(&mut f.nbdfuse, Duration::ZERO);
+                signal_nbdfuse(&f, libc::SIGKILL);
+                let _ = wait_deadline(&mut f.nbdfuse, exit);
             }
         }
         if fuse_conn_of(&f.mountpoint).is_some() {
@@ -502,6 +528,18 @@ impl Exposed {
             }
         }
         let _ = fs::remove_dir(&f.mountpoint);
+    }
+}
+
+/// Sends `sig` to nbdfuse itself (not its supervisor), if its pid is known
+/// and it is still the supervisor's child.
+fn signal_nbdfuse(f: &FuseSide, sig: libc::c_int) {
+    let Some(pid) = f.pid else { return };
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let ppid = stat.rsplit(") ").next().and_then(|r| r.split(' ').nth(1));
+    if ppid == Some(f.nbdfuse.id().to_string().as_str()) {
+        // SAFETY: kill(2) on our supervisor's child, checked just above.
+        unsafe { libc::kill(pid as libc::pid_t, sig) };
     }
 }
 
@@ -632,7 +670,14 @@ fn expose_fuse_loop(spec: &ExposeSpec) -> Result<Exposed, BlockdevError> {
     let log = fs::File::create(&logfile).map_err(io_err(&logfile))?;
     let log2 = log.try_clone().map_err(io_err(&logfile))?;
     let file = mountpoint.join(FUSE_FILE);
-    let nbdfuse = Command::new("nbdfuse")
+    let _ = fs::remove_file(spec.work_dir.join(CONN_FILE)); // never a stale id
+    let nbdfuse = Command::new("sh")
+        .arg("-c")
+        .arg(SUPERVISOR_SH)
+        .arg("bascule-nbdfuse")
+        .arg(std::process::id().to_string())
+        .arg(&spec.work_dir)
+        .arg("nbdfuse")
         .arg("-P")
         .arg(&pidfile)
         .arg(&file)
@@ -651,6 +696,7 @@ fn expose_fuse_loop(spec: &ExposeSpec) -> Result<Exposed, BlockdevError> {
         block: PathBuf::new(),
         fuse: Some(Box::new(FuseSide {
             nbdfuse,
+            pid: None,
             mountpoint: mountpoint.clone(),
             conn: None,
         })),
@@ -707,6 +753,9 @@ fn wait_nbdfuse_ready(
     loop {
         if fs::metadata(pidfile).is_ok_and(|m| m.len() > 0) && fuse_conn_of(&f.mountpoint).is_some()
         {
+            f.pid = fs::read_to_string(pidfile)
+                .ok()
+                .and_then(|p| p.trim().parse().ok());
             return Ok(());
         }
         if let Ok(Some(status)) = f.nbdfuse.try_wait() {
