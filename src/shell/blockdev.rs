@@ -47,7 +47,7 @@ const POLL_MS: u64 = 10;
 /// Default deadline of one setup or teardown step (one command, or nbdfuse
 /// becoming ready): seconds on a loaded 2-vCPU machine, never forever.
 pub const STEP_TIMEOUT_MS: u64 = 15_000;
-/// After SIGTERM (or fusermount -u), how long nbdfuse gets to exit before its
+/// After fusermount -u (or an abort), how long nbdfuse gets to exit before its
 /// FUSE connection is aborted and it is killed.
 const NBDFUSE_EXIT_MS: u64 = 3_000;
 /// Where the kernel publishes FUSE connections (fusectl).
@@ -78,12 +78,22 @@ pub const LOOP_FILE: &str = "loop.dev";
 const SUPERVISOR_SH: &str = r#"d=$1 w=$2; shift 2
 "$@" &
 f=$!
-alive() { case $(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null) in ''|Z|X) return 1;; esac; }
-while alive "$d" && alive "$f"; do sleep 0.2; done
-if alive "$f" && ! alive "$d"; then
+state() { cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null; }
+alive() { case $(state "$1") in ''|Z|X) return 1;; esac; }
+abort() {
     c=$(cat "$w/fuse.conn" 2>/dev/null)
     [ -n "$c" ] && [ -e "/sys/fs/fuse/connections/$c/abort" ] && echo 1 >"/sys/fs/fuse/connections/$c/abort"
-fi
+}
+while alive "$d" && alive "$f"; do sleep 0.2; done
+if alive "$f"; then abort; fi
+# Exiting, but a thread still in the kernel after 1 s: stuck on its own
+# connection (still nbdfuse's: it holds it until its last thread is gone).
+n=0
+while [ "$(state "$f")" = Z ] && [ "$(ls "/proc/$f/task" 2>/dev/null | wc -l)" -gt 1 ]; do
+    n=$((n + 1))
+    if [ "$n" -eq 5 ]; then abort; fi
+    sleep 0.2
+done
 wait "$f""#;
 
 /// How the device reaches the kernel.
@@ -432,7 +442,7 @@ impl Exposed {
     /// Takes the device away: refuses while a file system on it is mounted
     /// (returns self with `Busy`), else removes the device link, detaches the
     /// loop device (or nbd-client -d), stops nbdfuse (fusermount3 -u, then
-    /// SIGTERM, then abort + SIGKILL) and removes its mount point.
+    /// abort, then SIGKILL: never SIGTERM) and removes its mount point.
     pub fn teardown(mut self) -> Result<(), (Exposed, BlockdevError)> {
         if let Some(mountpoint) = mounted_on(&self.block) {
             return Err((self, BlockdevError::Busy { mountpoint }));
@@ -447,9 +457,9 @@ impl Exposed {
         if let Err(error) = detached {
             return Err((self, error));
         }
-        // Records first: a clean stop must never look like a dead daemon's.
-        self.forget_records();
+        // Records last: the supervisor needs them if nbdfuse's exit sticks.
         self.stop_nbdfuse();
+        self.forget_records();
         self.done = true;
         Ok(())
     }
@@ -496,7 +506,7 @@ impl Exposed {
     }
 
     /// Stops nbdfuse and reaps it; bounded. A clean unmount first (nbdfuse
-    /// exits by itself), then SIGTERM, then abort the connection and SIGKILL.
+    /// exits by itself), then abort the connection, then SIGKILL.
     fn stop_nbdfuse(&mut self) {
         let t = self.spec.step_timeout;
         let Some(mut f) = self.fuse.take() else {
@@ -507,13 +517,14 @@ impl Exposed {
         let _ = run("fusermount3 -u", "fusermount3", &["-u", &mp], t);
         // The supervisor exits right after nbdfuse (within its 0.2 s poll).
         if wait_exit(&mut f.nbdfuse, exit).is_none() {
-            signal_nbdfuse(&f, libc::SIGTERM);
+            // No SIGTERM: nbdfuse exiting with its connection live can
+            // deadlock on that connection (seen). Abort first; it then exits.
+            if let Some(conn) = f.conn {
+                abort_fuse(conn, t);
+            }
             if wait_exit(&mut f.nbdfuse, exit).is_none() {
-                if let Some(conn) = f.conn {
-                    abort_fuse(conn, t);
-                }
                 signal_nbdfuse(&f, libc::SIGKILL);
-                let _ = wait_deadline(&mut f.nbdfuse, exit);
+                let _ = wait_exit(&mut f.nbdfuse, exit);
             }
         }
         if fuse_conn_of(&f.mountpoint).is_some() {
