@@ -32,7 +32,7 @@ use mio::{Registry, Token, Waker};
 
 use super::agents::runner::{self, OpDone, OpId, OpRequest, Runner, SpawnError};
 use super::agents::write_quoted;
-use super::blockdev::{ExposeSpec, Exposed, Job, JobResult};
+use super::blockdev::{self, ExposeSpec, Exposed, Job, JobResult};
 use super::cli::{Args, DiskCommand, DiskTarget, DiskVerb, ShellError};
 use super::config_load::Loaded;
 use super::control::{self, DiskStatus, SyncProgress};
@@ -892,7 +892,15 @@ impl ReplicationIo {
             token_base,
         )?;
         let replica = Replica::new(res.replica_config(layout), md, bitmap, now);
-        let res_name = res.name.clone();
+        let work_dir = std::path::absolute(run_dir)
+            .unwrap_or_else(|_| run_dir.to_path_buf())
+            .join(format!("blockdev-{}", res.name));
+        // A previous instance killed with the device up left its FUSE
+        // connection and loop device: they go before anything is exposed.
+        blockdev::clean_stale(
+            &work_dir,
+            StdDuration::from_millis(blockdev::STEP_TIMEOUT_MS),
+        );
         Ok(ReplicationIo {
             minor: res
                 .device
@@ -912,9 +920,7 @@ impl ReplicationIo {
             exposure: Exposure::Absent,
             expose_wanted: false,
             waker: Arc::clone(waker),
-            work_dir: std::path::absolute(run_dir)
-                .unwrap_or_else(|_| run_dir.to_path_buf())
-                .join(format!("blockdev-{}", res_name)),
+            work_dir,
             listen_retry: None,
             rx_msgs: 0,
             probe: None,
