@@ -341,6 +341,8 @@ commands:
   disk connect [--discard-my-data] RES|all   reconnect (after a split brain: resync from the peer)
   disk disconnect|invalidate|verify RES|all
   disk create-md RES|all [--force]   offline: write fresh metadata, print the usable size
+  disk role RES|all             exit 0 when Primary with the device present, 3 if not
+  (disk primary|secondary take --wait SECS: retry a refusal, wait for the device)
   version        print the version
   help           print this text
 
