@@ -676,6 +676,65 @@ fn kill_trials(lab: &Lab, tag: &str, trials: u64, fua: bool, cut: bool) -> Vec<(
     results
 }
 
+/// The guide's section 2 step 3 as an operator sees it: with `syncer { rate
+/// 16M; }` the full sync of 64 MiB takes about 4 s, `disk status` shows the
+/// progress bar, percentage, remaining KiB, ETA and speed meanwhile,
+/// `status --json` its numbers, and the configured rate is honoured.
+#[test]
+fn full_sync_progress_shows_and_rate_is_honoured() {
+    let _serial = serial();
+    let Some(lab) = disk_lab("sync_progress") else {
+        return;
+    };
+    for node in NODES {
+        let conf = lab.dir.join(node).join("etc/drbd.conf");
+        let text = std::fs::read_to_string(&conf).unwrap();
+        assert!(text.contains("rate 100M;"), "the guide's syncer rate");
+        std::fs::write(&conf, text.replace("rate 100M;", "rate 16M;")).unwrap();
+    }
+    lab.start_both();
+    wait_disk(&lab, "debian1", &[("cstate", "Connected")], CONNECT_TIMEOUT);
+    let started = Instant::now();
+    disk_ok(&lab, "debian1", &["primary", "--force", "repl"]);
+    let text = common::poll("a progress bar", SYNC_TIMEOUT, || {
+        let t = disk_ok(&lab, "debian1", &["status", "repl"]);
+        if t.contains("cs:SyncSource") && t.contains("sync'ed:") && t.contains("finish:") {
+            Ok(t)
+        } else {
+            Err(t)
+        }
+    });
+    assert!(
+        text.contains("st:Primary/Secondary ld:UpToDate/Inconsistent"),
+        "{text}"
+    );
+    assert!(
+        text.contains("] sync'ed: ") && text.contains("K\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(" speed: ") && text.contains(" (K/sec)"),
+        "{text}"
+    );
+    let j = lab.status("debian1").unwrap();
+    let d = disk_of(&j).unwrap();
+    let sync = d.get("sync").expect("sync while syncing");
+    assert_eq!(num(sync, "total_kib"), 65496, "{d}");
+    assert!(num(sync, "left_kib") <= 65496, "{d}");
+    wait_synced(&lab, "debian1", SYNC_TIMEOUT);
+    let took = started.elapsed();
+    // 64 MiB at 16 MiB/s: 4 s; not faster than the rate allows (10% slack
+    // for the token bucket's first burst).
+    assert!(
+        took >= Duration::from_millis(3600),
+        "sync took {took:?}: rate ignored"
+    );
+    let done = lab.wait_log("debian1", 0, &["disk_sync_done", "res=repl"], SYNC_TIMEOUT);
+    let kib_s: u64 = common::field(&done, "kib_s").unwrap().parse().unwrap();
+    assert!(kib_s <= 16 * 1024 * 11 / 10, "{done}");
+    assert!(kib_s >= 16 * 1024 * 8 / 10, "well below the rate: {done}");
+}
+
 /// Protocol C: 20 kills of the Primary under a stream of FUA writes; every
 /// acknowledged write is on the promoted Secondary.
 #[test]
