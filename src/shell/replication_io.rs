@@ -1178,6 +1178,12 @@ impl ReplicationIo {
             Action::HostDone { id, result } => self.nbd.complete(id, result),
             Action::Connect => self.connect(now),
             Action::Disconnect => {
+                // What the replica said before hanging up goes first: after
+                // a split brain the peer must still get our report to see it
+                // too (the Up and its report can arrive in one read, so the
+                // report may still sit in the queues here).
+                self.flush_sends();
+                self.conn.flush(now);
                 self.listen_retry = None;
                 self.conn.close();
                 self.drop_sends();
