@@ -1,5 +1,6 @@
 //! Parsers for the guide's configuration files, verbatim: `ha.cf`, `authkeys`,
-//! `haresources` (and, in a later issue, `drbd.conf`).
+//! `haresources` and `drbd.conf` (with its own error type, since `include`
+//! brings in files of any name: [`drbd::DrbdError`]).
 //!
 //! Layer: pure. Every parser takes the file's text (and its name, for messages) and
 //! returns typed settings or a [`ConfigError`] with `file:line`. Reading the files,
@@ -10,10 +11,12 @@
 
 pub mod authkeys;
 pub mod digest;
+pub mod drbd;
 pub mod hacf;
 pub mod haresources;
 
 pub use authkeys::{AuthKey, AuthKeys, AuthMethod};
+pub use drbd::{DrbdConf, ResolvedResource};
 pub use hacf::{AutoFailback, CommandLine, HaCf, LogFacility, Medium, PingNode, StopFailure};
 pub use haresources::{Group, Haresources, Resource, ResourceSpec};
 
@@ -200,6 +203,63 @@ impl Config {
         line(&mut out, "digest_authkeys", format!("{:08x}", d.authkeys));
         out
     }
+}
+
+/// Cross-checks haresources' `drbddisk` resources against drbd.conf, so that
+/// `check-config` and `run` refuse what would fail at takeover time:
+/// `drbddisk::RES` must name a drbd.conf resource that has an `on` section for
+/// `this_node` and pairs it with ha.cf's `peer_node`; `drbddisk` without a name
+/// means every resource with an `on this_node` section, and there must be one.
+/// Without a drbd.conf (`drbd` None) any `drbddisk` is an error naming
+/// `expected_path`, the file that was looked for. Errors carry the group's
+/// haresources line.
+pub fn check_drbddisk(
+    resources: &Haresources,
+    drbd: Option<&DrbdConf>,
+    this_node: &str,
+    peer_node: &str,
+    expected_path: &str,
+) -> Result<(), ConfigError> {
+    for group in &resources.groups {
+        for spec in &group.resources {
+            let Resource::DrbdDisk { resource } = &spec.typed else {
+                continue;
+            };
+            let error = |message: String| ConfigError {
+                file: FileKind::Haresources,
+                line: group.line,
+                message: format!("{}: {message}", spec.text),
+            };
+            let Some(drbd) = drbd else {
+                return Err(error(format!(
+                    "needs drbd.conf, and {expected_path} does not exist"
+                )));
+            };
+            let names: Vec<&str> = if resource == haresources::DRBD_ALL {
+                drbd.resources_on(this_node)
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect()
+            } else {
+                vec![resource.as_str()]
+            };
+            if names.is_empty() {
+                return Err(error(format!(
+                    "drbd.conf has no resource with an `on {this_node}` section"
+                )));
+            }
+            for name in names {
+                let resolved = drbd.resource_for(name, this_node).map_err(&error)?;
+                if !resolved.peer_host.eq_ignore_ascii_case(peer_node) {
+                    return Err(error(format!(
+                        "drbd.conf's resource '{name}' pairs {} with {}, but ha.cf's peer is {peer_node}",
+                        resolved.host, resolved.peer_host
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Appends one `key value` line.
@@ -480,6 +540,88 @@ mod tests {
             message: "m".into(),
         };
         assert_eq!(w.to_string(), "haresources:4: m");
+    }
+
+    // ==== Tests for check_drbddisk ====
+
+    const GUIDE_DRBD: &str = include_str!("../../tests/fixtures/drbd/guide.conf");
+
+    fn drbd(text: &str) -> DrbdConf {
+        DrbdConf::parse("drbd.conf", text, &mut Vec::new()).expect("drbd.conf")
+    }
+
+    fn groups(text: &str) -> Haresources {
+        let nodes = ["debian1".to_string(), "debian2".to_string()];
+        haresources::parse(text, &nodes, &mut Vec::new()).expect("haresources")
+    }
+
+    #[test]
+    fn drbddisk_names_a_drbd_conf_resource() {
+        let conf = drbd(GUIDE_DRBD);
+        let ok = |text: &str, node: &str, peer: &str| {
+            check_drbddisk(
+                &groups(text),
+                Some(&conf),
+                node,
+                peer,
+                "/etc/bascule/drbd.conf",
+            )
+        };
+        assert_eq!(ok(HARESOURCES, "debian1", "debian2"), Ok(()));
+        assert_eq!(ok(HARESOURCES, "debian2", "debian1"), Ok(()));
+        assert_eq!(
+            ok("debian1 drbddisk apache\n", "debian2", "debian1"),
+            Ok(())
+        );
+        assert_eq!(ok("debian1 apache\n", "debian3", "debian1"), Ok(()));
+        let e = ok(
+            "debian1 apache\ndebian2 drbddisk::rep\n",
+            "debian1",
+            "debian2",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "haresources:2: drbddisk::rep: drbd.conf has no resource 'rep'; did you mean 'repl'? (resources: repl)"
+        );
+        let e = ok(HARESOURCES, "debian3", "debian1").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "haresources:1: drbddisk::repl: drbd.conf:1: resource 'repl' has no `on debian3` section (hosts: debian1, debian2)"
+        );
+        let e = ok("debian1 drbddisk\n", "debian3", "debian1").unwrap_err();
+        assert!(
+            e.message
+                .contains("no resource with an `on debian3` section"),
+            "{e}"
+        );
+        let e = ok(HARESOURCES, "debian1", "debian9").unwrap_err();
+        assert!(
+            e.message
+                .contains("pairs debian1 with debian2, but ha.cf's peer is debian9"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn drbddisk_without_drbd_conf_names_the_expected_file() {
+        let e = check_drbddisk(
+            &groups(HARESOURCES),
+            None,
+            "debian1",
+            "debian2",
+            "/etc/bascule/drbd.conf",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "haresources:1: drbddisk::repl: needs drbd.conf, and /etc/bascule/drbd.conf does not exist"
+        );
+        let none = groups("debian1 apache\n");
+        assert_eq!(
+            check_drbddisk(&none, None, "debian1", "debian2", "x"),
+            Ok(())
+        );
     }
 
     // ==== Tests for render_effective ====
