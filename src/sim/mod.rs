@@ -32,6 +32,7 @@
 
 pub mod check;
 pub mod fault;
+pub mod repl;
 
 use std::collections::VecDeque;
 use std::fmt;
