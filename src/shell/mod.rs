@@ -21,6 +21,7 @@ pub mod link;
 pub mod log;
 pub mod ping;
 pub mod realtime;
+pub mod repl_conn;
 pub mod serial;
 pub mod state;
 pub mod takeover_io;

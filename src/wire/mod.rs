@@ -20,6 +20,7 @@ pub mod frame;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod mac;
+pub mod repl;
 pub mod stream;
 
 pub use codec::{decode, decode_datagram, encode};
