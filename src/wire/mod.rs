@@ -20,6 +20,7 @@ pub mod frame;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod mac;
+pub mod nbd;
 pub mod repl;
 pub mod stream;
 

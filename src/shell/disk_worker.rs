@@ -1,0 +1,848 @@
+//! Runs the replica's disk requests on worker threads, so the loop never blocks.
+//!
+//! Layer: shell. The loop calls [`DiskWorker::submit`] with a
+//! [`DiskId`] and a [`DiskIo`]; one of N threads runs it with
+//! `pread`/`pwrite` (any alignment), `fdatasync` for Flush and FUA,
+//! `fallocate(PUNCH_HOLE|KEEP_SIZE)` for Discard and
+//! `fallocate(ZERO_RANGE|KEEP_SIZE)` for WriteZeroes (each falling back to writing
+//! zeroes where the file system or device refuses), and pushes `(id, result)` to
+//! a completion queue. The loop is woken through a `mio::Waker`, once per batch:
+//! a worker wakes only when the queue's `wake_pending` flag was clear, and
+//! [`DiskWorker::drain`] clears it before taking the queue, so a completion is
+//! never stranded and a burst of completions costs one wake.
+//!
+//! Data and metadata: [`DiskTarget::Data`] offsets go to the data fd from 0 and
+//! must stay below `data_bytes` (so a stray data write can never clobber internal
+//! metadata); [`DiskTarget::Meta`] offsets go to the metadata fd plus
+//! `meta_base` (the same file for `meta-disk internal`).
+//!
+//! Requests run concurrently and may complete in any order: ordering conflicting
+//! writes is the engine's job (as DRBD's), not the worker's. A Flush syncs what
+//! completed before it was submitted.
+//!
+//! Error injection (tests, the disk-error lab): [`Faults`] makes chosen ops fail
+//! with EIO. Set it in-process with [`DiskWorker::faults`], or point the
+//! environment variable `BASCULE_FAIL_DISK` at a file (re-read when its
+//! modification time or length changes, checked at most every 50 ms) with one
+//! rule a line:
+//!
+//! ```text
+//!   # comment
+//!   data START END     fail reads/writes/discards/zeroes of data touching [START, END)
+//!   meta START END     the same for the metadata area
+//!   after N            every op after the first N (counted from when the rule is read) fails
+//!   all                every op fails, flushes included
+//! ```
+//!
+//! A missing file means no faults; a malformed line is ignored and logged.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration as StdDuration, Instant as StdInstant, SystemTime};
+
+use mio::Waker;
+
+use crate::core::replication::{DiskId, DiskIo, DiskTarget, IoError, IoResult};
+
+/// Environment variable naming a fault-rule file (see the module doc).
+pub const FAIL_DISK_ENV: &str = "BASCULE_FAIL_DISK";
+/// Largest chunk written per call when zeroes are written by hand.
+const ZERO_CHUNK: usize = 1 << 20;
+/// How often the fault file's modification time is checked.
+const FAULT_FILE_CHECK: StdDuration = StdDuration::from_millis(50);
+
+/// Where the backing store is.
+pub struct DiskFiles {
+    /// The data file or device (offset 0 = first byte of replicated data).
+    pub data: File,
+    /// Data bytes addressable (the usable size; internal metadata lies beyond).
+    pub data_bytes: u64,
+    /// The metadata file (a clone of `data` for internal metadata) and the
+    /// offset of the metadata area in it. None: Meta requests fail with EINVAL.
+    pub meta: Option<(File, u64)>,
+}
+
+/// Which operations fail (error injection).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FaultRules {
+    pub data_ranges: Vec<(u64, u64)>,
+    pub meta_ranges: Vec<(u64, u64)>,
+    /// Every op after this many (counted from when the rules were set) fails.
+    pub fail_after: Option<u64>,
+    pub all: bool,
+}
+
+impl FaultRules {
+    /// Parses the rule file format of the module doc. Bad lines are returned
+    /// as `(line number, text)` and otherwise ignored.
+    pub fn parse(text: &str) -> (FaultRules, Vec<(usize, String)>) {
+        let mut rules = FaultRules::default();
+        let mut bad = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let num = |s: &str| s.parse::<u64>().ok();
+            let ok = match words.as_slice() {
+                [] => true,
+                ["all"] => {
+                    rules.all = true;
+                    true
+                }
+                ["after", n] => num(n).map(|n| rules.fail_after = Some(n)).is_some(),
+                [which @ ("data" | "meta"), a, b] => match (num(a), num(b)) {
+                    (Some(a), Some(b)) if a < b => {
+                        let list = if *which == "data" {
+                            &mut rules.data_ranges
+                        } else {
+                            &mut rules.meta_ranges
+                        };
+                        list.push((a, b));
+                        true
+                    }
+                    _ => false,
+                },
+                _ => false,
+            };
+            if !ok {
+                bad.push((i + 1, line.to_string()));
+            }
+        }
+        (rules, bad)
+    }
+
+    fn hits(&self, target: DiskTarget, offset: u64, len: u64) -> bool {
+        let ranges = match target {
+            DiskTarget::Data => &self.data_ranges,
+            DiskTarget::Meta => &self.meta_ranges,
+        };
+        let end = offset.saturating_add(len.max(1));
+        ranges.iter().any(|&(a, b)| offset < b && a < end)
+    }
+}
+
+/// What identifies a version of the fault file: (mtime, length), None if absent.
+type FileStamp = Option<(SystemTime, u64)>;
+
+/// Error injection state shared by the workers.
+#[derive(Debug, Default)]
+pub struct Faults {
+    rules: Mutex<FaultRules>,
+    /// Ops counted since the rules were set (for `after N`).
+    ops: AtomicU64,
+    /// Fast path: false while no rule is set.
+    active: AtomicBool,
+    /// The fault file and when it was last looked at ((mtime, length), check time): a change of either reloads it.
+    file: Option<PathBuf>,
+    file_state: Mutex<(FileStamp, Option<StdInstant>)>,
+}
+
+impl Faults {
+    /// Faults from `BASCULE_FAIL_DISK` if set, else none.
+    pub fn from_env() -> Faults {
+        match std::env::var_os(FAIL_DISK_ENV) {
+            Some(path) => Faults::from_file(PathBuf::from(path)),
+            None => Faults::default(),
+        }
+    }
+
+    /// Faults from a rule file (which may not exist yet).
+    pub fn from_file(path: PathBuf) -> Faults {
+        Faults {
+            file: Some(path),
+            active: AtomicBool::new(true),
+            ..Faults::default()
+        }
+    }
+
+    /// Replaces the rules (and restarts the `after N` count).
+    pub fn set(&self, rules: FaultRules) {
+        let any = rules != FaultRules::default() || self.file.is_some();
+        *self.rules.lock().unwrap() = rules;
+        self.ops.store(0, Ordering::SeqCst);
+        self.active.store(any, Ordering::SeqCst);
+    }
+
+    /// Re-reads the rule file if it changed.
+    fn refresh(&self) {
+        let Some(path) = &self.file else { return };
+        let mut st = self.file_state.lock().unwrap();
+        let now = StdInstant::now();
+        if st
+            .1
+            .is_some_and(|t| now.duration_since(t) < FAULT_FILE_CHECK)
+        {
+            return;
+        }
+        st.1 = Some(now);
+        let stamp = std::fs::metadata(path)
+            .and_then(|m| Ok((m.modified()?, m.len())))
+            .ok();
+        if stamp == st.0 {
+            return;
+        }
+        st.0 = stamp;
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let (rules, bad) = FaultRules::parse(&text);
+        for (line, text) in bad {
+            log::debug!(
+                "disk_fault_rule_bad file={}:{line} text={text:?}",
+                path.display()
+            );
+        }
+        *self.rules.lock().unwrap() = rules;
+        self.ops.store(0, Ordering::SeqCst);
+    }
+
+    /// True when this op must fail. `range`: None for a flush.
+    fn should_fail(&self, range: Option<(DiskTarget, u64, u64)>) -> bool {
+        if !self.active.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.refresh();
+        let rules = self.rules.lock().unwrap();
+        let count = self.ops.fetch_add(1, Ordering::SeqCst);
+        if rules.all || rules.fail_after.is_some_and(|n| count >= n) {
+            return true;
+        }
+        range.is_some_and(|(t, o, l)| rules.hits(t, o, l))
+    }
+}
+
+/// The queues shared between the loop and the workers.
+struct Shared {
+    jobs: Mutex<Jobs>,
+    job_ready: Condvar,
+    done: Mutex<Vec<(DiskId, IoResult)>>,
+    wake_pending: AtomicBool,
+    waker: Arc<Waker>,
+    files: DiskFiles,
+    faults: Arc<Faults>,
+}
+
+struct Jobs {
+    queue: VecDeque<(DiskId, DiskIo)>,
+    stop: bool,
+}
+
+/// N threads running disk requests; completions come back through [`drain`].
+///
+/// [`drain`]: DiskWorker::drain
+pub struct DiskWorker {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl DiskWorker {
+    /// Starts `threads` workers (at least one) on `files`; `waker` is the loop's
+    /// waker. mio allows only one `Waker` per `Poll`, so it may be shared with
+    /// other wakers of the loop: call [`DiskWorker::drain`] on every wake of
+    /// that token (an empty drain is cheap). Faults come from `BASCULE_FAIL_DISK`.
+    pub fn new(files: DiskFiles, threads: usize, waker: Arc<Waker>) -> std::io::Result<DiskWorker> {
+        let shared = Arc::new(Shared {
+            jobs: Mutex::new(Jobs {
+                queue: VecDeque::new(),
+                stop: false,
+            }),
+            job_ready: Condvar::new(),
+            done: Mutex::new(Vec::new()),
+            wake_pending: AtomicBool::new(false),
+            waker,
+            files,
+            faults: Arc::new(Faults::from_env()),
+        });
+        let mut handles = Vec::new();
+        for i in 0..threads.max(1) {
+            let s = Arc::clone(&shared);
+            let h = std::thread::Builder::new()
+                .name(format!("disk-{i}"))
+                .spawn(move || worker(&s));
+            match h {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    let w = DiskWorker {
+                        shared,
+                        threads: handles,
+                    };
+                    drop(w);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(DiskWorker {
+            shared,
+            threads: handles,
+        })
+    }
+
+    /// The error-injection hook.
+    pub fn faults(&self) -> Arc<Faults> {
+        Arc::clone(&self.shared.faults)
+    }
+
+    /// Queues one request (never blocks on the disk).
+    pub fn submit(&self, id: DiskId, io: DiskIo) {
+        self.shared.jobs.lock().unwrap().queue.push_back((id, io));
+        self.shared.job_ready.notify_one();
+    }
+
+    /// Queues several requests with one lock and wakes as many workers.
+    pub fn submit_batch(&self, batch: impl IntoIterator<Item = (DiskId, DiskIo)>) {
+        let mut jobs = self.shared.jobs.lock().unwrap();
+        let before = jobs.queue.len();
+        jobs.queue.extend(batch);
+        let added = jobs.queue.len() - before;
+        drop(jobs);
+        for _ in 0..added.min(self.threads.len()) {
+            self.shared.job_ready.notify_one();
+        }
+    }
+
+    /// Moves every completion so far into `out` (call when the waker fires).
+    pub fn drain(&self, out: &mut Vec<(DiskId, IoResult)>) {
+        self.shared.wake_pending.store(false, Ordering::SeqCst);
+        let mut done = self.shared.done.lock().unwrap();
+        if out.is_empty() {
+            std::mem::swap(out, &mut *done);
+        } else {
+            out.append(&mut done);
+        }
+    }
+}
+
+impl Drop for DiskWorker {
+    /// Stops the workers after the requests already queued and joins them.
+    fn drop(&mut self) {
+        self.shared.jobs.lock().unwrap().stop = true;
+        self.shared.job_ready.notify_all();
+        for h in self.threads.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+fn worker(s: &Shared) {
+    loop {
+        let job = {
+            let mut jobs = s.jobs.lock().unwrap();
+            loop {
+                if let Some(job) = jobs.queue.pop_front() {
+                    break Some(job);
+                }
+                if jobs.stop {
+                    break None;
+                }
+                jobs = s.job_ready.wait(jobs).unwrap();
+            }
+        };
+        let Some((id, io)) = job else { return };
+        let result = run(&s.files, &s.faults, io);
+        s.done.lock().unwrap().push((id, result));
+        if !s.wake_pending.swap(true, Ordering::SeqCst) {
+            if let Err(e) = s.waker.wake() {
+                log::debug!("disk_wake_failed error={e}");
+            }
+        }
+    }
+}
+
+/// Runs one request on the calling thread.
+pub fn run(files: &DiskFiles, faults: &Faults, io: DiskIo) -> IoResult {
+    let range = match &io {
+        DiskIo::Read {
+            target,
+            offset,
+            len,
+        } => Some((*target, *offset, *len as u64)),
+        DiskIo::Write {
+            target,
+            offset,
+            data,
+            ..
+        } => Some((*target, *offset, data.len() as u64)),
+        DiskIo::Discard { offset, len, .. } | DiskIo::WriteZeroes { offset, len, .. } => {
+            Some((DiskTarget::Data, *offset, *len as u64))
+        }
+        DiskIo::Flush => None,
+    };
+    if faults.should_fail(range) {
+        return Err(IoError::Io);
+    }
+    if let Some((target, offset, len)) = range {
+        if target == DiskTarget::Data
+            && offset
+                .checked_add(len)
+                .map_or(true, |end| end > files.data_bytes)
+        {
+            return Err(IoError::Invalid);
+        }
+    }
+    match io {
+        DiskIo::Read {
+            target,
+            offset,
+            len,
+        } => {
+            let (file, base) = locate(files, target)?;
+            let buf = read_full(file, len as usize, base + offset).map_err(map_err)?;
+            Ok(Some(Arc::new(buf)))
+        }
+        DiskIo::Write {
+            target,
+            offset,
+            data,
+            fua,
+        } => {
+            let (file, base) = locate(files, target)?;
+            file.write_all_at(&data, base + offset).map_err(map_err)?;
+            sync_if(file, fua)
+        }
+        DiskIo::Flush => {
+            files.data.sync_data().map_err(map_err)?;
+            if let Some((meta, _)) = &files.meta {
+                meta.sync_data().map_err(map_err)?;
+            }
+            Ok(None)
+        }
+        DiskIo::Discard { offset, len, fua } => {
+            zero_range(&files.data, offset, len as u64, libc::FALLOC_FL_PUNCH_HOLE)?;
+            sync_if(&files.data, fua)
+        }
+        DiskIo::WriteZeroes { offset, len, fua } => {
+            zero_range(&files.data, offset, len as u64, libc::FALLOC_FL_ZERO_RANGE)?;
+            sync_if(&files.data, fua)
+        }
+    }
+}
+
+fn locate(files: &DiskFiles, target: DiskTarget) -> Result<(&File, u64), IoError> {
+    match target {
+        DiskTarget::Data => Ok((&files.data, 0)),
+        DiskTarget::Meta => files
+            .meta
+            .as_ref()
+            .map(|(f, b)| (f, *b))
+            .ok_or(IoError::Invalid),
+    }
+}
+
+/// pread of `len` bytes into a fresh buffer, never zero-filled first (a
+/// memset of up to 1 MiB per read costs as much as the copy). Bytes past the
+/// end of a short file read as zeroes, as from a sparse file of full size.
+fn read_full(file: &File, len: usize, offset: u64) -> std::io::Result<Vec<u8>> {
+    let mut buf: Vec<u8> = Vec::with_capacity(len);
+    while buf.len() < len {
+        let at = buf.len();
+        let spare = &mut buf.spare_capacity_mut()[..len - at];
+        // SAFETY: pread writes at most spare.len() bytes into memory the Vec
+        // owns; the length is raised only by what the kernel reports written.
+        let n = unsafe {
+            libc::pread(
+                file.as_raw_fd(),
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                (offset + at as u64) as libc::off_t,
+            )
+        };
+        match n {
+            0 => break,
+            // SAFETY: n bytes at the end of the initialised part were just written.
+            n if n > 0 => unsafe { buf.set_len(at + n as usize) },
+            _ => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    buf.resize(len, 0);
+    Ok(buf)
+}
+
+fn sync_if(file: &File, fua: bool) -> IoResult {
+    if fua {
+        file.sync_data().map_err(map_err)?;
+    }
+    Ok(None)
+}
+
+/// fallocate with `mode | KEEP_SIZE`; where that is unsupported, writes zeroes.
+fn zero_range(file: &File, offset: u64, len: u64, mode: libc::c_int) -> Result<(), IoError> {
+    if len == 0 {
+        return Ok(());
+    }
+    let rc = unsafe {
+        // SAFETY: fallocate on an fd we own, with plain integer arguments.
+        libc::fallocate(
+            file.as_raw_fd(),
+            mode | libc::FALLOC_FL_KEEP_SIZE,
+            offset as i64,
+            len as i64,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) | Some(libc::EINVAL) | Some(libc::ENODEV) => {}
+        _ => return Err(map_err(e)),
+    }
+    static ZEROES: [u8; ZERO_CHUNK] = [0; ZERO_CHUNK];
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(ZERO_CHUNK as u64) as usize;
+        file.write_all_at(&ZEROES[..n], offset + done)
+            .map_err(map_err)?;
+        done += n as u64;
+    }
+    Ok(())
+}
+
+/// errno to the replication's error vocabulary (NBD maps EDQUOT/EFBIG to ENOSPC).
+pub fn map_err(e: std::io::Error) -> IoError {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG) => IoError::NoSpace,
+        Some(libc::EROFS) | Some(libc::EPERM) | Some(libc::EACCES) => IoError::ReadOnly,
+        Some(libc::EINVAL) => IoError::Invalid,
+        _ => IoError::Io,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mio::{Events, Poll, Token};
+
+    /// A temp directory removed on drop (also when a test panics).
+    struct Dir(PathBuf);
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    impl std::ops::Deref for Dir {
+        type Target = std::path::Path;
+        fn deref(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+
+    fn temp_file(name: &str, len: u64) -> (Dir, File) {
+        let dir = std::env::temp_dir().join(format!("bascule-dw-{}-{name}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("disk");
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        f.set_len(len).unwrap();
+        (Dir(dir), f)
+    }
+
+    /// Submits `ios` and waits (bounded) until all complete; results by id.
+    fn run_all(w: &DiskWorker, poll: &mut Poll, ios: Vec<DiskIo>) -> Vec<IoResult> {
+        let n = ios.len();
+        w.submit_batch(
+            ios.into_iter()
+                .enumerate()
+                .map(|(i, io)| (DiskId(i as u64), io)),
+        );
+        let mut got: Vec<Option<IoResult>> = vec![None; n];
+        let mut events = Events::with_capacity(8);
+        let deadline = StdInstant::now() + StdDuration::from_secs(10);
+        let mut done = Vec::new();
+        while got.iter().any(Option::is_none) {
+            assert!(
+                StdInstant::now() < deadline,
+                "disk worker did not complete in 10 s"
+            );
+            poll.poll(&mut events, Some(StdDuration::from_millis(100)))
+                .unwrap();
+            w.drain(&mut done);
+            for (id, r) in done.drain(..) {
+                got[id.0 as usize] = Some(r);
+            }
+        }
+        got.into_iter().map(Option::unwrap).collect()
+    }
+
+    fn worker_on(name: &str, len: u64) -> (Dir, DiskWorker, Poll) {
+        let (dir, f) = temp_file(name, len);
+        let poll = Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), Token(7)).unwrap());
+        let meta = f.try_clone().unwrap();
+        let files = DiskFiles {
+            data: f,
+            data_bytes: len - 4096,
+            meta: Some((meta, len - 4096)),
+        };
+        (dir, DiskWorker::new(files, 3, waker).unwrap(), poll)
+    }
+
+    #[test]
+    fn write_read_discard_zeroes_flush_meta() {
+        let (dir, w, mut poll) = worker_on("basic", 1 << 20);
+        let data = Arc::new(
+            (0..10_000u32)
+                .map(|i| (i % 251) as u8 + 1)
+                .collect::<Vec<u8>>(),
+        );
+        let r = run_all(
+            &w,
+            &mut poll,
+            vec![
+                DiskIo::Write {
+                    target: DiskTarget::Data,
+                    offset: 3,
+                    data: data.clone(),
+                    fua: true,
+                },
+                DiskIo::Write {
+                    target: DiskTarget::Meta,
+                    offset: 10,
+                    data: Arc::new(b"meta".to_vec()),
+                    fua: false,
+                },
+            ],
+        );
+        assert_eq!(r, vec![Ok(None), Ok(None)]);
+        let r = run_all(
+            &w,
+            &mut poll,
+            vec![
+                DiskIo::Read {
+                    target: DiskTarget::Data,
+                    offset: 3,
+                    len: 10_000,
+                },
+                DiskIo::Read {
+                    target: DiskTarget::Meta,
+                    offset: 10,
+                    len: 4,
+                },
+                DiskIo::Flush,
+            ],
+        );
+        assert_eq!(r[0], Ok(Some(data.clone())));
+        assert_eq!(
+            r[1],
+            Ok(Some(Arc::new(b"meta".to_vec()))),
+            "meta is at base + offset"
+        );
+        assert_eq!(r[2], Ok(None));
+        let raw = std::fs::read(dir.join("disk")).unwrap();
+        assert_eq!(&raw[(1 << 20) - 4086..(1 << 20) - 4082], b"meta");
+        let r = run_all(
+            &w,
+            &mut poll,
+            vec![
+                DiskIo::Discard {
+                    offset: 4096,
+                    len: 4096,
+                    fua: false,
+                },
+                DiskIo::WriteZeroes {
+                    offset: 100,
+                    len: 50,
+                    fua: true,
+                },
+            ],
+        );
+        assert_eq!(r, vec![Ok(None), Ok(None)]);
+        let r = run_all(
+            &w,
+            &mut poll,
+            vec![DiskIo::Read {
+                target: DiskTarget::Data,
+                offset: 3,
+                len: 10_000,
+            }],
+        );
+        let mut want = data.to_vec();
+        want[97..147].fill(0);
+        want[4093..8189].fill(0);
+        assert_eq!(r[0], Ok(Some(Arc::new(want))));
+        // Past the data area: refused, the metadata is safe.
+        let r = run_all(
+            &w,
+            &mut poll,
+            vec![DiskIo::Write {
+                target: DiskTarget::Data,
+                offset: (1 << 20) - 4097,
+                data: Arc::new(vec![1, 2]),
+                fua: false,
+            }],
+        );
+        assert_eq!(r, vec![Err(IoError::Invalid)]);
+        drop(w);
+    }
+
+    #[test]
+    fn injected_faults() {
+        let (_dir, w, mut poll) = worker_on("faults", 1 << 20);
+        let (rules, bad) = FaultRules::parse("# test\ndata 8192 12288\nbogus\nmeta 0 1\n");
+        assert_eq!(bad, vec![(3, "bogus".to_string())]);
+        w.faults().set(rules);
+        let rd = |offset, len| DiskIo::Read {
+            target: DiskTarget::Data,
+            offset,
+            len,
+        };
+        let r = run_all(
+            &w,
+            &mut poll,
+            vec![
+                rd(0, 8192),
+                rd(8191, 2),
+                rd(12288, 10),
+                DiskIo::Discard {
+                    offset: 12000,
+                    len: 1000,
+                    fua: false,
+                },
+                DiskIo::Read {
+                    target: DiskTarget::Meta,
+                    offset: 0,
+                    len: 1,
+                },
+                DiskIo::Flush,
+            ],
+        );
+        let ok = |r: &IoResult| r.is_ok();
+        assert_eq!(
+            r.iter().map(ok).collect::<Vec<_>>(),
+            vec![true, false, true, false, false, true]
+        );
+        assert_eq!(r[1], Err(IoError::Io));
+        w.faults().set(FaultRules::parse("after 2").0);
+        let r = run_all(&w, &mut poll, vec![DiskIo::Flush]);
+        let r2 = run_all(&w, &mut poll, vec![DiskIo::Flush]);
+        let r3 = run_all(&w, &mut poll, vec![DiskIo::Flush, rd(0, 1)]);
+        assert_eq!((r, r2), (vec![Ok(None)], vec![Ok(None)]));
+        assert_eq!(r3, vec![Err(IoError::Io), Err(IoError::Io)]);
+        w.faults().set(FaultRules::default());
+        assert_eq!(
+            run_all(&w, &mut poll, vec![rd(0, 1)]),
+            vec![Ok(Some(Arc::new(vec![0])))]
+        );
+        drop(w);
+    }
+
+    /// A file shorter than the data area reads as zeroes past its end.
+    #[test]
+    fn short_file_reads_zeroes_past_its_end() {
+        let (_dir, f) = temp_file("short", 1000);
+        f.write_all_at(&[7u8; 1000], 0).unwrap();
+        let files = DiskFiles {
+            data: f,
+            data_bytes: 8192,
+            meta: None,
+        };
+        let faults = Faults::default();
+        let r = run(
+            &files,
+            &faults,
+            DiskIo::Read {
+                target: DiskTarget::Data,
+                offset: 500,
+                len: 7000,
+            },
+        );
+        let mut want = vec![7u8; 500];
+        want.resize(7000, 0);
+        assert_eq!(r, Ok(Some(Arc::new(want))));
+        let meta = run(
+            &files,
+            &faults,
+            DiskIo::Read {
+                target: DiskTarget::Meta,
+                offset: 0,
+                len: 1,
+            },
+        );
+        assert_eq!(meta, Err(IoError::Invalid), "no metadata file configured");
+    }
+
+    /// The rule file is picked up when it appears or changes, and dropped
+    /// when it goes away.
+    #[test]
+    fn fault_file_is_reread() {
+        let (dir, f) = temp_file("ffile", 8192);
+        let files = DiskFiles {
+            data: f,
+            data_bytes: 8192,
+            meta: None,
+        };
+        let rules = dir.join("faults");
+        let faults = Faults::from_file(rules.clone());
+        let rd = || {
+            run(
+                &files,
+                &faults,
+                DiskIo::Read {
+                    target: DiskTarget::Data,
+                    offset: 4096,
+                    len: 10,
+                },
+            )
+        };
+        let settle = || std::thread::sleep(FAULT_FILE_CHECK + StdDuration::from_millis(20));
+        assert!(rd().is_ok(), "no file: no faults");
+        std::fs::write(&rules, "data 4000 4100\n").unwrap();
+        settle();
+        assert_eq!(rd(), Err(IoError::Io));
+        std::fs::write(&rules, "data 0 10 # elsewhere now, and a longer file\n").unwrap();
+        settle();
+        assert!(rd().is_ok());
+        std::fs::write(&rules, "all\n").unwrap();
+        settle();
+        assert_eq!(run(&files, &faults, DiskIo::Flush), Err(IoError::Io));
+        std::fs::remove_file(&rules).unwrap();
+        settle();
+        assert!(rd().is_ok());
+    }
+
+    /// A burst of completions wakes the loop far fewer times than it completes.
+    #[test]
+    fn wakes_are_coalesced() {
+        let (_dir, w, mut poll) = worker_on("wakes", 1 << 20);
+        let n = 2000;
+        w.submit_batch((0..n).map(|i| {
+            (
+                DiskId(i),
+                DiskIo::Read {
+                    target: DiskTarget::Data,
+                    offset: i,
+                    len: 1,
+                },
+            )
+        }));
+        let mut events = Events::with_capacity(8);
+        let mut wakes = 0;
+        let mut done = Vec::new();
+        let deadline = StdInstant::now() + StdDuration::from_secs(10);
+        // Let the workers finish before draining: all completions, few wakes.
+        std::thread::sleep(StdDuration::from_millis(200));
+        while done.len() < n as usize {
+            assert!(StdInstant::now() < deadline);
+            poll.poll(&mut events, Some(StdDuration::from_millis(100)))
+                .unwrap();
+            wakes += events.iter().count();
+            w.drain(&mut done);
+        }
+        assert!(wakes < 10, "{wakes} wakes for {n} completions");
+        drop(w);
+    }
+}
