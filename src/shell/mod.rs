@@ -12,6 +12,7 @@
 //! `realtime` (mlockall, SCHED_RR).
 
 pub mod agents;
+pub mod blockdev;
 pub mod alloc_count;
 pub mod cli;
 pub mod config_load;
