@@ -49,6 +49,8 @@ use crate::time::{Duration, Instant};
 pub const RS_MAX_IN_FLIGHT: usize = 32;
 /// Largest resync request: 128 KiB (32 blocks).
 pub const RS_CHUNK_BYTES: u64 = 128 << 10;
+/// Resync progress (SyncTarget) is made durable every this many bytes.
+pub const RS_PERSIST_BYTES: u64 = 64 << 20;
 /// Replicated writes per epoch before the Primary closes it with a barrier
 /// (bounds the transfer log and what a peer crash can cost).
 pub const EPOCH_WRITES_MAX: usize = 64;
@@ -281,7 +283,10 @@ struct HostReq {
 enum Op {
     /// Superblock, bitmap page or activity-log record (FUA).
     Meta {
-        seq: u64,
+        /// The metadata seqs this write carries (later writes to the same
+        /// place coalesced into it).
+        seqs: Vec<u64>,
+        offset: u64,
     },
     HostWrite {
         host: HostId,
@@ -326,8 +331,13 @@ enum Op {
     PeerRead {
         id: u64,
     },
-    /// Flush before cleared bitmap bits are persisted.
-    SyncFlush,
+    /// Flush before cleared bitmap bits are persisted; carries the bitmap
+    /// as it was when the flush was issued (what the flush covers) and
+    /// whether the data may then be marked consistent.
+    SyncFlush {
+        bitmap: Box<Bitmap>,
+        consistent: bool,
+    },
 }
 
 /// Work that needs the range lock before it may issue its disk op.
@@ -373,6 +383,8 @@ struct Resync {
     /// The target reported UpToDate / the source finished: waiting for the
     /// flush before the bitmap is persisted.
     bytes_done: u64,
+    /// `bytes_done` when progress was last persisted.
+    persisted_bytes: u64,
 }
 
 /// Online verify progress (VerifyS side drives it).
@@ -463,6 +475,15 @@ pub struct Replica {
     verify: Option<Verify>,
     /// Bitmap pages to persist once the data flush (`SyncFlush`) is done.
     sync_flush_pending: bool,
+    /// Another progress write was asked for while one was pending.
+    sync_flush_again: bool,
+    /// The resync finished: the data becomes consistent on disk once the
+    /// flush covering its last writes is done.
+    consistent_after_flush: bool,
+    /// Metadata places with a write in flight, and the newest content to
+    /// write there next: two writes to one place are never in flight
+    /// together (the disk may reorder them and leave the older).
+    meta_busy: BTreeMap<u64, Option<(Payload, Vec<u64>)>>,
     sync_total_bytes: u64,
     sync_rate: u64,
     ns: u64,
@@ -543,6 +564,9 @@ impl Replica {
             sync: None,
             verify: None,
             sync_flush_pending: false,
+            sync_flush_again: false,
+            consistent_after_flush: false,
+            meta_busy: BTreeMap::new(),
             sync_total_bytes: 0,
             sync_rate: 0,
             ns: 0,
@@ -681,16 +705,28 @@ impl Replica {
             self.meta_inflight.remove(&seq);
             return seq;
         }
-        self.disk(
-            DiskIo::Write {
-                target: DiskTarget::Meta,
-                offset,
-                data,
-                fua: true,
-            },
-            Op::Meta { seq },
-        );
+        match self.meta_busy.get_mut(&offset) {
+            Some(Some((next, seqs))) => {
+                *next = data;
+                seqs.push(seq);
+            }
+            Some(slot @ None) => *slot = Some((data, vec![seq])),
+            None => {
+                self.meta_busy.insert(offset, None);
+                self.issue_meta(offset, data, vec![seq]);
+            }
+        }
         seq
+    }
+
+    fn issue_meta(&mut self, offset: u64, data: Payload, seqs: Vec<u64>) {
+        let io = DiskIo::Write {
+            target: DiskTarget::Meta,
+            offset,
+            data,
+            fua: true,
+        };
+        self.disk(io, Op::Meta { seqs, offset });
     }
 
     /// Writes the superblock (every uuid/flag change goes through here).
@@ -1287,6 +1323,7 @@ impl Replica {
         self.set_dstate(DiskState::Diskless);
         // Writes waiting for the lock can no longer go to this disk.
         self.meta_inflight.clear();
+        self.meta_busy.clear();
         if self.sync.take().is_some() {
             // Nothing to sync to or from any more; the peer learns it from
             // our State (Diskless) and ends its side too.
@@ -1304,13 +1341,25 @@ impl Replica {
             return;
         };
         match op {
-            Op::Meta { seq } => {
+            Op::Meta { seqs, offset } => {
                 if result.is_err() {
-                    self.local_error("meta-write", 0);
+                    self.local_error("meta-write", offset);
                 }
-                self.meta_inflight.remove(&seq);
-                if let Some(record) = self.al_meta.remove(&seq) {
-                    self.al.written(record);
+                for seq in seqs {
+                    self.meta_inflight.remove(&seq);
+                    if let Some(record) = self.al_meta.remove(&seq) {
+                        self.al.written(record);
+                    }
+                }
+                if let Some(Some((data, seqs))) = self.meta_busy.remove(&offset) {
+                    if self.has_disk() {
+                        self.meta_busy.insert(offset, None);
+                        self.issue_meta(offset, data, seqs);
+                    } else {
+                        seqs.iter().for_each(|s| {
+                            self.meta_inflight.remove(s);
+                        });
+                    }
                 }
                 self.pump_start_wait();
                 self.try_complete_all();
@@ -1367,11 +1416,21 @@ impl Replica {
                 } else {
                     self.local_error("resync-write", range.0);
                 }
+                let mut persist = false;
                 if let Some(s) = self.sync.as_mut().filter(|s| !s.source) {
                     s.inflight.remove(&range.0);
                     if ok {
                         s.bytes_done += len;
                     }
+                    // A crash mid-sync restarts from the last persisted bitmap:
+                    // persist every RS_PERSIST_BYTES so it never redoes much.
+                    if s.bytes_done - s.persisted_bytes >= RS_PERSIST_BYTES {
+                        s.persisted_bytes = s.bytes_done;
+                        persist = true;
+                    }
+                }
+                if persist {
+                    self.persist_sync_progress();
                 }
                 self.rs_pump(now);
             }
@@ -1435,14 +1494,26 @@ impl Replica {
                     self.send(PeerMsg::ReadError { id: rid });
                 }
             },
-            Op::SyncFlush => {
+            Op::SyncFlush { bitmap, consistent } => {
                 if result.is_err() {
                     self.local_error("flush", 0);
                 }
                 self.sync_flush_pending = false;
                 if self.has_disk() {
-                    self.write_bitmap_all();
+                    // The bitmap as of the flush: bits cleared by resync
+                    // writes after it are not covered yet.
+                    let usable = self.cfg.layout.usable_bytes;
+                    for (at, page) in bitmap.encode_pages(&self.cfg.layout, 0, usable) {
+                        self.meta_write(at, page);
+                    }
+                    if consistent && self.consistent_after_flush {
+                        self.consistent_after_flush = false;
+                        self.set_disk_good();
+                    }
                     self.write_md();
+                }
+                if std::mem::take(&mut self.sync_flush_again) {
+                    self.persist_sync_progress();
                 }
             }
         }
@@ -1577,10 +1648,19 @@ impl Replica {
     /// Cleared bits reach the disk only after the data they stand for: flush,
     /// then write the bitmap and superblock (see `Op::SyncFlush`).
     fn persist_sync_progress(&mut self) {
-        if self.has_disk() && !self.sync_flush_pending {
-            self.sync_flush_pending = true;
-            self.disk(DiskIo::Flush, Op::SyncFlush);
+        if !self.has_disk() {
+            return;
         }
+        if self.sync_flush_pending {
+            self.sync_flush_again = true;
+            return;
+        }
+        self.sync_flush_pending = true;
+        let op = Op::SyncFlush {
+            bitmap: Box::new(self.bitmap.clone()),
+            consistent: self.consistent_after_flush,
+        };
+        self.disk(DiskIo::Flush, op);
     }
 
     /// Ends the connection on our side and stays StandAlone.
@@ -1598,6 +1678,20 @@ impl Replica {
         }
         self.last_rx = now;
         self.ping_sent = None;
+        if let Some((offset, len)) = Self::range_of(&msg) {
+            let usable = self.cfg.layout.usable_bytes;
+            let fits =
+                len <= MAX_IO_BYTES as u64 && offset.checked_add(len).is_some_and(|e| e <= usable);
+            if !fits {
+                // The peer's ranges index our disk: never trust one blindly.
+                self.note(
+                    "protocol_error",
+                    format!("msg=range offset={offset} len={len}"),
+                );
+                self.go_standalone_then_retry();
+                return;
+            }
+        }
         match msg {
             PeerMsg::ReportParams {
                 protocol,
@@ -1779,6 +1873,24 @@ impl Replica {
             }
             PeerMsg::Ping => self.send(PeerMsg::PingAck),
             PeerMsg::PingAck => {}
+        }
+    }
+
+    /// The data range a message addresses, for validation.
+    fn range_of(msg: &PeerMsg) -> Option<(u64, u64)> {
+        match msg {
+            PeerMsg::Data { offset, data, .. } | PeerMsg::RsData { offset, data } => {
+                Some((*offset, data.len() as u64))
+            }
+            PeerMsg::Zero { offset, len, .. }
+            | PeerMsg::RsRequest { offset, len }
+            | PeerMsg::RsCsumRequest { offset, len, .. }
+            | PeerMsg::RsInSync { offset, len }
+            | PeerMsg::RsNegAck { offset, len }
+            | PeerMsg::OvRequest { offset, len }
+            | PeerMsg::OvReply { offset, len, .. }
+            | PeerMsg::ReadRequest { offset, len, .. } => Some((*offset, u64::from(*len))),
+            _ => None,
         }
     }
 
@@ -2136,6 +2248,8 @@ impl Replica {
             self.set_dstate(DiskState::Inconsistent);
             self.set_peer_dstate(DiskState::UpToDate);
             self.md.flags.consistent = false;
+            // A flush still pending from an earlier sync must not mark this one done.
+            self.consistent_after_flush = false;
             self.write_md();
         }
         self.write_bitmap_all();
@@ -2152,6 +2266,7 @@ impl Replica {
             refilled: now,
             wake_at: None,
             bytes_done: 0,
+            persisted_bytes: 0,
         });
         self.set_cstate(if source {
             ConnState::WFBitMapS
@@ -2333,13 +2448,15 @@ impl Replica {
         self.sync_done_event(now);
         let source = self.peer.map(|p| p.uuids).unwrap_or_default();
         self.md.uuids.sync_finished_target(&source);
-        self.set_disk_good();
         if self.role == Role::Secondary {
             self.md.flags.primary_ind = false;
         }
         self.set_dstate(DiskState::UpToDate);
         self.set_cstate(ConnState::Connected);
-        // Durable order: data flushed, then bitmap and superblock (SyncFlush).
+        // Durable order: data flushed, then bitmap and superblock saying
+        // consistent (SyncFlush); until then the superblock says inconsistent.
+        self.consistent_after_flush = true;
+        self.write_md();
         self.persist_sync_progress();
         self.send_state();
     }
@@ -3277,6 +3394,76 @@ mod tests {
         )));
     }
 
+    /// Two writes alone touch the same bitmap page: the second page write
+    /// waits for the first and carries both bits (never two in flight to one
+    /// place, which the disk could reorder).
+    #[test]
+    fn metadata_writes_to_one_place_never_overlap() {
+        let t = Instant::ZERO;
+        let mut r = lone(Protocol::C);
+        r.handle_command(t, Command::Primary { force: true })
+            .unwrap();
+        let layout = sim_config(Protocol::C, true).layout;
+        let page = layout.bitmap_offset;
+        let mut inflight: Vec<(DiskId, DiskIo)> = Vec::new();
+        let collect = |r: &mut Replica, inflight: &mut Vec<(DiskId, DiskIo)>| {
+            for a in drain(r) {
+                if let Action::Disk { id, io } = a {
+                    inflight.push((id, io));
+                }
+            }
+        };
+        collect(&mut r, &mut inflight);
+        for id in 1..=2u64 {
+            r.handle_host(
+                t,
+                HostId(id),
+                HostIo::Write {
+                    offset: id * 64 * BLOCK_BYTES,
+                    data: Arc::new(block_of(id)),
+                    fua: false,
+                },
+            );
+            collect(&mut r, &mut inflight);
+        }
+        // Complete everything but bitmap-page writes until the writes are issued.
+        for _ in 0..20 {
+            let (done, keep): (Vec<_>, Vec<_>) = inflight.drain(..).partition(|(_, io)| {
+                !matches!(io, DiskIo::Write { target: DiskTarget::Meta, offset, .. } if *offset == page)
+            });
+            inflight = keep;
+            for (id, io) in done {
+                let res = if matches!(io, DiskIo::Read { .. }) {
+                    Ok(Some(Arc::new(vec![0; 4096])))
+                } else {
+                    Ok(None)
+                };
+                r.handle_disk_done(t, id, res);
+                collect(&mut r, &mut inflight);
+            }
+            let page_writes = inflight.iter().filter(|(_, io)| matches!(io, DiskIo::Write { target: DiskTarget::Meta, offset, .. } if *offset == page)).count();
+            assert!(
+                page_writes <= 1,
+                "{page_writes} writes to the bitmap page in flight"
+            );
+        }
+        // Finish the page writes one at a time: the last carries both bits.
+        let mut last = None;
+        while let Some(pos) = inflight.iter().position(|(_, io)| matches!(io, DiskIo::Write { target: DiskTarget::Meta, offset, .. } if *offset == page)) {
+            let (id, io) = inflight.remove(pos);
+            if let DiskIo::Write { data, .. } = &io {
+                last = Some(data.clone());
+            }
+            r.handle_disk_done(t, id, Ok(None));
+            collect(&mut r, &mut inflight);
+        }
+        let last = Bitmap::decode(USABLE_BYTES, &last.expect("page written"));
+        assert!(
+            last.is_set(64) && last.is_set(128),
+            "newest page has both bits"
+        );
+    }
+
     #[test]
     fn overlapping_writes_are_serialised() {
         let mut c = cluster(Protocol::C);
@@ -3727,5 +3914,197 @@ mod tests {
         }
         assert_eq!(c.nodes[B].data.read(1000, 5000), vec![7; 5000]);
         assert_eq!(c.first_difference(), None);
+    }
+
+    // ---- robustness ---------------------------------------------------------
+
+    /// Any sequence of well-formed messages, completions, host requests and
+    /// commands, in any state, never panics (a confused or hostile peer
+    /// costs the connection, never the daemon).
+    #[test]
+    fn random_inputs_never_panic() {
+        use crate::rng::Rng;
+        let mut states = std::collections::BTreeSet::new();
+        let mut actions = 0u64;
+        for seed in 0..40u64 {
+            let mut rng = Rng::new(seed);
+            let mut r = lone([Protocol::A, Protocol::B, Protocol::C][(seed % 3) as usize]);
+            let mut now = Instant::ZERO;
+            let mut disks: Vec<(DiskId, bool)> = Vec::new();
+            let mut next_host = 1u64;
+            for _ in 0..1500 {
+                now = now + Duration::from_millis(rng.below(50));
+                let off = |rng: &mut Rng| {
+                    if rng.chance(0.05) {
+                        u64::MAX - rng.below(10_000)
+                    } else {
+                        rng.below(USABLE_BYTES / BLOCK_BYTES) * BLOCK_BYTES
+                    }
+                };
+                let len = |rng: &mut Rng| (1 + rng.below(8)) as u32 * BLOCK_BYTES as u32;
+                let uuid = |rng: &mut Rng| [0, 4, 0x10, 0x11, 0x20, 0x21][rng.below(6) as usize];
+                let uuids = |rng: &mut Rng| Uuids {
+                    current: uuid(rng),
+                    bitmap: uuid(rng),
+                    history: [uuid(rng), uuid(rng)],
+                };
+                let handshaking = matches!(
+                    r.cstate(),
+                    ConnState::WFBitMapS | ConnState::WFBitMapT | ConnState::WFSyncUUID
+                );
+                let pick = if handshaking && rng.chance(0.7) {
+                    3
+                } else {
+                    rng.below(14)
+                };
+                match pick {
+                    0 => r.handle_peer_up(now),
+                    1 => r.handle_peer_down(now),
+                    2 => {
+                        let msg = PeerMsg::ReportParams {
+                            protocol: r.cfg.protocol,
+                            usable_bytes: USABLE_BYTES,
+                            role: [Role::Primary, Role::Secondary][rng.below(2) as usize],
+                            disk: [
+                                DiskState::UpToDate,
+                                DiskState::Inconsistent,
+                                DiskState::Diskless,
+                                DiskState::Consistent,
+                            ][rng.below(4) as usize],
+                            uuids: uuids(&mut rng),
+                            dirty_blocks: rng.below(100),
+                            md_flags: rng.below(64) as u32,
+                            discard_my_data: rng.chance(0.2),
+                        };
+                        r.handle_peer_msg(now, msg);
+                    }
+                    3 | 4 => {
+                        let (o, l) = (off(&mut rng), len(&mut rng));
+                        let seq = rng.below(50);
+                        let kind = match r.cstate() {
+                            ConnState::WFBitMapS | ConnState::WFBitMapT if rng.chance(0.5) => 100,
+                            ConnState::WFSyncUUID if rng.chance(0.5) => 8,
+                            _ => rng.below(16),
+                        };
+                        let msg = match kind {
+                            100 => PeerMsg::Bitmap {
+                                first_word: 0,
+                                words: vec![rng.next_u64() & rng.next_u64(); 32],
+                                last: true,
+                            },
+                            0 => PeerMsg::Data {
+                                seq,
+                                offset: o,
+                                data: Arc::new(vec![1; l as usize]),
+                                fua: rng.chance(0.5),
+                            },
+                            1 => PeerMsg::Zero {
+                                seq,
+                                offset: o,
+                                len: l,
+                                fua: false,
+                                discard: rng.chance(0.5),
+                            },
+                            2 => PeerMsg::RecvAck { seq },
+                            3 => PeerMsg::WriteAck { seq },
+                            4 => PeerMsg::NegAck { seq },
+                            5 => PeerMsg::Barrier { nr: seq },
+                            6 => PeerMsg::BarrierAck { nr: seq },
+                            7 => PeerMsg::Bitmap {
+                                first_word: rng.below(40),
+                                words: vec![rng.next_u64(); rng.below(4) as usize],
+                                last: rng.chance(0.5),
+                            },
+                            8 => PeerMsg::SyncUuid {
+                                uuid: uuid(&mut rng),
+                            },
+                            9 => PeerMsg::RsRequest { offset: o, len: l },
+                            10 => PeerMsg::RsData {
+                                offset: o,
+                                data: Arc::new(vec![2; l as usize]),
+                            },
+                            11 => PeerMsg::RsInSync { offset: o, len: l },
+                            12 => PeerMsg::OvReply {
+                                offset: o,
+                                len: l,
+                                digest: [0; 32],
+                            },
+                            13 => PeerMsg::ReadRequest {
+                                id: seq,
+                                offset: o,
+                                len: l,
+                            },
+                            14 => PeerMsg::State {
+                                role: Role::Secondary,
+                                disk: DiskState::UpToDate,
+                            },
+                            _ => PeerMsg::Uuids {
+                                uuids: uuids(&mut rng),
+                            },
+                        };
+                        r.handle_peer_msg(now, msg);
+                    }
+                    5..=7 => {
+                        if !disks.is_empty() {
+                            let k = rng.below(disks.len() as u64) as usize;
+                            let (id, read) = disks.swap_remove(k);
+                            let res = if rng.chance(0.05) {
+                                Err(IoError::Io)
+                            } else if read {
+                                Ok(Some(Arc::new(vec![0; 4096])))
+                            } else {
+                                Ok(None)
+                            };
+                            r.handle_disk_done(now, id, res);
+                        }
+                    }
+                    8 | 9 => {
+                        let io = match rng.below(4) {
+                            0 => HostIo::Read {
+                                offset: off(&mut rng),
+                                len: len(&mut rng),
+                            },
+                            1 => HostIo::Flush,
+                            _ => HostIo::Write {
+                                offset: off(&mut rng),
+                                data: Arc::new(vec![3; len(&mut rng) as usize]),
+                                fua: rng.chance(0.2),
+                            },
+                        };
+                        r.handle_host(now, HostId(next_host), io);
+                        next_host += 1;
+                    }
+                    10 => {
+                        let cmd = [
+                            Command::Primary {
+                                force: rng.chance(0.5),
+                            },
+                            Command::Secondary,
+                            Command::Connect {
+                                discard_my_data: rng.chance(0.5),
+                            },
+                            Command::Disconnect,
+                            Command::Invalidate,
+                            Command::Verify,
+                        ][rng.below(6) as usize];
+                        let _ = r.handle_command(now, cmd);
+                    }
+                    _ => r.handle_timeout(now),
+                }
+                while let Some(a) = r.poll_action() {
+                    actions += 1;
+                    if let Action::Disk { id, io } = a {
+                        disks.push((id, matches!(io, DiskIo::Read { .. })));
+                    }
+                }
+                states.insert(format!("{:?}", r.cstate()));
+                let _ = r.status(now);
+            }
+        }
+        // The inputs reached deep states, not just the refusals.
+        for s in ["Connected", "SyncSource", "SyncTarget", "StandAlone"] {
+            assert!(states.contains(s), "{s} never reached: {states:?}");
+        }
+        assert!(actions > 10_000, "{actions}");
     }
 }
