@@ -659,8 +659,8 @@ fn wait_nbdfuse_ready(
 }
 
 /// nbd-client -unix SOCK /dev/nbdN, symlink. UNTESTED (no nbd driver on the
-/// development machine): from nbd-client(8), `-unix` takes the socket path in
-/// place of the host.
+/// development machine): written from nbd-client(8) 3.24's synopsis,
+/// `nbd-client -unix path nbd-device [-block-size N]`, `nbd-client -d dev`.
 fn expose_kernel_nbd(spec: &ExposeSpec) -> Result<Exposed, BlockdevError> {
     let block = free_nbd_device().ok_or(BlockdevError::NoNbdDevice)?;
     let dev = block.to_string_lossy().into_owned();
