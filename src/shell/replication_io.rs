@@ -754,6 +754,11 @@ pub const SENDQ_BYTES_MAX: usize = 16 << 20;
 const PUMP_PASSES_MAX: usize = 8;
 /// Longest a drbd.conf handler may run before it is killed.
 pub const HANDLER_TIMEOUT: Duration = Duration::from_secs(60);
+/// After the heartbeats declared the peer dead, how long the replication
+/// connection has to deliver anything (it is pinged) before it is dropped as
+/// dead too: a live link answers in milliseconds; a dead one would otherwise
+/// hold a takeover's promotion until its idle timeout.
+pub const PEER_PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Longest the daemon waits at exit for the block device to go.
 const SHUTDOWN_TEARDOWN_MAX: StdDuration = StdDuration::from_secs(30);
 /// After a failed listen (address not up yet), try again this much later.
@@ -809,6 +814,10 @@ pub struct ReplicationIo {
     work_dir: PathBuf,
     /// Connect asked but the listener could not bind yet: retry at this time.
     listen_retry: Option<Instant>,
+    /// Messages received from the peer so far.
+    rx_msgs: u64,
+    /// A liveness probe: (deadline, `rx_msgs` when it started).
+    probe: Option<(Instant, u64)>,
     role: Role,
 }
 
@@ -928,6 +937,8 @@ impl ReplicationIo {
                 .unwrap_or_else(|_| run_dir.to_path_buf())
                 .join(format!("blockdev-{}", res_name)),
             listen_retry: None,
+            rx_msgs: 0,
+            probe: None,
             role: Role::Secondary,
         })
     }
@@ -952,6 +963,7 @@ impl ReplicationIo {
             self.replica.poll_timeout(),
             self.conn.poll_timeout(),
             self.listen_retry,
+            self.probe.map(|(deadline, _)| deadline),
         ]
         .into_iter()
         .flatten()
@@ -967,6 +979,56 @@ impl ReplicationIo {
             self.listen_retry = None;
             self.connect(now);
         }
+        self.check_probe(now);
+    }
+
+    /// The heartbeats declared the peer dead: ping it on the replication
+    /// connection, which is dropped if nothing at all arrives in time.
+    fn probe_peer(&mut self, now: Instant) {
+        if !self.conn.is_up() || self.probe.is_some() {
+            return;
+        }
+        self.probe = Some((now + PEER_PROBE_TIMEOUT, self.rx_msgs));
+        let mut header = Vec::new();
+        let (kind, payload) = PeerMsg::Ping.encode(&mut header);
+        let m = OutMsg {
+            kind,
+            header,
+            payload,
+        };
+        self.sendq_bytes += m.bytes();
+        self.sendq.push_back(m);
+        self.flush_sends();
+        self.conn.flush(now);
+    }
+
+    fn check_probe(&mut self, now: Instant) {
+        let Some((deadline, mark)) = self.probe else {
+            return;
+        };
+        if self.rx_msgs != mark || !self.conn.is_up() {
+            self.probe = None;
+            return;
+        }
+        if now < deadline {
+            return;
+        }
+        self.probe = None;
+        log_disk_line(&DiskLine::Repl {
+            res: &self.res.name,
+            event: &ReplEvent::Note {
+                name: "peer_silent",
+                detail: format!(
+                    "heartbeats lost and nothing on the replication connection for {} ms: dropped",
+                    PEER_PROBE_TIMEOUT.millis()
+                ),
+            },
+        });
+        // The Down event reaches the replica in the next pump; listen and
+        // dial again at once, for when the peer comes back.
+        self.conn.close();
+        self.drop_sends();
+        self.connect(now);
     }
 
     fn connect(&mut self, now: Instant) {
@@ -1046,6 +1108,7 @@ impl ReplicationIo {
         match event {
             ConnEvent::Up { .. } => self.replica.handle_peer_up(now),
             ConnEvent::Msg(kind, header, payload) => {
+                self.rx_msgs += 1;
                 match PeerMsg::decode(kind, &header, payload) {
                     Ok(msg) => self.replica.handle_peer_msg(now, msg),
                     Err(e) => {
@@ -1771,6 +1834,15 @@ impl Disks {
         }
     }
 
+    /// The heartbeats declared the peer dead (see [`PEER_PROBE_TIMEOUT`]).
+    pub fn peer_dead(&mut self, now: Instant) {
+        for slot in self.slots.iter_mut() {
+            if let Slot::Running(r) = slot {
+                r.probe_peer(now);
+            }
+        }
+    }
+
     /// Whether any resource is Primary here.
     pub fn any_primary(&self) -> bool {
         self.slots
@@ -1855,11 +1927,11 @@ mod tests {
         assert_eq!(
             r(ReplEvent::SplitBrain {
                 policy: "disconnect",
-                resolved: "no"
+                resolved: "disconnect"
             }),
             (
                 log::Level::Error,
-                "disk_split_brain res=repl policy=disconnect resolved=no".into()
+                "disk_split_brain res=repl policy=disconnect resolved=disconnect".into()
             )
         );
         assert_eq!(
