@@ -14,7 +14,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use bascule::shell::blockdev::{
-    expose, Backend, BlockdevError, ExposeSpec, Exposed, Job, JobResult,
+    expose, Backend, BlockdevError, ExposeSpec, Exposed, Job, JobResult, CONN_FILE, LOOP_FILE,
 };
 
 /// Deadline of one command (mkfs on 64 MiB through FUSE takes about a second).
@@ -207,6 +207,12 @@ fn assert_nothing_left(fx: &Fixture, nbdfuse_pid: u32, block: &Path) {
         fs::symlink_metadata(fx.dir.join("drbd0")).is_err(),
         "device link left"
     );
+    for record in [CONN_FILE, LOOP_FILE] {
+        assert!(
+            !fx.dir.join("work").join(record).exists(),
+            "{record} left after teardown"
+        );
+    }
     let name = block.file_name().unwrap().to_string_lossy().into_owned();
     let back =
         fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")).unwrap_or_default();
@@ -229,6 +235,14 @@ fn expose_checked(fx: &mut Fixture) -> (PathBuf, u32) {
     let dio = fs::read_to_string(format!("/sys/block/{name}/loop/dio")).unwrap_or_default();
     assert_eq!(dio.trim(), "1", "{name} uses direct I/O");
     let pid = exposed.nbdfuse_pid().expect("nbdfuse runs");
+    let conn = fs::read_to_string(fx.dir.join("work").join(CONN_FILE)).expect("fuse.conn record");
+    assert_eq!(conn.trim(), exposed.fuse_conn().unwrap().to_string());
+    let loop_name =
+        fs::read_to_string(fx.dir.join("work").join(LOOP_FILE)).expect("loop.dev record");
+    assert_eq!(
+        Some(loop_name.trim()),
+        block.file_name().and_then(|n| n.to_str())
+    );
     fx.exposed = Some(exposed);
     (block, pid)
 }
@@ -446,4 +460,50 @@ fn a_frozen_server_under_a_mounted_fs_is_cleaned_up_in_bounded_time() {
     assert!(!pid_alive(pid), "nbdfuse {pid} still runs");
     // SAFETY: kill(2) on our own child; the fixture kills and reaps it.
     unsafe { libc::kill(kit, libc::SIGCONT) };
+}
+
+/// A previous daemon died without teardown (its `Exposed` never dropped) and
+/// its server with it: `clean_stale` detaches the recorded loop device and
+/// removes the records; the leaked nbdfuse is then stopped like the lab would.
+#[test]
+fn clean_stale_detaches_what_a_dead_instance_left() {
+    let Some(mut fx) = fixture("stale") else {
+        return;
+    };
+    let (block, pid) = expose_checked(&mut fx);
+    std::mem::forget(fx.exposed.take()); // the daemon was killed: no teardown ran
+    if let Some(mut kit) = fx.nbdkit.take() {
+        let _ = kit.kill();
+        let _ = kit.wait();
+    }
+    let work = fx.dir.join("work");
+    let t0 = Instant::now();
+    bascule::shell::blockdev::clean_stale(&work, Duration::from_secs(10));
+    assert!(
+        t0.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        t0.elapsed()
+    );
+    let name = block.file_name().unwrap().to_string_lossy().into_owned();
+    let back =
+        fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")).unwrap_or_default();
+    assert!(
+        !back.contains(&*work.to_string_lossy()),
+        "{name} still attached to {back}"
+    );
+    for record in [CONN_FILE, LOOP_FILE] {
+        assert!(!work.join(record).exists(), "{record} left");
+    }
+    // The leaked nbdfuse: unmount (it exits), else kill; bounded either way.
+    let mp = work.join("mnt").to_string_lossy().into_owned();
+    let _ = run_bounded("fusermount3", &["-u", &mp], Duration::from_secs(10));
+    if !eventually(Duration::from_secs(5), || !pid_alive(pid)) {
+        // SAFETY: kill(2) on the nbdfuse this test started.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || !pid_alive(pid)),
+        "nbdfuse {pid} survives"
+    );
+    let _ = fs::remove_file(fx.dir.join("drbd0"));
 }

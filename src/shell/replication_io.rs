@@ -350,12 +350,11 @@ pub fn disk_status(name: &str, minor: u32, device: &str, s: &Status, exposed: bo
 
 /// A resource that could not start (its error shows in `status`).
 pub fn failed_status(name: &str, minor: u32, device: &str, error: &str) -> DiskStatus {
-    let unknown = |s: &str| s.to_string();
     DiskStatus {
         name: name.into(),
         minor,
         device: device.into(),
-        protocol: unknown("-"),
+        protocol: "-".into(),
         role: Role::Unknown.to_string(),
         peer_role: Role::Unknown.to_string(),
         cstate: ConnState::StandAlone.to_string(),
@@ -884,34 +883,14 @@ impl ReplicationIo {
         };
         let worker = DiskWorker::new(files, DISK_THREADS, Arc::clone(waker))
             .map_err(|e| format!("disk worker threads: {e}"))?;
-        let mut cc = ReplConnConfig::new(
+        let conn = open_conn(&res, secret, registry, token_base + 1)?;
+        let nbd = open_nbd(
             &res.name,
-            &res.host,
-            &res.peer_host,
-            secret,
-            res.address,
-            res.peer_address,
-        );
-        cc.connect_interval = res.connect_int.max(Duration::from_millis(100));
-        cc.check()
-            .map_err(|e| format!("replication connection: {e}"))?;
-        let mut conn = ReplConn::new(cc);
-        conn.register(registry, token_base + 1)
-            .map_err(|e| format!("register connection: {e}"))?;
-        let path = socket_path(run_dir, &res.name);
-        let nbd = NbdServer::bind(
-            NbdConfig {
-                path: path.clone(),
-                name: res.name.clone(),
-                size: layout.usable_bytes,
-                read_only: true,
-                token_first: token_base + 1 + repl_conn::TOKENS,
-                tokens: NBD_TOKENS,
-                inflight_bytes_max: nbd::INFLIGHT_BYTES_MAX,
-            },
+            run_dir,
+            layout.usable_bytes,
             registry,
-        )
-        .map_err(|e| format!("NBD socket {}: {e}", path.display()))?;
+            token_base,
+        )?;
         let replica = Replica::new(res.replica_config(layout), md, bitmap, now);
         let res_name = res.name.clone();
         Ok(ReplicationIo {
@@ -1440,6 +1419,56 @@ impl ReplicationIo {
     }
 }
 
+/// The replication connection of `res` (listens and dials once the replica
+/// asks to connect), registered from `token`.
+fn open_conn(
+    res: &ResolvedResource,
+    secret: &[u8],
+    registry: &Registry,
+    token: usize,
+) -> Result<ReplConn, String> {
+    let mut cc = ReplConnConfig::new(
+        &res.name,
+        &res.host,
+        &res.peer_host,
+        secret,
+        res.address,
+        res.peer_address,
+    );
+    cc.connect_interval = res.connect_int.max(Duration::from_millis(100));
+    cc.check()
+        .map_err(|e| format!("replication connection: {e}"))?;
+    let mut conn = ReplConn::new(cc);
+    conn.register(registry, token)
+        .map_err(|e| format!("register connection: {e}"))?;
+    Ok(conn)
+}
+
+/// The NBD server of resource `name`, read-only until a promotion, on the
+/// tokens after the connection's.
+fn open_nbd(
+    name: &str,
+    run_dir: &Path,
+    size: u64,
+    registry: &Registry,
+    token_base: usize,
+) -> Result<NbdServer, String> {
+    let path = socket_path(run_dir, name);
+    NbdServer::bind(
+        NbdConfig {
+            path: path.clone(),
+            name: name.into(),
+            size,
+            read_only: true,
+            token_first: token_base + 1 + repl_conn::TOKENS,
+            tokens: NBD_TOKENS,
+            inflight_bytes_max: nbd::INFLIGHT_BYTES_MAX,
+        },
+        registry,
+    )
+    .map_err(|e| format!("NBD socket {}: {e}", path.display()))
+}
+
 /// One line for a trace of the replica's actions (no payload bytes).
 fn action_summary(action: &Action) -> String {
     match action {
@@ -1741,63 +1770,82 @@ impl Disks {
 
     /// Answers a `disk ...` request from the control socket.
     pub fn answer(&mut self, now: Instant, cmd: &DiskCommand) -> String {
-        let chosen: Vec<usize> = match &cmd.target {
+        let chosen = match self.chosen(&cmd.target) {
+            Ok(chosen) => chosen,
+            Err(error) => return error,
+        };
+        match cmd.verb {
+            DiskVerb::Status => {
+                let mut out = String::new();
+                for i in chosen {
+                    control::render_disk(&mut out, &self.slot_status(i, now));
+                }
+                out
+            }
+            DiskVerb::Role => format!("{}\n", self.role_of(&chosen)),
+            DiskVerb::CreateMd { .. } => {
+                "error: create-md works on a stopped daemon's disks (stop bascule first)\n".into()
+            }
+            _ => self.apply(now, cmd, &chosen),
+        }
+    }
+
+    /// The slots `target` names, or the error line to answer.
+    fn chosen(&self, target: &DiskTarget) -> Result<Vec<usize>, String> {
+        let chosen: Vec<usize> = match target {
             DiskTarget::All => (0..self.slots.len()).collect(),
             DiskTarget::One(name) => match self.slots.iter().position(|s| s.name() == name) {
                 Some(i) => vec![i],
                 None => {
                     let known: Vec<&str> = self.slots.iter().map(Slot::name).collect();
-                    return format!(
+                    return Err(format!(
                         "error: no resource `{name}` runs on this node (known: {})\n",
                         known.join(", ")
-                    );
+                    ));
                 }
             },
         };
         if chosen.is_empty() {
-            return "error: no replicated disk runs on this node (drbd.conf has no resource for it)\n"
-                .into();
+            return Err(
+                "error: no replicated disk runs on this node (drbd.conf has no resource for it)\n"
+                    .into(),
+            );
         }
-        match cmd.verb {
-            DiskVerb::Status => {
-                let mut out = String::new();
-                for i in chosen {
-                    let d = match &self.slots[i] {
-                        Slot::Running(r) => r.status(now),
-                        Slot::Failed(f) => failed_status(&f.name, f.minor, &f.device, &f.error),
-                    };
-                    control::render_disk(&mut out, &d);
-                }
-                return out;
-            }
-            DiskVerb::Role => {
-                let words: Vec<&str> = chosen
-                    .iter()
-                    .map(|i| match &self.slots[*i] {
-                        Slot::Running(r) => r.role_word(),
-                        Slot::Failed(_) => "Secondary removed",
-                    })
-                    .collect();
-                let all = |w: &str| words.iter().all(|x| *x == w);
-                return format!(
-                    "{}\n",
-                    if all("Primary exposed") {
-                        "Primary exposed"
-                    } else if all("Secondary removed") {
-                        "Secondary removed"
-                    } else if words.iter().any(|w| w.starts_with("Primary")) {
-                        "Primary"
-                    } else {
-                        "Secondary"
-                    }
-                );
-            }
-            DiskVerb::CreateMd { .. } => {
-                return "error: create-md works on a stopped daemon's disks (stop bascule first)\n"
-                    .into()
-            }
-            _ => {}
+        Ok(chosen)
+    }
+
+    fn slot_status(&self, i: usize, now: Instant) -> DiskStatus {
+        match &self.slots[i] {
+            Slot::Running(r) => r.status(now),
+            Slot::Failed(f) => failed_status(&f.name, f.minor, &f.device, &f.error),
         }
+    }
+
+    /// `disk role`: every chosen resource Primary with its device, every one
+    /// Secondary without it, or the mixed forms.
+    fn role_of(&self, chosen: &[usize]) -> &'static str {
+        let words: Vec<&str> = chosen
+            .iter()
+            .map(|i| match &self.slots[*i] {
+                Slot::Running(r) => r.role_word(),
+                Slot::Failed(_) => "Secondary removed",
+            })
+            .collect();
+        let all = |w: &str| words.iter().all(|x| *x == w);
+        if all("Primary exposed") {
+            "Primary exposed"
+        } else if all("Secondary removed") {
+            "Secondary removed"
+        } else if words.iter().any(|w| w.starts_with("Primary")) {
+            "Primary"
+        } else {
+            "Secondary"
+        }
+    }
+
+    /// Applies a state-changing command to each chosen resource; one
+    /// `disk_command` line each; `ok:` or every refusal.
+    fn apply(&mut self, now: Instant, cmd: &DiskCommand, chosen: &[usize]) -> String {
         let words = cmd.request_line();
         let command = words
             .strip_prefix("disk ")
@@ -1805,9 +1853,10 @@ impl Disks {
             .unwrap_or(cmd.verb.word())
             .to_string();
         let mut refusals = Vec::new();
-        for i in chosen {
+        for &i in chosen {
             let (name, result) = match &mut self.slots[i] {
                 Slot::Running(r) => (r.res.name.clone(), r.command(now, &cmd.verb)),
+                // Nothing runs there: stopping it works, anything else is refused.
                 Slot::Failed(f) => (
                     f.name.clone(),
                     match cmd.verb {
