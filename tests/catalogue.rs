@@ -12,10 +12,13 @@
 
 use bascule::config::{ConfigWarning, FileKind};
 use bascule::core::event::{FileSet, PeerReason};
+use bascule::core::replication::engine::ReplEvent;
+use bascule::core::replication::{ConnState, DiskState, Role};
 use bascule::core::takeover::{Op, Outcome, Reason, TakeoverEvent};
 use bascule::core::{Event, LinkId, LinkState, Names, PeerState};
 use bascule::shell::agents::{self, AgentError, AgentEvent, ErrorKind, Finished};
 use bascule::shell::agents::{ResourceState, Warning};
+use bascule::shell::replication_io::DiskLine;
 use bascule::wire::{AdvertState, FrameError};
 
 /// One sample of every variant. The exhaustive match in `variant_index` makes a
@@ -209,6 +212,125 @@ fn agent_lines() -> Vec<String> {
         .collect()
 }
 
+/// Every replicated-disk line: each `ReplEvent` variant and each glue line.
+fn disk_lines() -> Vec<String> {
+    let events = [
+        ReplEvent::Role {
+            from: Role::Secondary,
+            to: Role::Primary,
+        },
+        ReplEvent::Conn {
+            from: ConnState::WFConnection,
+            to: ConnState::Connected,
+        },
+        ReplEvent::Disk {
+            from: DiskState::Inconsistent,
+            to: DiskState::UpToDate,
+        },
+        ReplEvent::PeerDisk {
+            from: DiskState::DUnknown,
+            to: DiskState::Inconsistent,
+        },
+        ReplEvent::SyncStart {
+            source: true,
+            full: true,
+            kib: 102400,
+        },
+        ReplEvent::SyncDone {
+            kib: 102400,
+            ms: 2000,
+        },
+        ReplEvent::SplitBrain {
+            policy: "disconnect",
+            resolved: "disconnect",
+        },
+        ReplEvent::IoError {
+            op: "write",
+            offset: 4096,
+        },
+        ReplEvent::Note {
+            name: "verify_done",
+            detail: "3 blocks differ".into(),
+        },
+    ];
+    let mut seen = [false; 9];
+    for e in &events {
+        seen[match e {
+            ReplEvent::Role { .. } => 0,
+            ReplEvent::Conn { .. } => 1,
+            ReplEvent::Disk { .. } => 2,
+            ReplEvent::PeerDisk { .. } => 3,
+            ReplEvent::SyncStart { .. } => 4,
+            ReplEvent::SyncDone { .. } => 5,
+            ReplEvent::SplitBrain { .. } => 6,
+            ReplEvent::IoError { .. } => 7,
+            ReplEvent::Note { .. } => 8,
+        }] = true;
+    }
+    assert!(seen.iter().all(|s| *s), "ReplEvent samples miss a variant");
+    let res = "repl";
+    let device = "/dev/drbd0";
+    let mut lines: Vec<DiskLine> = events
+        .iter()
+        .map(|event| DiskLine::Repl { res, event })
+        .collect();
+    lines.extend([
+        DiskLine::Exposed {
+            res,
+            device,
+            took_ms: 180,
+        },
+        DiskLine::ExposeFailed {
+            res,
+            device,
+            error: "nbdfuse: exit 1",
+        },
+        DiskLine::Removed { res, device },
+        DiskLine::Handler {
+            res,
+            handler: "split-brain",
+            result: "ok",
+            code: Some(0),
+            took_ms: 12,
+        },
+        DiskLine::Command {
+            res,
+            command: "primary --force",
+            result: Ok(()),
+        },
+        DiskLine::Command {
+            res,
+            command: "secondary",
+            result: Err("mounted"),
+        },
+        DiskLine::Error {
+            res,
+            message: "no metadata",
+        },
+    ]);
+    let mut glue = [false; 7];
+    for l in &lines {
+        glue[match l {
+            DiskLine::Repl { .. } => 0,
+            DiskLine::Exposed { .. } => 1,
+            DiskLine::ExposeFailed { .. } => 2,
+            DiskLine::Removed { .. } => 3,
+            DiskLine::Handler { .. } => 4,
+            DiskLine::Command { .. } => 5,
+            DiskLine::Error { .. } => 6,
+        }] = true;
+    }
+    assert!(glue.iter().all(|s| *s), "DiskLine samples miss a variant");
+    lines
+        .iter()
+        .map(|l| {
+            let mut s = String::new();
+            l.render(&mut s).unwrap();
+            s
+        })
+        .collect()
+}
+
 /// Every rendered sample line: each Event variant, the takeover and agent
 /// events, then config_warning.
 fn rendered() -> Vec<String> {
@@ -235,6 +357,7 @@ fn rendered() -> Vec<String> {
         lines.push(s);
     }
     lines.extend(agent_lines());
+    lines.extend(disk_lines());
     lines
 }
 

@@ -58,7 +58,11 @@ fn write_config(dir: &Path, ha_cf: &str, authkeys_mode: u32) {
     )
     .unwrap();
     std::fs::write(dir.join("haresources"), GUIDE_HARESOURCES).unwrap();
+    std::fs::write(dir.join("drbd.conf"), GUIDE_DRBD_CONF).unwrap();
 }
+
+/// The guide's drbd.conf, verbatim.
+const GUIDE_DRBD_CONF: &str = include_str!("fixtures/drbd/guide.conf");
 
 fn bascule(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().unwrap()
@@ -83,36 +87,59 @@ fn check_config_guide_files_exit_zero() {
     let stdout = text(&out.stdout);
     assert!(stdout.contains("deadtime_ms 60000"), "{stdout}");
     assert!(stdout.contains("this_node debian1"), "{stdout}");
-    assert!(
-        stdout.contains("haresources:1: drbddisk::repl needs the replicated disk"),
-        "check-config warns about drbddisk: {stdout}"
-    );
+    assert!(stdout.contains("drbd_resource repl"), "{stdout}");
+}
+
+/// Runs `bascule ARGS`, killed after `limit` if still running (a daemon that
+/// should have refused to start must not hang the test).
+fn bascule_bounded(args: &[&str], limit: Duration) -> (Option<i32>, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+    (status.and_then(|s| s.code()), stderr)
 }
 
 #[test]
-fn run_refuses_drbddisk_with_file_and_line() {
+fn run_with_drbddisk_but_no_drbd_conf_names_the_file() {
     let t = TempDir::new("drbd");
     write_config(&t.0, GUIDE_HA_CF, 0o600);
+    std::fs::remove_file(t.0.join("drbd.conf")).unwrap();
     let d = t.0.to_str().unwrap();
     let run_dir = format!("{d}/run");
     let state_dir = format!("{d}/state");
-    let out = bascule(&[
-        "--config-dir",
-        d,
-        "--node",
-        "debian1",
-        "--run-dir",
-        &run_dir,
-        "--state-dir",
-        &state_dir,
-        "run",
-    ]);
-    assert_eq!(out.status.code(), Some(3), "stderr: {}", text(&out.stderr));
-    let stderr = text(&out.stderr);
-    assert!(
-        stderr.contains("haresources:1: drbddisk::repl needs the replicated disk, which this version does not provide yet"),
-        "{stderr}"
+    let (code, stderr) = bascule_bounded(
+        &[
+            "--config-dir",
+            d,
+            "--node",
+            "debian1",
+            "--run-dir",
+            &run_dir,
+            "--state-dir",
+            &state_dir,
+            "run",
+        ],
+        Duration::from_secs(10),
     );
+    assert_eq!(code, Some(3), "stderr: {stderr}");
+    assert!(stderr.contains("drbd.conf"), "{stderr}");
 }
 
 #[test]
@@ -271,8 +298,9 @@ impl Node {
             serial.display()
         );
         write_config(&dir.0, &ha_cf, 0o600);
-        // No groups: the guide's would run on this host (and drbddisk is refused).
+        // No groups and no disks: the guide's would run on this host.
         std::fs::write(dir.0.join("haresources"), "").unwrap();
+        std::fs::remove_file(dir.0.join("drbd.conf")).unwrap();
         let mut node = Node {
             name,
             dir,
@@ -475,4 +503,44 @@ fn serial_far_end_gone_logs_once_and_does_not_spin() {
         "{}",
         node.status_json()
     );
+}
+
+#[test]
+fn disk_create_md_offline_refuses_to_overwrite_without_force() {
+    let t = TempDir::new("createmd");
+    write_config(&t.0, GUIDE_HA_CF, 0o600);
+    let img = t.0.join("hda5.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    let conf = GUIDE_DRBD_CONF.replace("/dev/hda5", img.to_str().unwrap());
+    std::fs::write(t.0.join("drbd.conf"), conf).unwrap();
+    let d = t.0.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let mut all = vec!["--config-dir", d, "--node", "debian1"];
+        all.extend_from_slice(args);
+        bascule(&all)
+    };
+    let out = run(&["disk", "create-md", "repl"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("usable size"),
+        "{}",
+        text(&out.stdout)
+    );
+    let again = run(&["disk", "create-md", "all"]);
+    assert_eq!(again.status.code(), Some(10), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stderr).contains("--force"),
+        "{}",
+        text(&again.stderr)
+    );
+    let forced = run(&["disk", "create-md", "repl", "--force"]);
+    assert_eq!(forced.status.code(), Some(0), "{}", text(&forced.stderr));
+    let unknown = run(&["disk", "create-md", "r9"]);
+    assert_eq!(unknown.status.code(), Some(2), "{}", text(&unknown.stderr));
+    // Online commands need the daemon.
+    let status = bascule(&["--run-dir", &format!("{d}/run"), "disk", "status"]);
+    assert_eq!(status.status.code(), Some(8), "{}", text(&status.stderr));
 }

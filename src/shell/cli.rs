@@ -18,6 +18,10 @@
 //! | 7 | Ethernet: a UDP socket cannot be set up at all (permission denied, port in use) |
 //! | 8 | `status`: no daemon answers on the control socket (not running) |
 //! | 9 | `run`: another bascule already answers on the control socket |
+//! | 10 | `disk ...`: the daemon (or `create-md`) refused the command; the message says why |
+//!
+//! `disk role RES` answers like an LSB `status`: 0 when Primary, 3 when not (the
+//! drbddisk agent's status check).
 
 use std::fmt;
 use std::io;
@@ -66,6 +70,11 @@ pub enum ShellError {
     NotRunning(String),
     /// `run`: another daemon answers on the control socket.
     AlreadyRunning(String),
+    /// `disk ...`: the command was refused (a Secondary asked to serve, a
+    /// mounted device asked to demote, valid metadata without `--force`).
+    Refused(String),
+    /// `disk role`: the resource is not Primary here (LSB status 3).
+    NotPrimary(String),
     /// A bug; should never be seen.
     Internal(String),
 }
@@ -83,6 +92,8 @@ impl ShellError {
             ShellError::Eth { .. } => 7,
             ShellError::NotRunning(_) => 8,
             ShellError::AlreadyRunning(_) => 9,
+            ShellError::Refused(_) => 10,
+            ShellError::NotPrimary(_) => 3,
         }
     }
 
@@ -104,6 +115,7 @@ impl fmt::Display for ShellError {
             ShellError::Serial { device, error } => write!(f, "serial {device}: {error}"),
             ShellError::Eth { link, error } => write!(f, "link {link}: {error}"),
             ShellError::NotRunning(m) | ShellError::AlreadyRunning(m) => f.write_str(m),
+            ShellError::Refused(m) | ShellError::NotPrimary(m) => f.write_str(m),
             ShellError::Internal(m) => write!(f, "internal error: {m}"),
         }
     }
@@ -125,10 +137,177 @@ pub enum Command {
     },
     /// `standby|takeover [all|local|foreign]`: sent to the running daemon.
     Operator(TakeoverCommand),
+    /// `disk ...`: the replicated disks.
+    Disk(DiskCommand),
     /// Print the version.
     Version,
     /// Print the usage.
     Help,
+}
+
+/// Which replicated disks a `disk` command addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DiskTarget {
+    /// Every resource of drbd.conf (`all`, as drbdadm).
+    All,
+    /// One resource by name.
+    One(String),
+}
+
+impl DiskTarget {
+    /// `all` or the name.
+    pub fn word(&self) -> &str {
+        match self {
+            DiskTarget::All => "all",
+            DiskTarget::One(name) => name,
+        }
+    }
+
+    fn parse(word: &str) -> Result<DiskTarget, ShellError> {
+        let plain = word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        match word {
+            "all" => Ok(DiskTarget::All),
+            w if plain && !w.is_empty() && !w.starts_with('-') => Ok(DiskTarget::One(w.into())),
+            w => Err(ShellError::Usage(format!(
+                "`{w}`: expected a drbd.conf resource name or `all`"
+            ))),
+        }
+    }
+}
+
+/// `bascule disk VERB [flags] RES|all`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DiskVerb {
+    /// `/proc/drbd`-like lines of the disks.
+    Status,
+    /// Promote (`--force`: the guide's `--do-what-I-say`).
+    Primary {
+        force: bool,
+    },
+    /// Demote (refused while the device is mounted or open).
+    Secondary,
+    /// `--discard-my-data`: become sync target after a split brain.
+    Connect {
+        discard_my_data: bool,
+    },
+    Disconnect,
+    /// Resync the whole local disk from the peer.
+    Invalidate,
+    /// Compare both sides online.
+    Verify,
+    /// Offline: write fresh metadata (`--force` over valid metadata).
+    CreateMd {
+        force: bool,
+    },
+    /// Exit 0 when Primary with the device exposed (every resource for `all`),
+    /// 3 otherwise: the drbddisk agent's status check.
+    Role,
+}
+
+impl DiskVerb {
+    /// The verb as typed (and as sent on the control socket).
+    pub fn word(&self) -> &'static str {
+        match self {
+            DiskVerb::Status => "status",
+            DiskVerb::Primary { .. } => "primary",
+            DiskVerb::Secondary => "secondary",
+            DiskVerb::Connect { .. } => "connect",
+            DiskVerb::Disconnect => "disconnect",
+            DiskVerb::Invalidate => "invalidate",
+            DiskVerb::Verify => "verify",
+            DiskVerb::CreateMd { .. } => "create-md",
+            DiskVerb::Role => "role",
+        }
+    }
+}
+
+/// A parsed `disk` command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskCommand {
+    /// What to do.
+    pub verb: DiskVerb,
+    /// On which resources.
+    pub target: DiskTarget,
+    /// `--wait SECS` (primary, secondary): retry a refusal while the peer is
+    /// still Primary, then wait for the device to appear or go, at most this
+    /// long (what Heartbeat's drbddisk script does around `drbdadm`).
+    pub wait_s: Option<u64>,
+}
+
+impl DiskCommand {
+    /// The control-socket request line: `disk VERB [--flag] RES`.
+    pub fn request_line(&self) -> String {
+        let flag = match self.verb {
+            DiskVerb::Primary { force: true } => " --force",
+            DiskVerb::Connect {
+                discard_my_data: true,
+            } => " --discard-my-data",
+            _ => "",
+        };
+        format!("disk {}{} {}", self.verb.word(), flag, self.target.word())
+    }
+}
+
+/// Parses the words after `disk`.
+pub fn parse_disk<'a>(words: impl IntoIterator<Item = &'a str>) -> Result<DiskCommand, ShellError> {
+    let mut words = words.into_iter();
+    let verb_word = words
+        .next()
+        .ok_or_else(|| ShellError::Usage("disk needs a command (status, primary, secondary, connect, disconnect, invalidate, verify, create-md)".into()))?;
+    let mut verb = match verb_word {
+        "status" => DiskVerb::Status,
+        "primary" => DiskVerb::Primary { force: false },
+        "secondary" => DiskVerb::Secondary,
+        "connect" => DiskVerb::Connect {
+            discard_my_data: false,
+        },
+        "disconnect" => DiskVerb::Disconnect,
+        "invalidate" => DiskVerb::Invalidate,
+        "verify" => DiskVerb::Verify,
+        "create-md" => DiskVerb::CreateMd { force: false },
+        "role" => DiskVerb::Role,
+        other => return Err(ShellError::Usage(format!("unknown disk command `{other}`"))),
+    };
+    let mut target = None;
+    let mut wait_s = None;
+    while let Some(word) = words.next() {
+        match (word, &mut verb) {
+            ("--force" | "--do-what-I-say", DiskVerb::Primary { force }) => *force = true,
+            ("--force", DiskVerb::CreateMd { force }) => *force = true,
+            ("--discard-my-data", DiskVerb::Connect { discard_my_data }) => *discard_my_data = true,
+            ("--wait", DiskVerb::Primary { .. } | DiskVerb::Secondary) => {
+                let v = words
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .ok_or_else(|| ShellError::Usage("--wait needs seconds".into()))?;
+                wait_s = Some(v);
+            }
+            (w, _) if target.is_none() && !w.starts_with('-') => {
+                target = Some(DiskTarget::parse(w)?)
+            }
+            (w, _) => {
+                return Err(ShellError::Usage(format!(
+                    "disk {verb_word}: unexpected argument `{w}`"
+                )))
+            }
+        }
+    }
+    let target = match (target, &verb) {
+        (Some(t), _) => t,
+        (None, DiskVerb::Status) => DiskTarget::All,
+        (None, _) => {
+            return Err(ShellError::Usage(format!(
+                "disk {verb_word} needs a resource name or `all`"
+            )))
+        }
+    };
+    Ok(DiskCommand {
+        verb,
+        target,
+        wait_s,
+    })
 }
 
 /// The parsed command line, defaults filled in.
@@ -156,6 +335,12 @@ commands:
   status [--json]  ask the running daemon for the peer, link and group states
   standby [all|local|foreign]   stop the groups here and hand them to the peer
   takeover [all|local|foreign]  ask for the groups (and end a standby); default all
+  disk status [RES|all]         the replicated disks, like /proc/drbd
+  disk primary [--force] RES|all    promote (--force: this node's data wins, full sync)
+  disk secondary RES|all        demote (refused while the device is mounted)
+  disk connect [--discard-my-data] RES|all   reconnect (after a split brain: resync from the peer)
+  disk disconnect|invalidate|verify RES|all
+  disk create-md RES|all [--force]   offline: write fresh metadata, print the usable size
   version        print the version
   help           print this text
 
@@ -196,6 +381,10 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Args, Shell
             }
             ("-h" | "--help", _) => command = Some(Command::Help),
             ("--version", None) => command = Some(Command::Version),
+            ("disk", None) => {
+                let rest: Vec<String> = iter.by_ref().collect();
+                command = Some(Command::Disk(parse_disk(rest.iter().map(String::as_str))?));
+            }
             (word, None) if !word.starts_with('-') => command = Some(parse_command(word)?),
             (word, Some(Command::Operator(c))) if !which_given && !word.starts_with('-') => {
                 let which = super::control::parse_which(word).ok_or_else(|| {
@@ -277,6 +466,10 @@ fn dispatch(args: Args) -> Result<(), ShellError> {
             let line = super::control::command_line(command);
             print!("{}", super::control::client_request(&args.run_dir, &line)?);
             Ok(())
+        }
+        Command::Disk(ref disk) => {
+            let node = node_name(&args)?;
+            super::replication_io::client(&args, &node, disk)
         }
         Command::Run => {
             let node = node_name(&args)?;
@@ -366,6 +559,47 @@ mod tests {
     }
 
     #[test]
+    fn parse_disk_commands() {
+        let d = |w: &[&str]| match parse(w).unwrap().command {
+            Command::Disk(d) => d,
+            other => panic!("{other:?}"),
+        };
+        let one = |n: &str| DiskTarget::One(n.into());
+        assert_eq!(d(&["disk", "status"]).target, DiskTarget::All);
+        let p = d(&["disk", "primary", "--force", "repl"]);
+        assert_eq!(p.verb, DiskVerb::Primary { force: true });
+        assert_eq!(p.target, one("repl"));
+        assert_eq!(p.request_line(), "disk primary --force repl");
+        let p = d(&["disk", "primary", "all", "--do-what-I-say"]);
+        assert_eq!(p.verb, DiskVerb::Primary { force: true });
+        assert_eq!(p.target, DiskTarget::All);
+        let c = d(&["disk", "connect", "--discard-my-data", "r0"]);
+        assert_eq!(c.request_line(), "disk connect --discard-my-data r0");
+        let m = d(&["disk", "create-md", "repl", "--force"]);
+        assert_eq!(m.verb, DiskVerb::CreateMd { force: true });
+        let w = d(&["disk", "secondary", "--wait", "30", "repl"]);
+        assert_eq!(
+            (w.wait_s, w.request_line()),
+            (Some(30), "disk secondary repl".into())
+        );
+        assert_eq!(
+            d(&["disk", "verify", "repl"]).request_line(),
+            "disk verify repl"
+        );
+        for bad in [
+            &["disk"][..],
+            &["disk", "primary"],
+            &["disk", "frob", "repl"],
+            &["disk", "secondary", "--force", "repl"],
+            &["disk", "primary", "a", "b"],
+            &["disk", "primary", "--wait", "x", "repl"],
+            &["disk", "status", "re/pl"],
+        ] {
+            assert_eq!(parse(bad).unwrap_err().exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn exit_codes_are_distinct() {
         let io = || io::Error::from_raw_os_error(libc::EIO);
         let all = [
@@ -384,6 +618,7 @@ mod tests {
             },
             ShellError::NotRunning(String::new()),
             ShellError::AlreadyRunning(String::new()),
+            ShellError::Refused(String::new()),
         ];
         let mut codes: Vec<i32> = all.iter().map(ShellError::exit_code).collect();
         codes.sort();

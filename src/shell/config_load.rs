@@ -248,16 +248,6 @@ pub fn check_config(dir: &Path, node: &str) -> Result<String, ShellError> {
         out.push_str(&drbd_warning_line(dir, w));
         out.push('\n');
     }
-    if let Some((line, text)) = super::takeover_io::unsupported(&loaded.config) {
-        let message = format!(
-            "{text} {}: `run` refuses this file",
-            super::takeover_io::DRBDDISK_REFUSED
-        );
-        out.push_str(&format!(
-            "warning: {}\n",
-            located(dir, FileKind::Haresources, line, &message)
-        ));
-    }
     Ok(out)
 }
 

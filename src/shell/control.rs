@@ -1,7 +1,8 @@
 //! The control socket: `<run-dir>/bascule.sock`, and the `status` client.
 //!
 //! Layer: shell. Protocol: the client writes one line, `status`, `status json`,
-//! `standby all|local|foreign` or `takeover all|local|foreign`;
+//! `standby all|local|foreign`, `takeover all|local|foreign` or
+//! `disk VERB [--flag] RES|all` (see `cli::DiskCommand::request_line`);
 //! the daemon writes the answer and closes. Connections are non-blocking in the
 //! loop, at most [`CONN_MAX`] at once, requests at most [`REQUEST_MAX`] bytes.
 //! Rendering works on a plain [`StatusSnapshot`], so it is tested without a daemon.
@@ -15,7 +16,7 @@ use std::time::Duration as StdDuration;
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 
-use super::cli::ShellError;
+use super::cli::{DiskCommand, ShellError};
 use crate::core::takeover::{Command, Which};
 use crate::wire::FrameError;
 
@@ -23,15 +24,16 @@ use crate::wire::FrameError;
 pub const SOCKET_NAME: &str = "bascule.sock";
 /// Simultaneous control connections; beyond this the oldest is closed (status is rare).
 pub const CONN_MAX: usize = 8;
-/// Longest request line, bytes (`status json\n` is 12).
-pub const REQUEST_MAX: usize = 64;
+/// Longest request line, bytes (`disk connect --discard-my-data NAME` with a
+/// long resource name fits).
+pub const REQUEST_MAX: usize = 256;
 /// Initial capacity of a status answer, bytes (one link is about 400 bytes of JSON).
 pub const ANSWER_CAPACITY: usize = 4096;
 /// How long the `status` client waits for the daemon's answer.
 pub const CLIENT_TIMEOUT_MS: u64 = 5000;
 
 /// A request from a control client.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
     /// Text status.
     Status,
@@ -39,6 +41,8 @@ pub enum Request {
     StatusJson,
     /// `standby|takeover all|local|foreign`.
     Command(Command),
+    /// `disk VERB RES|all`.
+    Disk(DiskCommand),
     /// Anything else (answered with an error line).
     Unknown,
 }
@@ -84,6 +88,55 @@ pub struct GroupStatus {
     pub resources: Vec<ResourceStatus>,
 }
 
+/// A resync in progress, as `/proc/drbd` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncProgress {
+    /// KiB to sync when it started.
+    pub total_kib: u64,
+    /// KiB still to sync.
+    pub left_kib: u64,
+    /// Current speed, KiB/s.
+    pub speed_kib_s: u64,
+}
+
+/// One replicated disk (drbd.conf resource), as `status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskStatus {
+    /// The resource name (`repl`).
+    pub name: String,
+    /// The minor number (`/dev/drbd0` -> 0), as /proc/drbd numbers lines.
+    pub minor: u32,
+    /// The device path from drbd.conf.
+    pub device: String,
+    /// `A`, `B` or `C`.
+    pub protocol: String,
+    /// DRBD's state names.
+    pub role: String,
+    pub peer_role: String,
+    pub cstate: String,
+    pub dstate: String,
+    pub peer_dstate: String,
+    /// /proc/drbd counters, KiB: network sent/received, disk written/read.
+    pub ns_kib: u64,
+    pub nr_kib: u64,
+    pub dw_kib: u64,
+    pub dr_kib: u64,
+    /// Application requests not yet completed.
+    pub ap_pending: u64,
+    /// KiB marked out of sync in the bitmap.
+    pub out_of_sync_kib: u64,
+    /// Set while a resync runs.
+    pub sync: Option<SyncProgress>,
+    /// Bytes the replication connection wrote and read since start, framing
+    /// and handshakes included (what a resync really cost on the wire).
+    pub wire_sent_bytes: u64,
+    pub wire_received_bytes: u64,
+    /// The block device is present at `device` (Primary only).
+    pub exposed: bool,
+    /// Why the resource is not running (metadata missing, disk unusable).
+    pub error: Option<String>,
+}
+
 /// Everything `status` shows, copied out of the daemon.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StatusSnapshot {
@@ -105,6 +158,8 @@ pub struct StatusSnapshot {
     pub links: Vec<LinkStatus>,
     /// Every haresources group in file order.
     pub groups: Vec<GroupStatus>,
+    /// Every drbd.conf resource of this node, in file order.
+    pub disks: Vec<DiskStatus>,
     /// Heap allocations since start, read before this answer was built.
     pub allocations: u64,
 }
@@ -169,7 +224,86 @@ pub fn render_text(s: &StatusSnapshot) -> String {
         }
         out.push('\n');
     }
+    for d in &s.disks {
+        render_disk(&mut out, d);
+    }
     out
+}
+
+/// `1234567` -> `1,234,567` (as /proc/drbd prints the speed).
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The progress lines of a resync, DRBD 8's format:
+/// `[=====>..............] sync'ed: 45.2% (56320/102400)K` then
+/// `finish: 0:00:12 speed: 4,096 (K/sec)`.
+pub fn render_sync(out: &mut String, p: &SyncProgress) {
+    let total = p.total_kib.max(1);
+    let done = p.total_kib.saturating_sub(p.left_kib);
+    // Per mille, as DRBD computes it, so 45.2% prints from integers.
+    let permille = (done.saturating_mul(1000) / total).min(1000);
+    let x = (permille / 50) as usize;
+    let bar: String = std::iter::repeat('=')
+        .take(x.saturating_sub(1))
+        .chain(std::iter::once('>'))
+        .chain(std::iter::repeat('.').take(20 - x.min(20)))
+        .collect();
+    let _ = writeln!(
+        out,
+        "    [{bar}] sync'ed: {}.{}% ({}/{})K",
+        permille / 10,
+        permille % 10,
+        p.left_kib,
+        p.total_kib
+    );
+    let secs = p.left_kib.checked_div(p.speed_kib_s);
+    let finish = match secs {
+        Some(s) => format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60),
+        None => "-:--:--".into(),
+    };
+    let _ = writeln!(
+        out,
+        "    finish: {finish} speed: {} (K/sec)",
+        thousands(p.speed_kib_s)
+    );
+}
+
+/// One disk in `/proc/drbd`'s shape, under a header naming the resource.
+pub fn render_disk(out: &mut String, d: &DiskStatus) {
+    let _ = writeln!(
+        out,
+        "disk: {:<12} device: {:<12} protocol: {}  exposed: {}",
+        d.name,
+        d.device,
+        d.protocol,
+        if d.exposed { "yes" } else { "no" }
+    );
+    if let Some(e) = &d.error {
+        let _ = writeln!(out, "{:>2}: cs:Unconfigured  error: {e}", d.minor);
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "{:>2}: cs:{} st:{}/{} ld:{}/{}",
+        d.minor, d.cstate, d.role, d.peer_role, d.dstate, d.peer_dstate
+    );
+    let _ = writeln!(
+        out,
+        "    ns:{} nr:{} dw:{} dr:{} ap:{} oos:{}",
+        d.ns_kib, d.nr_kib, d.dw_kib, d.dr_kib, d.ap_pending, d.out_of_sync_kib
+    );
+    if let Some(p) = &d.sync {
+        render_sync(out, p);
+    }
 }
 
 /// Appends `s` as a JSON string literal.
@@ -253,8 +387,63 @@ pub fn render_json(s: &StatusSnapshot) -> String {
     for (i, g) in s.groups.iter().enumerate() {
         json_group(&mut o, i, g);
     }
+    o.push_str("],\"disks\":[");
+    for (i, d) in s.disks.iter().enumerate() {
+        json_disk(&mut o, i, d);
+    }
     let _ = writeln!(o, "],\"allocations\":{}}}", s.allocations);
     o
+}
+
+fn json_disk(o: &mut String, i: usize, d: &DiskStatus) {
+    if i > 0 {
+        o.push(',');
+    }
+    o.push_str("{\"name\":");
+    json_string(o, &d.name);
+    let _ = write!(o, ",\"minor\":{},\"device\":", d.minor);
+    json_string(o, &d.device);
+    for (key, value) in [
+        ("protocol", &d.protocol),
+        ("role", &d.role),
+        ("peer_role", &d.peer_role),
+        ("cstate", &d.cstate),
+        ("dstate", &d.dstate),
+        ("peer_dstate", &d.peer_dstate),
+    ] {
+        let _ = write!(o, ",\"{key}\":");
+        json_string(o, value);
+    }
+    let _ = write!(
+        o,
+        ",\"out_of_sync_kib\":{},\"ns_kib\":{},\"nr_kib\":{},\"dw_kib\":{},\"dr_kib\":{},\"ap_pending\":{},\"exposed\":{},\"wire_sent_bytes\":{},\"wire_received_bytes\":{}",
+        d.out_of_sync_kib,
+        d.ns_kib,
+        d.nr_kib,
+        d.dw_kib,
+        d.dr_kib,
+        d.ap_pending,
+        d.exposed,
+        d.wire_sent_bytes,
+        d.wire_received_bytes
+    );
+    o.push_str(",\"sync\":");
+    match &d.sync {
+        Some(p) => {
+            let _ = write!(
+                o,
+                "{{\"total_kib\":{},\"left_kib\":{},\"speed_kib_s\":{}}}",
+                p.total_kib, p.left_kib, p.speed_kib_s
+            );
+        }
+        None => o.push_str("null"),
+    }
+    o.push_str(",\"error\":");
+    match &d.error {
+        Some(e) => json_string(o, e),
+        None => o.push_str("null"),
+    }
+    o.push('}');
 }
 
 fn json_group(o: &mut String, i: usize, g: &GroupStatus) {
@@ -319,6 +508,10 @@ pub fn parse_request(line: &[u8]) -> Request {
         Some(("takeover", w)) => {
             parse_which(w).map_or(Request::Unknown, |w| Request::Command(Command::Takeover(w)))
         }
+        Some(("disk", rest)) => match super::cli::parse_disk(rest.split_whitespace()) {
+            Ok(d) => Request::Disk(d),
+            Err(_) => Request::Unknown,
+        },
         _ => Request::Unknown,
     }
 }
@@ -591,8 +784,92 @@ mod tests {
                     },
                 ],
             }],
+            disks: vec![sample_disk()],
             allocations: 5,
         }
+    }
+
+    fn sample_disk() -> DiskStatus {
+        DiskStatus {
+            name: "repl".into(),
+            minor: 0,
+            device: "/dev/drbd0".into(),
+            protocol: "C".into(),
+            role: "Primary".into(),
+            peer_role: "Secondary".into(),
+            cstate: "SyncSource".into(),
+            dstate: "UpToDate".into(),
+            peer_dstate: "Inconsistent".into(),
+            ns_kib: 46080,
+            nr_kib: 0,
+            dw_kib: 12,
+            dr_kib: 46100,
+            ap_pending: 0,
+            out_of_sync_kib: 56320,
+            sync: Some(SyncProgress {
+                total_kib: 102400,
+                left_kib: 56320,
+                speed_kib_s: 4096,
+            }),
+            exposed: true,
+            wire_sent_bytes: 0,
+            wire_received_bytes: 0,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn disk_text_is_proc_drbd_like_with_progress() {
+        let mut t = String::new();
+        render_disk(&mut t, &sample_disk());
+        assert!(
+            t.contains(" 0: cs:SyncSource st:Primary/Secondary ld:UpToDate/Inconsistent\n"),
+            "{t}"
+        );
+        assert!(t.contains("ns:46080 nr:0 dw:12 dr:46100"), "{t}");
+        assert!(
+            t.contains("[========>...........] sync'ed: 45.0% (56320/102400)K\n"),
+            "{t}"
+        );
+        assert!(t.contains("finish: 0:00:13 speed: 4,096 (K/sec)"), "{t}");
+        let mut d = sample_disk();
+        d.sync = None;
+        d.error = Some("run bascule disk create-md repl".into());
+        let mut t = String::new();
+        render_disk(&mut t, &d);
+        assert!(t.contains("error: run bascule disk create-md repl"), "{t}");
+    }
+
+    #[test]
+    fn progress_bar_ends_and_thousands() {
+        let mut t = String::new();
+        render_sync(
+            &mut t,
+            &SyncProgress {
+                total_kib: 1000,
+                left_kib: 1000,
+                speed_kib_s: 0,
+            },
+        );
+        assert!(
+            t.contains("[>....................] sync'ed: 0.0% (1000/1000)K"),
+            "{t}"
+        );
+        assert!(t.contains("finish: -:--:--"), "{t}");
+        let mut t = String::new();
+        render_sync(
+            &mut t,
+            &SyncProgress {
+                total_kib: 102400,
+                left_kib: 56320,
+                speed_kib_s: 0,
+            },
+        );
+        assert!(t.contains("sync'ed: 45.0%"), "{t}");
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
     }
 
     #[test]
@@ -612,6 +889,8 @@ mod tests {
             "\"crc\":3",
             "\"groups\":[{\"name\":\"192.168.69.100\",\"owner\":\"debian1\",\"state\":\"Running\"",
             "\"resources\":[{\"text\":\"192.168.69.100\",\"state\":\"running\"},{\"text\":\"web\",\"state\":\"unknown\"}]}]",
+            "\"disks\":[{\"name\":\"repl\",\"minor\":0,\"device\":\"/dev/drbd0\",\"protocol\":\"C\",\"role\":\"Primary\",\"peer_role\":\"Secondary\",\"cstate\":\"SyncSource\",\"dstate\":\"UpToDate\",\"peer_dstate\":\"Inconsistent\",\"out_of_sync_kib\":56320",
+            "\"sync\":{\"total_kib\":102400,\"left_kib\":56320,\"speed_kib_s\":4096},\"error\":null}]",
             "\"allocations\":5}",
         ] {
             assert!(j.contains(key), "{key} missing in {j}");
@@ -653,6 +932,11 @@ mod tests {
             "takeover local"
         );
         assert_eq!(parse_request(&[0xff]), Request::Unknown);
+        let Request::Disk(d) = parse_request(b"disk primary --force repl\n") else {
+            panic!("disk request")
+        };
+        assert_eq!(d.request_line(), "disk primary --force repl");
+        assert_eq!(parse_request(b"disk frob repl"), Request::Unknown);
     }
 
     #[test]

@@ -29,8 +29,9 @@ use super::control::{self, ConnOutcome, ControlServer, LinkStatus, Request, Stat
 use super::link::{Link, OpenError, RxContext};
 use super::log::{self as slog, log_event, LogSettings};
 use super::ping::PingProber;
+use super::replication_io::Disks;
 use super::serial::SerialLink;
-use super::takeover_io::{self, TakeoverIo};
+use super::takeover_io::TakeoverIo;
 use super::udp::{iface_info, UdpKind, UdpLink};
 use crate::config::digest::ConfigDigest;
 use crate::config::{AuthMethod, Medium};
@@ -81,6 +82,8 @@ pub enum Source {
     Link(usize),
     /// A pipe of a resource agent child (the runner's token).
     Runner,
+    /// A replicated disk's socket, waker or handler pipe.
+    Disk,
     /// Not ours (ignored).
     Unknown,
 }
@@ -97,6 +100,7 @@ impl Source {
             }
             t if (LINK_FIRST..LINK_FIRST + LINKS_MAX).contains(&t) => Source::Link(t - LINK_FIRST),
             t if (RUNNER_FIRST..RUNNER_FIRST + runner::TOKENS).contains(&t) => Source::Runner,
+            t if t >= super::replication_io::TOKEN_FIRST => Source::Disk,
             _ => Source::Unknown,
         }
     }
@@ -250,6 +254,32 @@ fn open_ping(loaded: &Loaded, registry: &mio::Registry, now: Instant) -> Option<
     }
 }
 
+/// How the drbddisk agent runs this binary's `disk` client against this
+/// daemon: the same binary and the same directories, made absolute (the
+/// agent's children do not share our idea of the working directory).
+fn disk_cli(args: &Args, node: &str) -> super::agents::DiskCli {
+    let abs = |p: &std::path::Path| {
+        std::path::absolute(p)
+            .unwrap_or_else(|_| p.to_path_buf())
+            .display()
+            .to_string()
+    };
+    let program = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "bascule".into());
+    super::agents::DiskCli {
+        program,
+        global: vec![
+            "--config-dir".into(),
+            abs(&args.config_dir),
+            "--node".into(),
+            node.into(),
+            "--run-dir".into(),
+            abs(&args.run_dir),
+        ],
+    }
+}
+
 /// Registers the control socket and the signalfd with the loop.
 fn register_sources(
     registry: &mio::Registry,
@@ -284,6 +314,8 @@ pub struct Daemon {
     lag: LagMonitor,
     takeover: TakeoverIo,
     ping: Option<PingProber>,
+    /// The replicated disks (drbd.conf resources of this node).
+    disks: Disks,
     stop: Option<i32>,
     /// A second SIGTERM/SIGINT: exit without waiting for the release.
     force_stop: bool,
@@ -311,7 +343,6 @@ pub fn run(args: &Args, node: &str) -> Result<(), ShellError> {
         .map_err(|e| ShellError::io("signalfd", e.into()))?;
     super::realtime::prepare();
     let loaded = config_load::load(&args.config_dir, node)?;
-    takeover_io::refuse_unsupported(&loaded)?;
     let control = ControlServer::bind(&args.run_dir)?;
     let ha = &loaded.config.ha;
     let settings = LogSettings {
@@ -373,8 +404,10 @@ impl Daemon {
             .try_clone()
             .map_err(|e| ShellError::io("clone epoll registry", e))?;
         let ping = open_ping(&loaded, registry, now);
-        let takeover =
+        let mut takeover =
             TakeoverIo::new(&loaded, runner_registry, RUNNER_FIRST, ping.is_some(), now)?;
+        takeover.set_disk_cli(disk_cli(args, &loaded.node));
+        let disks = Disks::start(&loaded, &args.run_dir, registry, now)?;
         let mut daemon = Daemon {
             names: Names {
                 node: loaded.node.clone(),
@@ -392,6 +425,7 @@ impl Daemon {
             boot_epoch,
             takeover,
             ping,
+            disks,
             stop: None,
             force_stop: false,
             releasing: false,
@@ -477,6 +511,7 @@ impl Daemon {
                 signal: self.stop.unwrap_or(0),
             },
         );
+        self.disks.shutdown(self.clock.now());
         self.control.remove();
         Ok(())
     }
@@ -485,9 +520,11 @@ impl Daemon {
     fn after_tokens(&mut self, now: Instant) {
         if std::mem::take(&mut self.sigchld) {
             self.takeover.on_sigchld(now);
+            self.disks.on_sigchld(now);
         }
         self.membership.handle_timeout(now);
         self.takeover.handle_timeout(now);
+        self.disks.handle_timeout(now);
         if let Some(ping) = self.ping.as_mut() {
             ping.handle_timeout(now);
         }
@@ -522,6 +559,7 @@ impl Daemon {
             .into_iter()
             .chain(self.takeover.poll_timeout())
             .chain(self.ping.as_ref().map(|p| p.poll_timeout(now)))
+            .chain(self.disks.poll_timeout())
             .chain(link_deadlines)
         {
             deadline = deadline.min(d);
@@ -559,6 +597,7 @@ impl Daemon {
                 }
             }
             Source::Runner => self.takeover.on_token(event.token()),
+            Source::Disk => self.disks.on_token(event, now),
             Source::Ping => {
                 if let Some(ping) = self.ping.as_mut() {
                     ping.on_readable(now);
@@ -601,7 +640,7 @@ impl Daemon {
     /// Drains the cores' outputs: membership's events, the takeover step (its
     /// adverts go into the next heartbeat), transmits on every link, then events.
     fn drain_outputs(&mut self, now: Instant) {
-        self.drain_membership_events();
+        self.drain_membership_events(now);
         if let Some(ping) = self.ping.as_ref() {
             let local = ping.reachable(now);
             self.membership.set_local_ping_reachable(local);
@@ -609,6 +648,7 @@ impl Daemon {
             self.takeover.ping(now, local, peer);
         }
         self.takeover.step(now, &mut self.membership);
+        self.disks.drain(now);
         for _ in 0..TRANSMITS_PER_ITERATION_MAX {
             let Some(repr) = self.membership.poll_transmit(now) else {
                 break;
@@ -624,19 +664,29 @@ impl Daemon {
                 }
             }
         }
-        self.drain_membership_events();
+        self.drain_membership_events(now);
         let dropped = slog::take_dropped();
         if dropped > 0 {
             log_event(&self.names, &Event::LogDropped { count: dropped });
         }
     }
 
-    fn drain_membership_events(&mut self) {
+    fn drain_membership_events(&mut self, now: Instant) {
         for _ in 0..EVENTS_PER_ITERATION_MAX {
             let Some(event) = self.membership.poll_event() else {
                 break;
             };
             log_event(&self.names, &event);
+            if let Event::PeerState {
+                to: crate::core::PeerState::Dead,
+                ..
+            } = event
+            {
+                // The heartbeats say the peer is gone: make the replication
+                // connections prove the opposite quickly, so a takeover's
+                // promotion does not wait for their idle timeout.
+                self.disks.peer_dead(now);
+            }
         }
     }
 
@@ -648,6 +698,7 @@ impl Daemon {
                 self.takeover.command(now, command);
                 format!("ok: {}\n", control::command_line(command)).into_bytes()
             }
+            Request::Disk(cmd) => self.disks.answer(now, &cmd).into_bytes(),
             Request::Unknown => b"error: unknown request (try `status`, `status json`, \
 `standby all|local|foreign` or `takeover all|local|foreign`)\n"
                 .to_vec(),
@@ -683,6 +734,7 @@ impl Daemon {
             config_match: m.peer_digest().map(|d| d == self.digest),
             links,
             groups: self.takeover.status(m),
+            disks: self.disks.status(now),
             allocations,
         }
     }

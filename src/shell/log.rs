@@ -1,7 +1,7 @@
 //! Logging: the catalogue lines (`log_event`) and the log backend.
 //!
-//! Layer: shell. [`log_event`], [`log_takeover_event`] and [`log_agent_event`]
-//! are the only functions that log at `info` or above, so every operator-visible
+//! Layer: shell. [`log_event`], [`log_takeover_event`], [`log_agent_event`] and
+//! [`log_disk_line`] are the only functions that log at `info` or above, so every operator-visible
 //! line comes from a catalogued `render` (`core::Event`, `TakeoverEvent`,
 //! `AgentEvent`: the README catalogue). The backend formats `2026-11-28T01:02:03.456Z LEVEL target: message`
 //! into a fixed buffer and hands it to a logger thread over a bounded channel with
@@ -23,6 +23,7 @@ use log::{Level, LevelFilter, Log, Metadata, Record};
 
 use super::agents::AgentEvent;
 use super::cli::ShellError;
+use super::replication_io::DiskLine;
 use crate::config::{hacf::LogFacility, ConfigWarning};
 use crate::core::takeover::TakeoverEvent;
 use crate::core::{Event, Names};
@@ -136,6 +137,17 @@ pub fn log_agent_event(event: &AgentEvent) {
     let mut line = Line::new();
     let _ = event.render(&mut Truncating(&mut line));
     log::log!(target: "bascule", level, "{}", line.as_str());
+}
+
+/// Logs one replicated-disk line (`disk_role`, `disk_cstate`, ... `disk_error`).
+pub fn log_disk_line(line: &DiskLine) {
+    let level = line.level();
+    if !log::log_enabled!(target: "bascule", level) {
+        return;
+    }
+    let mut text = Line::new();
+    let _ = line.render(&mut Truncating(&mut text));
+    log::log!(target: "bascule", level, "{}", text.as_str());
 }
 
 /// Lines dropped because the queue was full, since the last call (the loop reports them).

@@ -9,7 +9,8 @@
 //! Modules: `cli` (arguments, exit codes), `config_load` (files, authkeys mode),
 //! `event_loop` (the `Daemon`), `link`/`udp`/`serial` (media), `control` (status
 //! socket), `log` (catalogue lines and the backend), `state` (boot epoch),
-//! `realtime` (mlockall, SCHED_RR).
+//! `realtime` (mlockall, SCHED_RR), `replication_io` (the replicated disks
+//! and the `disk` commands).
 
 pub mod agents;
 pub mod blockdev;
@@ -25,6 +26,7 @@ pub mod nbd;
 pub mod ping;
 pub mod realtime;
 pub mod repl_conn;
+pub mod replication_io;
 pub mod serial;
 pub mod state;
 pub mod takeover_io;

@@ -17,7 +17,7 @@
 //! Invariants: at most one task per group, and it always matches the machine's
 //! outstanding action; every task ends in exactly one `handle_action_done`.
 
-use crate::config::{Config, Resource, ResourceSpec, StopFailure};
+use crate::config::{Resource, ResourceSpec, StopFailure};
 use crate::core::takeover::{self, Action, Command, Outcome, Takeover, TakeoverConfig};
 use crate::core::{Membership, PeerState};
 use crate::time::{Duration, Instant};
@@ -43,34 +43,6 @@ pub const REBOOT_PROGRAM: &str = "systemctl";
 pub const REBOOT_ARGS: [&str; 3] = ["reboot", "--force", "--force"];
 /// Time limit of the escalation command.
 pub const ESCALATE_TIMEOUT: Duration = Duration::from_secs(60);
-/// The message for a `drbddisk` resource at start.
-pub const DRBDDISK_REFUSED: &str =
-    "needs the replicated disk, which this version does not provide yet";
-
-/// Refuses to run a configuration this version accepts only in syntax
-/// (`drbddisk::`): the error names haresources and the group's line.
-pub fn refuse_unsupported(loaded: &Loaded) -> Result<(), ShellError> {
-    match unsupported(&loaded.config) {
-        Some((line, text)) => Err(ShellError::Config(located(
-            &loaded.dir,
-            crate::config::FileKind::Haresources,
-            line,
-            &format!("{text} {DRBDDISK_REFUSED}"),
-        ))),
-        None => Ok(()),
-    }
-}
-
-/// The first resource `run` refuses, with its haresources line.
-pub fn unsupported(config: &Config) -> Option<(usize, String)> {
-    config.resources.groups.iter().find_map(|g| {
-        g.resources
-            .iter()
-            .find(|r| matches!(r.typed, Resource::DrbdDisk { .. }))
-            .map(|r| (g.line, r.text.clone()))
-    })
-}
-
 /// One in-flight agent operation of a group.
 struct InFlight {
     action: Action,
@@ -549,6 +521,11 @@ impl TakeoverIo {
         })
     }
 
+    /// Lets the drbddisk agent reach the daemon's replicated disks.
+    pub fn set_disk_cli(&mut self, cli: agents::DiskCli) {
+        self.ctx.disk_cli = Some(cli);
+    }
+
     /// The machine (for tests and status).
     pub fn takeover(&self) -> &Takeover {
         &self.takeover
@@ -697,18 +674,5 @@ mod tests {
             resource_state_name(Some(ResourceState::Running), true),
             "failed"
         );
-    }
-
-    // ==== Tests for the start-up refusal ====
-
-    #[test]
-    fn drbddisk_refused_with_its_line() {
-        let ha = "node a b\nbcast eth1\n";
-        let keys = "auth 1\n1 sha1 secret\n";
-        let res = "a 10.0.0.1\n\nb drbddisk::repl web\n";
-        let config = Config::parse(ha, keys, Some(res)).unwrap();
-        assert_eq!(unsupported(&config), Some((3, "drbddisk::repl".into())));
-        let ok = Config::parse(ha, keys, Some("a 10.0.0.1 web\n")).unwrap();
-        assert_eq!(unsupported(&ok), None);
     }
 }

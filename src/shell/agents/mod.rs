@@ -21,8 +21,10 @@
 //! agents never re-parse them, they only look at the host.
 //! Agents: `IPaddr`/`IPaddr2` (ipaddr.rs, GARP in garp.rs), `Filesystem`
 //! (filesystem.rs), `MailTo` (mailto.rs), anything else is a script or a
-//! systemd unit (script.rs). `drbddisk` is refused at start until the
-//! replicated disk exists.
+//! systemd unit (script.rs). `drbddisk` runs this binary's `disk` client
+//! against the daemon's control socket, as Heartbeat's drbddisk ran `drbdadm`
+//! (the loop stays free to answer it): start = `disk primary --wait`, stop =
+//! `disk secondary --wait`, status = `disk role`.
 //! Invariants: a task spawns at most one command at a time and ends exactly
 //! once with `Next::Done`; a stop of something not running succeeds (stop is
 //! idempotent, so a retried stop never fails for having worked the first time).
@@ -248,7 +250,24 @@ pub struct AgentContext {
     pub node: String,
     /// Per-command deadline.
     pub timeout: Duration,
+    /// How the drbddisk agent reaches the daemon (None: drbddisk refused).
+    pub disk_cli: Option<DiskCli>,
 }
+
+/// This binary and the global options that reach the running daemon: what the
+/// drbddisk agent runs (`bascule --run-dir R ... disk primary --wait S RES`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskCli {
+    /// The bascule binary (`/proc/self/exe` resolved at start-up).
+    pub program: String,
+    /// `--config-dir C --node N --run-dir R`.
+    pub global: Vec<String>,
+}
+
+/// Longest the drbddisk agent retries a refused promotion (the peer still
+/// demoting after a switchover) and waits for the device; Heartbeat's
+/// drbddisk tried 6 times a second apart, exposure adds a mount of nbdfuse.
+pub const DRBDDISK_WAIT: Duration = Duration::from_secs(60);
 
 impl AgentContext {
     /// The context of this host for `config_dir`.
@@ -260,6 +279,7 @@ impl AgentContext {
             sendmail: PathBuf::from(mailto::SENDMAIL),
             node,
             timeout: OP_TIMEOUT_DEFAULT,
+            disk_cli: None,
         }
     }
 }
@@ -336,7 +356,7 @@ impl Task {
             Resource::IpAddr { .. } => ipaddr::plan(spec, op, ctx),
             Resource::Filesystem { .. } => filesystem::plan(spec, op, ctx),
             Resource::MailTo { .. } => mailto::plan(spec, op, ctx),
-            Resource::DrbdDisk { .. } => drbddisk_plan(spec, op),
+            Resource::DrbdDisk { .. } => drbddisk_plan(spec, op, ctx),
             Resource::Script { .. } => script::plan(spec, op, ctx),
         };
         Task {
@@ -492,19 +512,49 @@ impl Task {
     }
 }
 
-fn drbddisk_plan(spec: &ResourceSpec, op: Op) -> Plan {
-    match op {
-        Op::Start => Plan::Done(Err(AgentError::plain(
-            ErrorKind::Refused,
-            spec,
-            op,
-            format!(
-                "{} needs the replicated disk, which this version does not provide yet",
-                spec.text
-            ),
-        ))),
-        // Nothing was ever started: stopping and checking say so.
-        Op::Stop | Op::Status => Plan::Done(Ok(Finished::state(ResourceState::Stopped))),
+fn drbddisk_plan(spec: &ResourceSpec, op: Op, ctx: &AgentContext) -> Plan {
+    let Resource::DrbdDisk { resource } = &spec.typed else {
+        unreachable!("drbddisk_plan on {}", spec.text);
+    };
+    let Some(cli) = &ctx.disk_cli else {
+        return match op {
+            Op::Start => Plan::Done(Err(AgentError::plain(
+                ErrorKind::Refused,
+                spec,
+                op,
+                format!("{} needs the daemon's replicated disks", spec.text),
+            ))),
+            Op::Stop | Op::Status => Plan::Done(Ok(Finished::state(ResourceState::Stopped))),
+        };
+    };
+    // Leave the runner's deadline room to report the client's own refusal.
+    let wait_s = DRBDDISK_WAIT
+        .millis()
+        .min(ctx.timeout.millis().saturating_sub(5_000))
+        .max(1_000)
+        / 1000;
+    let wait = wait_s.to_string();
+    let mut args: Vec<&str> = cli.global.iter().map(String::as_str).collect();
+    args.push("disk");
+    let accept = match op {
+        Op::Start => {
+            args.extend(["primary", "--wait", &wait]);
+            Accept::Zero
+        }
+        Op::Stop => {
+            args.extend(["secondary", "--wait", &wait]);
+            Accept::Zero
+        }
+        Op::Status => {
+            args.push("role");
+            Accept::LsbStatus
+        }
+    };
+    args.push(resource);
+    let req = OpRequest::new(&cli.program, &args, ctx.timeout);
+    Plan::Steps {
+        steps: vec![Step::new(req, accept)],
+        finish: Finished::after(op),
     }
 }
 
@@ -659,6 +709,7 @@ mod tests {
             sendmail: PathBuf::from("/nonexistent-sendmail"),
             node: "debian1".into(),
             timeout: Duration::from_secs(5),
+            disk_cli: None,
         }
     }
 
@@ -693,7 +744,7 @@ mod tests {
     // ==== Tests for the Task state ====
 
     #[test]
-    fn task_drbddisk_start_refused_with_clear_error() {
+    fn task_drbddisk_without_daemon_refused_with_clear_error() {
         let mut t = Task::new(&spec("drbddisk::repl"), Op::Start, &ctx());
         let Next::Done(Err(e)) = t.poll() else {
             panic!("refused")
@@ -701,11 +752,48 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::Refused);
         assert_eq!(
             e.stderr,
-            "drbddisk::repl needs the replicated disk, which this version does not provide yet"
+            "drbddisk::repl needs the daemon's replicated disks"
         );
         assert_eq!(t.poll(), Next::Wait);
         let mut stop = Task::new(&spec("drbddisk::repl"), Op::Stop, &ctx());
         assert!(matches!(stop.poll(), Next::Done(Ok(_))));
+    }
+
+    #[test]
+    fn task_drbddisk_runs_the_disk_client() {
+        let mut c = ctx();
+        c.disk_cli = Some(DiskCli {
+            program: "/usr/sbin/bascule".into(),
+            global: vec!["--run-dir".into(), "/run/bascule".into()],
+        });
+        let line = |word: &str, op: Op, c: &AgentContext| {
+            let mut t = Task::new(&spec(word), op, c);
+            let Next::Spawn(req) = t.poll() else {
+                panic!("spawns the client")
+            };
+            req.command_line()
+        };
+        assert_eq!(
+            line("drbddisk::repl", Op::Start, &c),
+            "/usr/sbin/bascule --run-dir /run/bascule disk primary --wait 1 repl"
+        );
+        c.timeout = Duration::from_secs(300);
+        assert_eq!(
+            line("drbddisk::repl", Op::Stop, &c),
+            "/usr/sbin/bascule --run-dir /run/bascule disk secondary --wait 60 repl"
+        );
+        assert_eq!(
+            line("drbddisk", Op::Status, &c),
+            "/usr/sbin/bascule --run-dir /run/bascule disk role all"
+        );
+        // Status maps LSB codes: 3 (not Primary) is stopped, not an error.
+        let mut t = Task::new(&spec("drbddisk::repl"), Op::Status, &c);
+        let _ = t.poll();
+        t.on_done(&done(Outcome::Failed { code: 3 }));
+        let Next::Done(Ok(f)) = t.poll() else {
+            panic!("stopped")
+        };
+        assert_eq!(f.state, ResourceState::Stopped);
     }
 
     #[test]

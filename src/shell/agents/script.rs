@@ -137,6 +137,7 @@ mod tests {
                 sendmail: "/nonexistent".into(),
                 node: "n".into(),
                 timeout: Duration::from_secs(5),
+                disk_cli: None,
             }
         }
     }
