@@ -7,7 +7,13 @@ requests this process served), so a client can tell which node answered and see 
 restart. One request per connection (HTTP/1.0, Connection: close): a client probing
 every few milliseconds must never sit on a kept-alive connection to a dead node.
 
-Usage: server.py --pidfile FILE [--port 80] [--bind 0.0.0.0] [--node NAME]
+With --docroot DIR (the demo: /mnt/repl, the replicated disk's mount point), a GET
+answers DIR/index.html when that file exists, read afresh on every request, signed
+`<address>lab-web: node=<hostname> count=<n></address>` as Apache signs its pages:
+the client sees the replicated file and which node served it. Without the file (the
+disk not mounted here) the answer is the plain `node=... count=...` line.
+
+Usage: server.py --pidfile FILE [--port 80] [--bind 0.0.0.0] [--node NAME] [--docroot DIR]
 (--node: the name to answer with, default the hostname; for tests on loopback.)
 The pidfile is written only once the socket is bound and listening, so the script
 that started us can wait for it: its presence means "ready to answer".
@@ -25,6 +31,8 @@ BACKLOG = 128
 # A client that connects and sends nothing must not block the server for long.
 REQUEST_TIMEOUT_S = 0.5
 REQUEST_MAX_BYTES = 8192
+# A demo page, not a file server: the probe reads at most 4 KiB of an answer.
+PAGE_MAX_BYTES = 3072
 
 
 def parse_args():
@@ -33,6 +41,7 @@ def parse_args():
     p.add_argument("--port", type=int, default=PORT_DEFAULT)
     p.add_argument("--bind", default="0.0.0.0")
     p.add_argument("--node", help="name to answer with (default: the hostname)")
+    p.add_argument("--docroot", help="serve DOCROOT/index.html when it exists")
     return p.parse_args()
 
 
@@ -47,14 +56,29 @@ def read_request(conn):
     return data.split(b"\n", 1)[0].decode("latin-1").strip()
 
 
-def answer(conn, node, count):
+def page(docroot, node, count):
+    """The body and its type: DOCROOT/index.html signed, else the node line."""
+    if docroot:
+        try:
+            with open(os.path.join(docroot, "index.html"), "rb") as f:
+                html = f.read(PAGE_MAX_BYTES)
+            sign = f"<address>lab-web: node={node} count={count}</address>\n".encode()
+            return "text/html", html + sign
+        except OSError:
+            pass
+    return "text/plain", f"node={node} count={count}\n".encode()
+
+
+def answer(conn, node, count, docroot):
     line = read_request(conn)
+    ctype = "text/plain"
     if not line.startswith("GET ") and not line.startswith("HEAD "):
         status, body = "400 Bad Request", b"bad request\n"
     else:
-        status, body = "200 OK", f"node={node} count={count}\n".encode()
+        ctype, body = page(docroot, node, count)
+        status = "200 OK"
     head = (
-        f"HTTP/1.0 {status}\r\nContent-Type: text/plain\r\n"
+        f"HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode()
     conn.sendall(head if line.startswith("HEAD ") else head + body)
@@ -94,7 +118,7 @@ def main():
         count += 1
         try:
             conn.settimeout(REQUEST_TIMEOUT_S)
-            answer(conn, node, count)
+            answer(conn, node, count, args.docroot)
         except OSError:
             pass
         finally:
