@@ -25,7 +25,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration as StdDuration;
 
 use std::collections::VecDeque;
-use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 
 use mio::{Registry, Token, Waker};
@@ -1514,7 +1513,10 @@ fn action_summary(action: &Action) -> String {
 }
 
 /// Why the device cannot be demoted now: mounted (named with its mountpoint)
-/// or held open exclusively by someone else. None when it may go.
+/// or used by another block device (a device-mapper or md holder in sysfs).
+/// None when it may go. Reads only /proc and /sys: the device itself is never
+/// opened here, since its I/O would go through nbdfuse to the NBD socket this
+/// very loop serves.
 pub fn device_busy(device: &str) -> Option<String> {
     let path = Path::new(device);
     if !path.exists() {
@@ -1536,19 +1538,18 @@ pub fn device_busy(device: &str) -> Option<String> {
             }
         }
     }
-    let meta = std::fs::metadata(&real).ok()?;
-    if !meta.file_type().is_block_device() {
-        return None;
-    }
-    match OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_EXCL)
-        .open(&real)
-    {
-        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-            Some(format!("{device} is in use (held open): close it first"))
-        }
-        _ => None,
+    let name = real.file_name()?.to_str()?;
+    let holders = std::fs::read_dir(format!("/sys/block/{name}/holders")).ok()?;
+    let held: Vec<String> = holders
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    if held.is_empty() {
+        None
+    } else {
+        Some(format!(
+            "{device} is held by {}: release it first",
+            held.join(", ")
+        ))
     }
 }
 
