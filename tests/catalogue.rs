@@ -242,7 +242,7 @@ fn disk_lines() -> Vec<String> {
         },
         ReplEvent::SplitBrain {
             policy: "disconnect",
-            resolved: "no",
+            resolved: "disconnect",
         },
         ReplEvent::IoError {
             op: "write",

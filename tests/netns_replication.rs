@@ -47,12 +47,18 @@ fn backing(lab: &Lab, node: &str) -> PathBuf {
 /// `haresources` (`none`, `guide` or a file) and fresh metadata on both
 /// backing disks; daemons not started.
 fn disk_lab_with(test: &str, haresources: &str) -> Option<Lab> {
+    disk_lab_media(test, "bcast", haresources)
+}
+
+/// `disk_lab_with` on the lab's media `variant` (`serial`: heartbeats on eth0
+/// and the null-modem, so eth1 carries the replication alone).
+fn disk_lab_media(test: &str, variant: &str, haresources: &str) -> Option<Lab> {
     let lab = Lab::up(test)?;
     let disk_mb = format!("disk_mb={DISK_MB}");
     let haresources = format!("haresources={haresources}");
     let mut config: Vec<&str> = TIMERS.to_vec();
     config.extend(["drbd=guide", &disk_mb, &haresources]);
-    lab.config_both("bcast", &config);
+    lab.config_both(variant, &config);
     for node in NODES {
         assert!(
             backing(&lab, node).exists(),
@@ -77,14 +83,15 @@ fn disk_lab(test: &str) -> Option<Lab> {
 /// One test of this file at a time, across processes too (nextest runs each
 /// test in its own): each moves hundreds of MiB through FUSE and loop devices
 /// on a 2-CPU machine, and run together they measure each other. A file lock,
-/// taken with a deadline.
+/// taken with a deadline below nextest's (8 min for these tests): the other
+/// tests of this file together take 2 to 3 minutes on a loaded machine.
 struct Serial {
     /// Held open: the lock goes with it.
     _lock: std::fs::File,
 }
 
 const SERIAL_LOCK: &str = "/tmp/bascule-netns-replication.lock";
-const SERIAL_WAIT: Duration = Duration::from_secs(360);
+const SERIAL_WAIT: Duration = Duration::from_secs(420);
 
 fn serial() -> Serial {
     use std::os::fd::AsRawFd;
@@ -870,6 +877,101 @@ fn split_brain_detected_and_discard_my_data_recovers() {
     );
 }
 
+/// An after-sb policy resolves a split brain by itself: with
+/// `after-sb-1pri discard-secondary`, the node that was Secondary at the
+/// reconnect drops its changes and resyncs from the Primary.
+#[test]
+fn split_brain_after_sb_1pri_discard_secondary_resolves_itself() {
+    let _serial = serial();
+    let Some(lab) = disk_lab("after_sb") else {
+        return;
+    };
+    for node in NODES {
+        let conf = lab.dir.join(node).join("etc/drbd.conf");
+        let text = std::fs::read_to_string(&conf).unwrap().replacen(
+            "resource repl {\n",
+            "resource repl {\n  net {\n    after-sb-0pri discard-younger-primary;\n    after-sb-1pri discard-secondary;\n  }\n",
+            1,
+        );
+        std::fs::write(&conf, text).unwrap();
+    }
+    start_synced(&lab);
+    for node in NODES {
+        disk_ok(&lab, node, &["disconnect", "repl"]);
+        wait_disk(&lab, node, &[("cstate", "StandAlone")], CONNECT_TIMEOUT);
+    }
+    disk_ok(&lab, "debian2", &["primary", "repl"]);
+    for (tag, node) in [(41, "debian1"), (42, "debian2")] {
+        let mut c = nbd(&lab, node);
+        c.write(BLOCK, &pattern(tag, 1), true).unwrap();
+    }
+    disk_ok(&lab, "debian2", &["secondary", "repl"]);
+    let marks: Vec<usize> = NODES.iter().map(|n| lab.mark(n)).collect();
+    for node in NODES {
+        disk_ok(&lab, node, &["connect", "repl"]);
+    }
+    lab.wait_log(
+        "debian2",
+        marks[1],
+        &[
+            "disk_split_brain",
+            "policy=discard-secondary",
+            "resolved=discard-local",
+        ],
+        CONNECT_TIMEOUT,
+    );
+    lab.wait_log(
+        "debian1",
+        marks[0],
+        &[
+            "disk_split_brain",
+            "policy=discard-secondary",
+            "resolved=discard-peer",
+        ],
+        CONNECT_TIMEOUT,
+    );
+    wait_synced(&lab, "debian1", SYNC_TIMEOUT);
+    let mut c = nbd(&lab, "debian2");
+    check_block(
+        &c.read(BLOCK, BLOCK as u32).unwrap(),
+        41,
+        1,
+        "debian2 took debian1's block",
+    );
+}
+
+/// Lost heartbeats alone never make two Primaries: the heartbeat links are cut
+/// while the replication link (eth1) still works; debian2 declares debian1
+/// dead and pings the replication connection, which answers, so it stays
+/// connected and debian2's promotion is refused while debian1 is Primary.
+#[test]
+fn heartbeats_lost_but_replication_alive_keeps_the_connection() {
+    let _serial = serial();
+    let Some(lab) = disk_lab_media("hb_lost", "serial", "none") else {
+        return;
+    };
+    start_synced(&lab);
+    let mark = lab.mark("debian2");
+    lab.run(&["cut", "debian1", "eth0"]);
+    lab.run(&["cut", "debian1", "serial"]);
+    lab.wait_log("debian2", mark, &["peer_state", "to=Dead"], CONNECT_TIMEOUT);
+    // Past the probe's deadline (1 s), with margin.
+    std::thread::sleep(Duration::from_millis(2000));
+    assert!(
+        lab.grep("debian2", mark, &["name=peer_silent"]).is_empty(),
+        "the live replication connection was dropped"
+    );
+    wait_disk(
+        &lab,
+        "debian2",
+        &[("cstate", "Connected"), ("peer_role", "Primary")],
+        CONNECT_TIMEOUT,
+    );
+    let out = bascule(&lab, "debian2", &["disk", "primary", "repl"]);
+    assert_eq!(out.status.code(), Some(10), "{}", text(&out));
+    lab.run(&["heal", "debian1", "all"]);
+}
+
 /// `on-io-error detach`: the Primary's backing disk starts failing; the node
 /// goes Diskless and I/O continues through the peer.
 #[test]
@@ -1045,12 +1147,22 @@ fn guide_haresources_crash_takeover_serves_the_page_from_the_replicated_disk() {
     assert_eq!(field(&d, "exposed"), "true", "{d}");
     let mark = lab.mark("debian2");
     lab.run(&["crash", "debian1"]);
+    let crashed = Instant::now();
     let page = common::poll(
         "debian2 serves the page by the VIP",
         Duration::from_secs(60),
         || fetch_page(&lab),
     );
     assert_eq!(page, "served from repl\n");
+    eprintln!(
+        "[takeover_guide] crash to the page served by debian2: {} ms (replication link {})",
+        crashed.elapsed().as_millis(),
+        if lab.grep("debian2", mark, &["name=peer_silent"]).is_empty() {
+            "closed by the kernel"
+        } else {
+            "silent: dropped by the probe"
+        }
+    );
     lab.wait_log(
         "debian2",
         mark,

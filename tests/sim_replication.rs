@@ -9,7 +9,7 @@
 use bascule::sim::repl::{run_seed, Report};
 
 /// Seeds that always run (CI): a spread, plus any seed that once failed.
-const FIXED_SEEDS: [u64; 17] = [
+const FIXED_SEEDS: [u64; 21] = [
     0x0,
     0x1,
     0x2,
@@ -27,6 +27,11 @@ const FIXED_SEEDS: [u64; 17] = [
     0x9e37_79b9_7f4a_7c15,
     0x600d_5eed,
     0xfeed_face,
+    // Seeds that once failed (an engine or harness bug each).
+    0x3403_cb4f_7e7c_6404,
+    0x01fb_513e_c5e6_2026,
+    0x34c6_b1d5_7f61_93fd,
+    0xf6e5_0195_746c_5cce,
 ];
 const FRESH_SEEDS_DEFAULT: u64 = 3;
 
@@ -62,6 +67,7 @@ fn fixed_seeds() {
         total.disk_failures += r.disk_failures;
         total.split_brains += r.split_brains;
         total.invalidates += r.invalidates;
+        total.verifies += r.verifies;
     }
     eprintln!("{total:?}");
     // The schedule must actually exercise what the checks are about.

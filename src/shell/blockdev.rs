@@ -47,7 +47,7 @@ const POLL_MS: u64 = 10;
 /// Default deadline of one setup or teardown step (one command, or nbdfuse
 /// becoming ready): seconds on a loaded 2-vCPU machine, never forever.
 pub const STEP_TIMEOUT_MS: u64 = 15_000;
-/// After SIGTERM (or fusermount -u), how long nbdfuse gets to exit before its
+/// After fusermount -u (or an abort), how long nbdfuse gets to exit before its
 /// FUSE connection is aborted and it is killed.
 const NBDFUSE_EXIT_MS: u64 = 3_000;
 /// Where the kernel publishes FUSE connections (fusectl).
@@ -56,6 +56,45 @@ const FUSECTL: &str = "/sys/fs/fuse/connections";
 const FUSE_FILE: &str = "disk";
 /// Bytes of a failed command's stderr kept in an error.
 const STDERR_KEEP: usize = 400;
+/// Files in the work dir naming the FUSE connection id and the loop device
+/// while they exist. Once the daemon's mount namespace is gone nothing else
+/// ties them to us (the loop's backing file then reads "/disk"), yet a FUSE
+/// server that died under a mounted file system leaves its callers in D
+/// state until someone aborts that connection: `scripts/lab` reads these.
+pub const CONN_FILE: &str = "fuse.conn";
+/// See [`CONN_FILE`].
+pub const LOOP_FILE: &str = "loop.dev";
+
+/// nbdfuse runs under this small shell (args: daemon pid, work dir, the
+/// nbdfuse command). Seen on this kernel: when the daemon (the NBD server)
+/// dies under a mounted ext3, nbdfuse exits and one of its threads deadlocks
+/// in the kernel on its own FUSE connection (D state; `sync` and every
+/// journal commit behind it hang host-wide). So the supervisor watches the
+/// daemon: once it is gone while nbdfuse still runs, it aborts nbdfuse's
+/// recorded connection (power-loss semantics: the device fails at once,
+/// nothing waits). It never aborts after nbdfuse is gone (the id may be
+/// reused), and it outlives nbdfuse in the mount namespace, so the namespace
+/// is never torn down inside nbdfuse's own exit.
+const SUPERVISOR_SH: &str = r#"d=$1 w=$2; shift 2
+"$@" &
+f=$!
+state() { cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null; }
+alive() { case $(state "$1") in ''|Z|X) return 1;; esac; }
+abort() {
+    c=$(cat "$w/fuse.conn" 2>/dev/null)
+    [ -n "$c" ] && [ -e "/sys/fs/fuse/connections/$c/abort" ] && echo 1 >"/sys/fs/fuse/connections/$c/abort"
+}
+while alive "$d" && alive "$f"; do sleep 0.2; done
+if alive "$f"; then abort; fi
+# Exiting, but a thread still in the kernel after 1 s: stuck on its own
+# connection (still nbdfuse's: it holds it until its last thread is gone).
+n=0
+while [ "$(state "$f")" = Z ] && [ "$(ls "/proc/$f/task" 2>/dev/null | wc -l)" -gt 1 ]; do
+    n=$((n + 1))
+    if [ "$n" -eq 5 ]; then abort; fi
+    sleep 0.2
+done
+wait "$f""#;
 
 /// How the device reaches the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -371,7 +410,10 @@ pub struct Exposed {
 
 #[derive(Debug)]
 struct FuseSide {
+    /// The supervisor shell (see `SUPERVISOR_SH`); nbdfuse is its child.
     nbdfuse: Child,
+    /// nbdfuse's own pid, from its pid file once it serves.
+    pid: Option<u32>,
     mountpoint: PathBuf,
     conn: Option<u32>,
 }
@@ -389,7 +431,7 @@ impl Exposed {
 
     /// The nbdfuse process id (FuseLoop), for diagnostics and tests.
     pub fn nbdfuse_pid(&self) -> Option<u32> {
-        self.fuse.as_ref().map(|f| f.nbdfuse.id())
+        self.fuse.as_ref().and_then(|f| f.pid)
     }
 
     /// The FUSE connection id (FuseLoop), for diagnostics and tests.
@@ -400,7 +442,7 @@ impl Exposed {
     /// Takes the device away: refuses while a file system on it is mounted
     /// (returns self with `Busy`), else removes the device link, detaches the
     /// loop device (or nbd-client -d), stops nbdfuse (fusermount3 -u, then
-    /// SIGTERM, then abort + SIGKILL) and removes its mount point.
+    /// abort, then SIGKILL: never SIGTERM) and removes its mount point.
     pub fn teardown(mut self) -> Result<(), (Exposed, BlockdevError)> {
         if let Some(mountpoint) = mounted_on(&self.block) {
             return Err((self, BlockdevError::Busy { mountpoint }));
@@ -415,7 +457,9 @@ impl Exposed {
         if let Err(error) = detached {
             return Err((self, error));
         }
+        // Records last: the supervisor needs them if nbdfuse's exit sticks.
         self.stop_nbdfuse();
+        self.forget_records();
         self.done = true;
         Ok(())
     }
@@ -455,8 +499,14 @@ impl Exposed {
         file.is_some_and(|f| Path::new(back) == f || back == format!("/{FUSE_FILE}"))
     }
 
+    /// Removes the [`CONN_FILE`]/[`LOOP_FILE`] records once both are gone.
+    fn forget_records(&self) {
+        let _ = fs::remove_file(self.spec.work_dir.join(CONN_FILE));
+        let _ = fs::remove_file(self.spec.work_dir.join(LOOP_FILE));
+    }
+
     /// Stops nbdfuse and reaps it; bounded. A clean unmount first (nbdfuse
-    /// exits by itself), then SIGTERM, then abort the connection and SIGKILL.
+    /// exits by itself), then abort the connection, then SIGKILL.
     fn stop_nbdfuse(&mut self) {
         let t = self.spec.step_timeout;
         let Some(mut f) = self.fuse.take() else {
@@ -465,14 +515,16 @@ impl Exposed {
         let exit = Duration::from_millis(NBDFUSE_EXIT_MS);
         let mp = f.mountpoint.to_string_lossy().into_owned();
         let _ = run("fusermount3 -u", "fusermount3", &["-u", &mp], t);
+        // The supervisor exits right after nbdfuse (within its 0.2 s poll).
         if wait_exit(&mut f.nbdfuse, exit).is_none() {
-            // SAFETY: plain kill(2) on our own child's pid, not yet reaped.
-            unsafe { libc::kill(f.nbdfuse.id() as libc::pid_t, libc::SIGTERM) };
+            // No SIGTERM: nbdfuse exiting with its connection live can
+            // deadlock on that connection (seen). Abort first; it then exits.
+            if let Some(conn) = f.conn {
+                abort_fuse(conn, t);
+            }
             if wait_exit(&mut f.nbdfuse, exit).is_none() {
-                if let Some(conn) = f.conn {
-                    abort_fuse(conn, t);
-                }
-                let _ = wait_deadline(&mut f.nbdfuse, Duration::ZERO);
+                signal_nbdfuse(&f, libc::SIGKILL);
+                let _ = wait_exit(&mut f.nbdfuse, exit);
             }
         }
         if fuse_conn_of(&f.mountpoint).is_some() {
@@ -487,6 +539,18 @@ impl Exposed {
             }
         }
         let _ = fs::remove_dir(&f.mountpoint);
+    }
+}
+
+/// Sends `sig` to nbdfuse itself (not its supervisor), if its pid is known
+/// and it is still the supervisor's child.
+fn signal_nbdfuse(f: &FuseSide, sig: libc::c_int) {
+    let Some(pid) = f.pid else { return };
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let ppid = stat.rsplit(") ").next().and_then(|r| r.split(' ').nth(1));
+    if ppid == Some(f.nbdfuse.id().to_string().as_str()) {
+        // SAFETY: kill(2) on our supervisor's child, checked just above.
+        unsafe { libc::kill(pid as libc::pid_t, sig) };
     }
 }
 
@@ -531,8 +595,51 @@ impl Drop for Exposed {
             Backend::KernelNbd => run("nbd-client -d", "nbd-client", &["-d", &block], t),
             Backend::FuseLoop => self.detach_loop(&block),
         };
+        let conn = self.fuse.as_ref().and_then(|f| f.conn);
         self.stop_nbdfuse();
+        let attached = self.block.file_name().is_some_and(|n| {
+            Path::new("/sys/block")
+                .join(n)
+                .join("loop/backing_file")
+                .exists()
+        });
+        let alive = conn.is_some_and(|c| Path::new(FUSECTL).join(c.to_string()).exists());
+        if !attached && !alive {
+            self.forget_records(); // else left for `lab down` to find
+        }
     }
+}
+
+// ==== a previous instance's leftovers ====
+
+/// Cleans what a previous instance of the daemon left in `work_dir` when it
+/// died without teardown (kill -9, crash): aborts its recorded FUSE connection
+/// if it still exists and no mount in this namespace uses it (a dead server
+/// under a mounted file system leaves its callers, `sync` included, in D
+/// state until then), detaches its recorded loop device if that is still
+/// attached to the old FUSE file, and removes the records. Bounded; call it
+/// (off the loop) before the first [`expose`] after start-up.
+pub fn clean_stale(work_dir: &Path, step_timeout: Duration) {
+    let read = |name: &str| fs::read_to_string(work_dir.join(name)).ok();
+    if let Some(conn) = read(CONN_FILE).and_then(|c| c.trim().parse::<u32>().ok()) {
+        let in_use_here = mounts().iter().any(|(mm, _, _)| *mm == format!("0:{conn}"));
+        if !in_use_here && Path::new(FUSECTL).join(conn.to_string()).exists() {
+            abort_fuse(conn, step_timeout);
+        }
+    }
+    if let Some(name) = read(LOOP_FILE).map(|n| n.trim().to_string()) {
+        let back =
+            fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")).unwrap_or_default();
+        let file = work_dir.join("mnt").join(FUSE_FILE);
+        let back = back.trim_end_matches('\n');
+        if name.starts_with("loop") && (Path::new(back) == file || back == format!("/{FUSE_FILE}"))
+        {
+            let dev = format!("/dev/{name}");
+            let _ = run("losetup -d stale", "losetup", &["-d", &dev], step_timeout);
+        }
+    }
+    let _ = fs::remove_file(work_dir.join(CONN_FILE));
+    let _ = fs::remove_file(work_dir.join(LOOP_FILE));
 }
 
 // ==== setup ====
@@ -574,7 +681,14 @@ fn expose_fuse_loop(spec: &ExposeSpec) -> Result<Exposed, BlockdevError> {
     let log = fs::File::create(&logfile).map_err(io_err(&logfile))?;
     let log2 = log.try_clone().map_err(io_err(&logfile))?;
     let file = mountpoint.join(FUSE_FILE);
-    let nbdfuse = Command::new("nbdfuse")
+    let _ = fs::remove_file(spec.work_dir.join(CONN_FILE)); // never a stale id
+    let nbdfuse = Command::new("sh")
+        .arg("-c")
+        .arg(SUPERVISOR_SH)
+        .arg("bascule-nbdfuse")
+        .arg(std::process::id().to_string())
+        .arg(&spec.work_dir)
+        .arg("nbdfuse")
         .arg("-P")
         .arg(&pidfile)
         .arg(&file)
@@ -593,6 +707,7 @@ fn expose_fuse_loop(spec: &ExposeSpec) -> Result<Exposed, BlockdevError> {
         block: PathBuf::new(),
         fuse: Some(Box::new(FuseSide {
             nbdfuse,
+            pid: None,
             mountpoint: mountpoint.clone(),
             conn: None,
         })),
@@ -602,6 +717,9 @@ fn expose_fuse_loop(spec: &ExposeSpec) -> Result<Exposed, BlockdevError> {
     let conn = fuse_conn_of(&mountpoint);
     if let Some(f) = exposed.fuse.as_mut() {
         f.conn = conn;
+    }
+    if let Some(c) = conn {
+        let _ = fs::write(spec.work_dir.join(CONN_FILE), format!("{c}\n"));
     }
     let out = run(
         "losetup",
@@ -622,6 +740,12 @@ fn expose_fuse_loop(spec: &ExposeSpec) -> Result<Exposed, BlockdevError> {
             stderr: out,
         });
     }
+    if let Some(name) = block.file_name() {
+        let _ = fs::write(
+            spec.work_dir.join(LOOP_FILE),
+            format!("{}\n", name.to_string_lossy()),
+        );
+    }
     exposed.block = block;
     link_device(&spec.device, &exposed.block)?;
     Ok(exposed)
@@ -640,6 +764,9 @@ fn wait_nbdfuse_ready(
     loop {
         if fs::metadata(pidfile).is_ok_and(|m| m.len() > 0) && fuse_conn_of(&f.mountpoint).is_some()
         {
+            f.pid = fs::read_to_string(pidfile)
+                .ok()
+                .and_then(|p| p.trim().parse().ok());
             return Ok(());
         }
         if let Ok(Some(status)) = f.nbdfuse.try_wait() {

@@ -640,7 +640,7 @@ impl Daemon {
     /// Drains the cores' outputs: membership's events, the takeover step (its
     /// adverts go into the next heartbeat), transmits on every link, then events.
     fn drain_outputs(&mut self, now: Instant) {
-        self.drain_membership_events();
+        self.drain_membership_events(now);
         if let Some(ping) = self.ping.as_ref() {
             let local = ping.reachable(now);
             self.membership.set_local_ping_reachable(local);
@@ -664,19 +664,29 @@ impl Daemon {
                 }
             }
         }
-        self.drain_membership_events();
+        self.drain_membership_events(now);
         let dropped = slog::take_dropped();
         if dropped > 0 {
             log_event(&self.names, &Event::LogDropped { count: dropped });
         }
     }
 
-    fn drain_membership_events(&mut self) {
+    fn drain_membership_events(&mut self, now: Instant) {
         for _ in 0..EVENTS_PER_ITERATION_MAX {
             let Some(event) = self.membership.poll_event() else {
                 break;
             };
             log_event(&self.names, &event);
+            if let Event::PeerState {
+                to: crate::core::PeerState::Dead,
+                ..
+            } = event
+            {
+                // The heartbeats say the peer is gone: make the replication
+                // connections prove the opposite quickly, so a takeover's
+                // promotion does not wait for their idle timeout.
+                self.disks.peer_dead(now);
+            }
         }
     }
 

@@ -32,7 +32,7 @@ use mio::{Registry, Token, Waker};
 
 use super::agents::runner::{self, OpDone, OpId, OpRequest, Runner, SpawnError};
 use super::agents::write_quoted;
-use super::blockdev::{ExposeSpec, Exposed, Job, JobResult};
+use super::blockdev::{self, ExposeSpec, Exposed, Job, JobResult};
 use super::cli::{Args, DiskCommand, DiskTarget, DiskVerb, ShellError};
 use super::config_load::Loaded;
 use super::control::{self, DiskStatus, SyncProgress};
@@ -350,12 +350,11 @@ pub fn disk_status(name: &str, minor: u32, device: &str, s: &Status, exposed: bo
 
 /// A resource that could not start (its error shows in `status`).
 pub fn failed_status(name: &str, minor: u32, device: &str, error: &str) -> DiskStatus {
-    let unknown = |s: &str| s.to_string();
     DiskStatus {
         name: name.into(),
         minor,
         device: device.into(),
-        protocol: unknown("-"),
+        protocol: "-".into(),
         role: Role::Unknown.to_string(),
         peer_role: Role::Unknown.to_string(),
         cstate: ConnState::StandAlone.to_string(),
@@ -754,6 +753,11 @@ pub const SENDQ_BYTES_MAX: usize = 16 << 20;
 const PUMP_PASSES_MAX: usize = 8;
 /// Longest a drbd.conf handler may run before it is killed.
 pub const HANDLER_TIMEOUT: Duration = Duration::from_secs(60);
+/// After the heartbeats declared the peer dead, how long the replication
+/// connection has to deliver anything (it is pinged) before it is dropped as
+/// dead too: a live link answers in milliseconds; a dead one would otherwise
+/// hold a takeover's promotion until its idle timeout.
+pub const PEER_PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Longest the daemon waits at exit for the block device to go.
 const SHUTDOWN_TEARDOWN_MAX: StdDuration = StdDuration::from_secs(30);
 /// After a failed listen (address not up yet), try again this much later.
@@ -809,6 +813,10 @@ pub struct ReplicationIo {
     work_dir: PathBuf,
     /// Connect asked but the listener could not bind yet: retry at this time.
     listen_retry: Option<Instant>,
+    /// Messages received from the peer so far.
+    rx_msgs: u64,
+    /// A liveness probe: (deadline, `rx_msgs` when it started).
+    probe: Option<(Instant, u64)>,
     role: Role,
 }
 
@@ -875,36 +883,24 @@ impl ReplicationIo {
         };
         let worker = DiskWorker::new(files, DISK_THREADS, Arc::clone(waker))
             .map_err(|e| format!("disk worker threads: {e}"))?;
-        let mut cc = ReplConnConfig::new(
+        let conn = open_conn(&res, secret, registry, token_base + 1)?;
+        let nbd = open_nbd(
             &res.name,
-            &res.host,
-            &res.peer_host,
-            secret,
-            res.address,
-            res.peer_address,
-        );
-        cc.connect_interval = res.connect_int.max(Duration::from_millis(100));
-        cc.check()
-            .map_err(|e| format!("replication connection: {e}"))?;
-        let mut conn = ReplConn::new(cc);
-        conn.register(registry, token_base + 1)
-            .map_err(|e| format!("register connection: {e}"))?;
-        let path = socket_path(run_dir, &res.name);
-        let nbd = NbdServer::bind(
-            NbdConfig {
-                path: path.clone(),
-                name: res.name.clone(),
-                size: layout.usable_bytes,
-                read_only: true,
-                token_first: token_base + 1 + repl_conn::TOKENS,
-                tokens: NBD_TOKENS,
-                inflight_bytes_max: nbd::INFLIGHT_BYTES_MAX,
-            },
+            run_dir,
+            layout.usable_bytes,
             registry,
-        )
-        .map_err(|e| format!("NBD socket {}: {e}", path.display()))?;
+            token_base,
+        )?;
         let replica = Replica::new(res.replica_config(layout), md, bitmap, now);
-        let res_name = res.name.clone();
+        let work_dir = std::path::absolute(run_dir)
+            .unwrap_or_else(|_| run_dir.to_path_buf())
+            .join(format!("blockdev-{}", res.name));
+        // A previous instance killed with the device up left its FUSE
+        // connection and loop device: they go before anything is exposed.
+        blockdev::clean_stale(
+            &work_dir,
+            StdDuration::from_millis(blockdev::STEP_TIMEOUT_MS),
+        );
         Ok(ReplicationIo {
             minor: res
                 .device
@@ -924,10 +920,10 @@ impl ReplicationIo {
             exposure: Exposure::Absent,
             expose_wanted: false,
             waker: Arc::clone(waker),
-            work_dir: std::path::absolute(run_dir)
-                .unwrap_or_else(|_| run_dir.to_path_buf())
-                .join(format!("blockdev-{}", res_name)),
+            work_dir,
             listen_retry: None,
+            rx_msgs: 0,
+            probe: None,
             role: Role::Secondary,
         })
     }
@@ -952,6 +948,7 @@ impl ReplicationIo {
             self.replica.poll_timeout(),
             self.conn.poll_timeout(),
             self.listen_retry,
+            self.probe.map(|(deadline, _)| deadline),
         ]
         .into_iter()
         .flatten()
@@ -967,6 +964,56 @@ impl ReplicationIo {
             self.listen_retry = None;
             self.connect(now);
         }
+        self.check_probe(now);
+    }
+
+    /// The heartbeats declared the peer dead: ping it on the replication
+    /// connection, which is dropped if nothing at all arrives in time.
+    fn probe_peer(&mut self, now: Instant) {
+        if !self.conn.is_up() || self.probe.is_some() {
+            return;
+        }
+        self.probe = Some((now + PEER_PROBE_TIMEOUT, self.rx_msgs));
+        let mut header = Vec::new();
+        let (kind, payload) = PeerMsg::Ping.encode(&mut header);
+        let m = OutMsg {
+            kind,
+            header,
+            payload,
+        };
+        self.sendq_bytes += m.bytes();
+        self.sendq.push_back(m);
+        self.flush_sends();
+        self.conn.flush(now);
+    }
+
+    fn check_probe(&mut self, now: Instant) {
+        let Some((deadline, mark)) = self.probe else {
+            return;
+        };
+        if self.rx_msgs != mark || !self.conn.is_up() {
+            self.probe = None;
+            return;
+        }
+        if now < deadline {
+            return;
+        }
+        self.probe = None;
+        log_disk_line(&DiskLine::Repl {
+            res: &self.res.name,
+            event: &ReplEvent::Note {
+                name: "peer_silent",
+                detail: format!(
+                    "heartbeats lost and nothing on the replication connection for {} ms: dropped",
+                    PEER_PROBE_TIMEOUT.millis()
+                ),
+            },
+        });
+        // The Down event reaches the replica in the next pump; listen and
+        // dial again at once, for when the peer comes back.
+        self.conn.close();
+        self.drop_sends();
+        self.connect(now);
     }
 
     fn connect(&mut self, now: Instant) {
@@ -1046,6 +1093,7 @@ impl ReplicationIo {
         match event {
             ConnEvent::Up { .. } => self.replica.handle_peer_up(now),
             ConnEvent::Msg(kind, header, payload) => {
+                self.rx_msgs += 1;
                 match PeerMsg::decode(kind, &header, payload) {
                     Ok(msg) => self.replica.handle_peer_msg(now, msg),
                     Err(e) => {
@@ -1377,6 +1425,56 @@ impl ReplicationIo {
     }
 }
 
+/// The replication connection of `res` (listens and dials once the replica
+/// asks to connect), registered from `token`.
+fn open_conn(
+    res: &ResolvedResource,
+    secret: &[u8],
+    registry: &Registry,
+    token: usize,
+) -> Result<ReplConn, String> {
+    let mut cc = ReplConnConfig::new(
+        &res.name,
+        &res.host,
+        &res.peer_host,
+        secret,
+        res.address,
+        res.peer_address,
+    );
+    cc.connect_interval = res.connect_int.max(Duration::from_millis(100));
+    cc.check()
+        .map_err(|e| format!("replication connection: {e}"))?;
+    let mut conn = ReplConn::new(cc);
+    conn.register(registry, token)
+        .map_err(|e| format!("register connection: {e}"))?;
+    Ok(conn)
+}
+
+/// The NBD server of resource `name`, read-only until a promotion, on the
+/// tokens after the connection's.
+fn open_nbd(
+    name: &str,
+    run_dir: &Path,
+    size: u64,
+    registry: &Registry,
+    token_base: usize,
+) -> Result<NbdServer, String> {
+    let path = socket_path(run_dir, name);
+    NbdServer::bind(
+        NbdConfig {
+            path: path.clone(),
+            name: name.into(),
+            size,
+            read_only: true,
+            token_first: token_base + 1 + repl_conn::TOKENS,
+            tokens: NBD_TOKENS,
+            inflight_bytes_max: nbd::INFLIGHT_BYTES_MAX,
+        },
+        registry,
+    )
+    .map_err(|e| format!("NBD socket {}: {e}", path.display()))
+}
+
 /// One line for a trace of the replica's actions (no payload bytes).
 fn action_summary(action: &Action) -> String {
     match action {
@@ -1678,63 +1776,82 @@ impl Disks {
 
     /// Answers a `disk ...` request from the control socket.
     pub fn answer(&mut self, now: Instant, cmd: &DiskCommand) -> String {
-        let chosen: Vec<usize> = match &cmd.target {
+        let chosen = match self.chosen(&cmd.target) {
+            Ok(chosen) => chosen,
+            Err(error) => return error,
+        };
+        match cmd.verb {
+            DiskVerb::Status => {
+                let mut out = String::new();
+                for i in chosen {
+                    control::render_disk(&mut out, &self.slot_status(i, now));
+                }
+                out
+            }
+            DiskVerb::Role => format!("{}\n", self.role_of(&chosen)),
+            DiskVerb::CreateMd { .. } => {
+                "error: create-md works on a stopped daemon's disks (stop bascule first)\n".into()
+            }
+            _ => self.apply(now, cmd, &chosen),
+        }
+    }
+
+    /// The slots `target` names, or the error line to answer.
+    fn chosen(&self, target: &DiskTarget) -> Result<Vec<usize>, String> {
+        let chosen: Vec<usize> = match target {
             DiskTarget::All => (0..self.slots.len()).collect(),
             DiskTarget::One(name) => match self.slots.iter().position(|s| s.name() == name) {
                 Some(i) => vec![i],
                 None => {
                     let known: Vec<&str> = self.slots.iter().map(Slot::name).collect();
-                    return format!(
+                    return Err(format!(
                         "error: no resource `{name}` runs on this node (known: {})\n",
                         known.join(", ")
-                    );
+                    ));
                 }
             },
         };
         if chosen.is_empty() {
-            return "error: no replicated disk runs on this node (drbd.conf has no resource for it)\n"
-                .into();
+            return Err(
+                "error: no replicated disk runs on this node (drbd.conf has no resource for it)\n"
+                    .into(),
+            );
         }
-        match cmd.verb {
-            DiskVerb::Status => {
-                let mut out = String::new();
-                for i in chosen {
-                    let d = match &self.slots[i] {
-                        Slot::Running(r) => r.status(now),
-                        Slot::Failed(f) => failed_status(&f.name, f.minor, &f.device, &f.error),
-                    };
-                    control::render_disk(&mut out, &d);
-                }
-                return out;
-            }
-            DiskVerb::Role => {
-                let words: Vec<&str> = chosen
-                    .iter()
-                    .map(|i| match &self.slots[*i] {
-                        Slot::Running(r) => r.role_word(),
-                        Slot::Failed(_) => "Secondary removed",
-                    })
-                    .collect();
-                let all = |w: &str| words.iter().all(|x| *x == w);
-                return format!(
-                    "{}\n",
-                    if all("Primary exposed") {
-                        "Primary exposed"
-                    } else if all("Secondary removed") {
-                        "Secondary removed"
-                    } else if words.iter().any(|w| w.starts_with("Primary")) {
-                        "Primary"
-                    } else {
-                        "Secondary"
-                    }
-                );
-            }
-            DiskVerb::CreateMd { .. } => {
-                return "error: create-md works on a stopped daemon's disks (stop bascule first)\n"
-                    .into()
-            }
-            _ => {}
+        Ok(chosen)
+    }
+
+    fn slot_status(&self, i: usize, now: Instant) -> DiskStatus {
+        match &self.slots[i] {
+            Slot::Running(r) => r.status(now),
+            Slot::Failed(f) => failed_status(&f.name, f.minor, &f.device, &f.error),
         }
+    }
+
+    /// `disk role`: every chosen resource Primary with its device, every one
+    /// Secondary without it, or the mixed forms.
+    fn role_of(&self, chosen: &[usize]) -> &'static str {
+        let words: Vec<&str> = chosen
+            .iter()
+            .map(|i| match &self.slots[*i] {
+                Slot::Running(r) => r.role_word(),
+                Slot::Failed(_) => "Secondary removed",
+            })
+            .collect();
+        let all = |w: &str| words.iter().all(|x| *x == w);
+        if all("Primary exposed") {
+            "Primary exposed"
+        } else if all("Secondary removed") {
+            "Secondary removed"
+        } else if words.iter().any(|w| w.starts_with("Primary")) {
+            "Primary"
+        } else {
+            "Secondary"
+        }
+    }
+
+    /// Applies a state-changing command to each chosen resource; one
+    /// `disk_command` line each; `ok:` or every refusal.
+    fn apply(&mut self, now: Instant, cmd: &DiskCommand, chosen: &[usize]) -> String {
         let words = cmd.request_line();
         let command = words
             .strip_prefix("disk ")
@@ -1742,9 +1859,10 @@ impl Disks {
             .unwrap_or(cmd.verb.word())
             .to_string();
         let mut refusals = Vec::new();
-        for i in chosen {
+        for &i in chosen {
             let (name, result) = match &mut self.slots[i] {
                 Slot::Running(r) => (r.res.name.clone(), r.command(now, &cmd.verb)),
+                // Nothing runs there: stopping it works, anything else is refused.
                 Slot::Failed(f) => (
                     f.name.clone(),
                     match cmd.verb {
@@ -1768,6 +1886,15 @@ impl Disks {
             format!("ok: {words}\n")
         } else {
             format!("refused: {}\n", refusals.join("; "))
+        }
+    }
+
+    /// The heartbeats declared the peer dead (see [`PEER_PROBE_TIMEOUT`]).
+    pub fn peer_dead(&mut self, now: Instant) {
+        for slot in self.slots.iter_mut() {
+            if let Slot::Running(r) = slot {
+                r.probe_peer(now);
+            }
         }
     }
 
@@ -1855,11 +1982,11 @@ mod tests {
         assert_eq!(
             r(ReplEvent::SplitBrain {
                 policy: "disconnect",
-                resolved: "no"
+                resolved: "disconnect"
             }),
             (
                 log::Level::Error,
-                "disk_split_brain res=repl policy=disconnect resolved=no".into()
+                "disk_split_brain res=repl policy=disconnect resolved=disconnect".into()
             )
         );
         assert_eq!(

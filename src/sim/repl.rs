@@ -11,8 +11,11 @@
 //! [`Cluster`] is the harness (used by the engine's unit tests and named
 //! scenarios); [`run_seed`] is the randomized run: a client on the Primary
 //! writes, reads and flushes and records what was acknowledged, while the
-//! schedule cuts the link (visibly or silently), crashes either node, fails the
-//! Secondary's disk and promotes the survivor. Checks:
+//! schedule cuts the link (visibly or silently), crashes either node, fails
+//! either node's disk (a Diskless Primary serves through its peer until it is
+//! re-attached by a restart), promotes the survivor, promotes a cut-off
+//! Secondary on purpose (split brain, resolved with `--discard-my-data` on
+//! it) and invalidates the Secondary. Checks:
 //! - a read returns the last acknowledged write of every block it covers;
 //! - when a Primary that was Connected to an UpToDate peer crashes, the peer is
 //!   promoted and holds every acknowledged write (protocol C) or every write
@@ -782,6 +785,7 @@ pub struct Report {
     pub disk_failures: u64,
     pub split_brains: u64,
     pub invalidates: u64,
+    pub verifies: u64,
     pub steps: u64,
 }
 
@@ -1003,6 +1007,20 @@ impl Run {
                 self.c
                     .command(s, Command::Invalidate)
                     .map_err(|e| format!("invalidate: {}", e.0))?;
+            }
+            // Online verify under load: differences it reports (writes in
+            // flight) are only marked out of sync, never a data change.
+            9 if both_up
+                && self.rogue.is_none()
+                && (0..2).all(|i| {
+                    self.c.r(i).cstate() == ConnState::Connected
+                        && self.c.r(i).dstate() == DiskState::UpToDate
+                }) =>
+            {
+                self.report.verifies += 1;
+                self.c
+                    .command(p, Command::Verify)
+                    .map_err(|e| format!("verify: {}", e.0))?;
             }
             6 if both_up && self.rogue.is_none() => {
                 self.report.disk_failures += 1;

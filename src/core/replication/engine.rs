@@ -455,7 +455,7 @@ pub struct Replica {
     /// Transfer log: ranges of writes per epoch not yet covered by a BarrierAck.
     epoch: u64,
     epoch_writes: usize,
-    tl: Vec<(u64, (u64, u64))>,
+    tl: Vec<(u64, Seq, (u64, u64))>,
     /// Barriers sent for host flushes: nr -> host request.
     barriers: BTreeMap<u64, Vec<HostId>>,
     /// Secondary: peer writes in flight (seq), barriers waiting for them.
@@ -1115,7 +1115,7 @@ impl Replica {
                 },
             };
             self.send(msg);
-            self.tl.push((self.epoch, range));
+            self.tl.push((self.epoch, seq, range));
             self.epoch_writes += 1;
             if self.epoch_writes >= EPOCH_WRITES_MAX {
                 self.send_barrier(None);
@@ -1169,7 +1169,7 @@ impl Replica {
     /// confirmed durable (unacked, or not covered by a BarrierAck) is marked
     /// out of sync and persisted before the requests waiting on it complete.
     fn fail_peer_pending(&mut self) {
-        let mut ranges: Vec<(u64, u64)> = self.tl.drain(..).map(|(_, r)| r).collect();
+        let mut ranges: Vec<(u64, u64)> = self.tl.drain(..).map(|(_, _, r)| r).collect();
         let sent = std::mem::take(&mut self.sent);
         let mut waiting = Vec::new();
         for (_, (host, range, _)) in sent {
@@ -1376,7 +1376,8 @@ impl Replica {
             Op::HostWrite { host, range } => self.host_write_done(id, host, range, result),
             Op::HostRead { host } => self.host_read_done(host, result),
             Op::HostFlush { host } => {
-                if result.is_err() && !(self.local_error("flush", 0) && self.replicating()) {
+                // Detached: the flush holds only if the peer's copy is whole.
+                if result.is_err() && !(self.local_error("flush", 0) && self.peer_has_good_data()) {
                     self.set_host_error(host);
                 }
                 if let Some(req) = self.hosts.get_mut(&host) {
@@ -1539,7 +1540,8 @@ impl Replica {
         match result {
             Ok(_) => self.dw += range.1 - range.0,
             Err(_) => {
-                let detached = self.local_error("write", range.0);
+                // Detached, only an UpToDate peer's copy can complete it.
+                let detached = self.local_error("write", range.0) && self.peer_has_good_data();
                 let Some(req) = self.hosts.get_mut(&host) else {
                     return;
                 };
@@ -1760,6 +1762,16 @@ impl Replica {
             PeerMsg::RecvAck { seq } => self.on_ack(seq, false),
             PeerMsg::WriteAck { seq } => self.on_ack(seq, true),
             PeerMsg::NegAck { seq } => {
+                // Protocol A keeps no ack entry: the transfer log knows the range.
+                let unacked = self
+                    .tl
+                    .iter()
+                    .find(|(_, s, _)| *s == seq)
+                    .map(|(_, _, r)| *r);
+                if let (None, Some(range)) = (self.sent.get(&seq), unacked) {
+                    self.bitmap.set_range(range.0, range.1 - range.0);
+                    self.write_bitmap_range(range.0, range.1 - range.0);
+                }
                 if let Some((host, range, _)) = self.sent.remove(&seq) {
                     self.bitmap.set_range(range.0, range.1 - range.0);
                     self.write_bitmap_range(range.0, range.1 - range.0);
@@ -1779,7 +1791,7 @@ impl Replica {
                 self.check_barriers();
             }
             PeerMsg::BarrierAck { nr } => {
-                self.tl.retain(|(e, _)| *e > nr);
+                self.tl.retain(|(e, _, _)| *e > nr);
                 let done: Vec<u64> = self.barriers.range(..=nr).map(|(k, _)| *k).collect();
                 for k in done {
                     for host in self.barriers.remove(&k).unwrap_or_default() {
@@ -3863,6 +3875,50 @@ mod tests {
         assert!(timed_out(A) || timed_out(B));
         c.heal();
         assert!(c.run_until(5000, |c| c.settled()));
+    }
+
+    #[test]
+    fn a_peer_with_another_protocol_or_size_is_refused() {
+        for (protocol, size) in [(Protocol::A, USABLE_BYTES), (Protocol::C, USABLE_BYTES / 2)] {
+            let t = Instant::ZERO;
+            let mut r = lone(Protocol::C);
+            drain(&mut r);
+            r.handle_peer_up(t);
+            let created = Metadata::created(size);
+            r.handle_peer_msg(
+                t,
+                PeerMsg::ReportParams {
+                    protocol,
+                    usable_bytes: size,
+                    role: Role::Secondary,
+                    disk: DiskState::Inconsistent,
+                    uuids: created.uuids,
+                    dirty_blocks: 0,
+                    md_flags: 0,
+                    discard_my_data: false,
+                },
+            );
+            let actions = drain(&mut r);
+            assert!(actions.contains(&Action::Disconnect));
+            assert!(actions.iter().any(|a| matches!(
+                a,
+                Action::Event(ReplEvent::Note {
+                    name: "handshake_refused",
+                    ..
+                })
+            )));
+            assert_eq!(r.cstate(), ConnState::StandAlone);
+            // The operator's connect starts over.
+            r.handle_command(
+                t,
+                Command::Connect {
+                    discard_my_data: false,
+                },
+            )
+            .unwrap();
+            assert!(drain(&mut r).contains(&Action::Connect));
+            assert_eq!(r.cstate(), ConnState::WFConnection);
+        }
     }
 
     #[test]
