@@ -313,7 +313,7 @@ enum Op {
         range: (u64, u64),
         write_ack: bool,
     },
-    /// The Secondary flushes for a barrier.
+    /// The Secondary flushes for a barrier (and every earlier one).
     BarrierFlush {
         nr: u64,
     },
@@ -462,6 +462,11 @@ pub struct Replica {
     peer_inflight: BTreeSet<Seq>,
     last_peer_seq: Seq,
     barrier_wait: VecDeque<(u64, Seq)>,
+    /// Secondary: the highest barrier whose writes are all done locally and
+    /// whose flush has not started yet.
+    barrier_ready: Option<u64>,
+    /// Secondary: a barrier flush is running.
+    barrier_flushing: bool,
     /// Reads sent to the peer: id -> host request.
     next_read: u64,
     peer_reads: BTreeMap<u64, HostId>,
@@ -560,6 +565,8 @@ impl Replica {
             peer_inflight: BTreeSet::new(),
             last_peer_seq: 0,
             barrier_wait: VecDeque::new(),
+            barrier_ready: None,
+            barrier_flushing: false,
             next_read: 1,
             peer_reads: BTreeMap::new(),
             peer: None,
@@ -1407,6 +1414,7 @@ impl Replica {
                 self.check_barriers();
             }
             Op::BarrierFlush { nr } => {
+                self.barrier_flushing = false;
                 if result.is_err() {
                     self.local_error("flush", 0);
                 }
@@ -1415,6 +1423,7 @@ impl Replica {
                 if self.has_disk() {
                     self.send(PeerMsg::BarrierAck { nr });
                 }
+                self.check_barriers();
             }
             Op::RsWrite { range } => {
                 self.release(id);
@@ -1584,7 +1593,17 @@ impl Replica {
         self.try_complete(host);
     }
 
-    /// Secondary: acknowledge barriers whose writes are all done locally.
+    /// Secondary: acknowledge barriers whose writes are all done locally,
+    /// after a flush that started once they were.
+    ///
+    /// One barrier flush runs at a time; barriers that become ready meanwhile
+    /// share the next one, acknowledged by the highest number (a `BarrierAck`
+    /// covers every earlier epoch). Why: a flush of a page cache full of dirty
+    /// data (just after a full sync) takes long on a real disk, and one flush
+    /// per barrier (every `EPOCH_WRITES_MAX` writes) tied up every disk worker
+    /// in fdatasync while the replicated writes, and so every protocol C
+    /// acknowledgement, queued behind them. Later writes never wait for a
+    /// barrier's flush, as in DRBD.
     fn check_barriers(&mut self) {
         while let Some(&(nr, last)) = self.barrier_wait.front() {
             if self.peer_inflight.first().is_some_and(|&s| s <= last) {
@@ -1592,9 +1611,19 @@ impl Replica {
             }
             self.barrier_wait.pop_front();
             if self.has_disk() {
-                self.disk(DiskIo::Flush, Op::BarrierFlush { nr });
+                self.barrier_ready = Some(nr);
             } else {
                 self.send(PeerMsg::BarrierAck { nr });
+            }
+        }
+        if !self.has_disk() {
+            // Lost the disk before flushing: as when the flush fails, no ack
+            // (the Primary marks what we did not confirm).
+            self.barrier_ready = None;
+        } else if !self.barrier_flushing {
+            if let Some(nr) = self.barrier_ready.take() {
+                self.barrier_flushing = true;
+                self.disk(DiskIo::Flush, Op::BarrierFlush { nr });
             }
         }
     }
@@ -1642,6 +1671,8 @@ impl Replica {
         self.ping_sent = None;
         self.fail_peer_pending();
         self.barrier_wait.clear();
+        // A running barrier flush still completes (and clears the flag).
+        self.barrier_ready = None;
         if let Some(s) = self.sync.take() {
             self.note(
                 "resync_interrupted",
