@@ -61,8 +61,16 @@ pub const RS_CSUM_CHUNK_BYTES: u64 = 128 << 10;
 /// Resync progress (SyncTarget) is made durable every this many bytes.
 pub const RS_PERSIST_BYTES: u64 = 64 << 20;
 /// Replicated writes per epoch before the Primary closes it with a barrier
-/// (bounds the transfer log and what a peer crash can cost).
-pub const EPOCH_WRITES_MAX: usize = 64;
+/// (bounds the transfer log and what a peer crash can cost: the writes of
+/// unacknowledged epochs are marked out of sync and resynced, never lost).
+/// 2048 is DRBD's default `max-epoch-size`. Why not smaller: each barrier
+/// costs the Secondary an fdatasync that writes back the epoch's scattered
+/// dirty pages while its replicated writes wait on them; with 64, strace
+/// showed ~300 fdatasyncs of 3.5 ms per 20000 4k writes and qd16 ran
+/// 12.0k IOPS against 13.4k with 2048 (same machine, back to back). A host
+/// flush still closes its epoch at once, and a FUA write is written FUA on
+/// the peer, so durability never waits for an epoch to fill.
+pub const EPOCH_WRITES_MAX: usize = 2048;
 
 /// `after-sb-0pri` (no primary when split brain is detected).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
