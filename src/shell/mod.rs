@@ -13,8 +13,8 @@
 //! and the `disk` commands).
 
 pub mod agents;
-pub mod blockdev;
 pub mod alloc_count;
+pub mod blockdev;
 pub mod cli;
 pub mod config_load;
 pub mod control;

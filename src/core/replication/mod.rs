@@ -112,14 +112,31 @@ pub enum DiskTarget {
 /// One request to the local backing store. Offsets and lengths in bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DiskIo {
-    Read { target: DiskTarget, offset: u64, len: u32 },
+    Read {
+        target: DiskTarget,
+        offset: u64,
+        len: u32,
+    },
     /// `fua`: durable before completion (the worker writes then fdatasyncs).
-    Write { target: DiskTarget, offset: u64, data: Payload, fua: bool },
+    Write {
+        target: DiskTarget,
+        offset: u64,
+        data: Payload,
+        fua: bool,
+    },
     /// fdatasync of the whole backing store.
     Flush,
     /// Discard (punch a hole or write zeroes: reads return zeroes afterwards).
-    Discard { offset: u64, len: u32, fua: bool },
-    WriteZeroes { offset: u64, len: u32, fua: bool },
+    Discard {
+        offset: u64,
+        len: u32,
+        fua: bool,
+    },
+    WriteZeroes {
+        offset: u64,
+        len: u32,
+        fua: bool,
+    },
 }
 
 /// What went wrong with an I/O, in errno terms (what NBD sends back).
@@ -156,11 +173,26 @@ pub type IoResult = Result<Option<Payload>, IoError>;
 /// One request from the host (the NBD server), in bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HostIo {
-    Read { offset: u64, len: u32 },
-    Write { offset: u64, data: Payload, fua: bool },
+    Read {
+        offset: u64,
+        len: u32,
+    },
+    Write {
+        offset: u64,
+        data: Payload,
+        fua: bool,
+    },
     Flush,
-    Trim { offset: u64, len: u32, fua: bool },
-    WriteZeroes { offset: u64, len: u32, fua: bool },
+    Trim {
+        offset: u64,
+        len: u32,
+        fua: bool,
+    },
+    WriteZeroes {
+        offset: u64,
+        len: u32,
+        fua: bool,
+    },
 }
 
 /// Identifies a host request across the core/shell boundary (the shell maps it
