@@ -2082,13 +2082,17 @@ impl Replica {
             self.report_params();
         }
         self.set_peer_dstate(disk);
-        if role == Role::Primary && self.role == Role::Primary {
+        let both_primary = role == Role::Primary && self.role == Role::Primary;
+        let decision = self.decide(&peer, disk, role, peer_discard);
+        self.discard_my_data = false;
+        // Both Primary: diverged data is a split brain, which `decide` already
+        // reported (after-sb-2pri, the handler) and, when the policy resolved
+        // it, the victim demoted itself. Anything else would be two writers.
+        if both_primary && matches!(decision, Some(SyncDecision::NoSync)) {
             self.note("handshake_refused", "reason=two_primaries".into());
             self.go_standalone();
             return;
         }
-        let decision = self.decide(&peer, disk, role, peer_discard);
-        self.discard_my_data = false;
         match decision {
             None => {}
             Some(SyncDecision::NoSync) => self.connected_in_sync(),
@@ -3706,6 +3710,35 @@ mod tests {
         write(c, B, 201, 2, 0xb);
         write(c, B, 202, 3, 0xb);
         c.run_for(50);
+    }
+
+    #[test]
+    fn two_primaries_reconnecting_is_a_split_brain_on_both() {
+        // Both nodes still Primary when the link comes back (the takeover
+        // promoted the survivor of a partition, the old Primary never demoted):
+        // DRBD's after-sb-2pri case, detected and reported on both sides.
+        let mut c = cluster(Protocol::C);
+        split(&mut c);
+        assert_eq!(c.r(A).role(), Role::Primary);
+        assert_eq!(c.r(B).role(), Role::Primary);
+        c.heal();
+        c.run_for(500);
+        for n in [A, B] {
+            assert_eq!(c.r(n).cstate(), ConnState::StandAlone, "node {n}");
+            assert!(c.nodes[n].handlers.contains(&"split-brain"), "node {n}");
+            assert!(
+                events(&c, n).contains(&ReplEvent::SplitBrain {
+                    policy: "disconnect",
+                    resolved: "disconnect"
+                }),
+                "node {n}"
+            );
+        }
+        assert_eq!(
+            (tag_on(&c, A, 2), tag_on(&c, B, 1)),
+            (Some(0), Some(0)),
+            "nothing merged"
+        );
     }
 
     #[test]
