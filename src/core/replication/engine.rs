@@ -23,8 +23,9 @@
 //! - The Primary keeps a transfer log of replicated writes not yet covered by a
 //!   `BarrierAck` (DRBD's epochs); if the connection breaks, all of them are
 //!   marked out of sync, because the peer may have lost them from its volatile
-//!   cache. A barrier is sent on every host flush and every `EPOCH_WRITES_MAX`
-//!   writes, which bounds the log.
+//!   cache. A barrier is sent on every host flush, every `EPOCH_WRITES_MAX`
+//!   writes and `EPOCH_AGE_MAX` after an epoch's first write, which bounds the
+//!   log in size and in age.
 //! - Resync is driven by the SyncTarget (`RsRequest`), rate-limited by a token
 //!   bucket on `now`. The target clears bits after its write completes; the
 //!   cleared bits reach the on-disk bitmap only after a flush of the data.
@@ -71,6 +72,13 @@ pub const RS_PERSIST_BYTES: u64 = 64 << 20;
 /// flush still closes its epoch at once, and a FUA write is written FUA on
 /// the peer, so durability never waits for an epoch to fill.
 pub const EPOCH_WRITES_MAX: usize = 2048;
+/// An epoch is also closed this long after its first write, so that the
+/// transfer log (what a disconnect marks out of sync) holds at most about
+/// this much of the most recent writing, not 2048 writes of a quiet hour:
+/// a resync after a disconnect then sends about what was written while
+/// disconnected. At most one barrier (one fdatasync on the Secondary) per
+/// this interval for this reason.
+pub const EPOCH_AGE_MAX: Duration = Duration::from_millis(100);
 
 /// `after-sb-0pri` (no primary when split brain is detected).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -463,6 +471,10 @@ pub struct Replica {
     /// Transfer log: ranges of writes per epoch not yet covered by a BarrierAck.
     epoch: u64,
     epoch_writes: usize,
+    /// When the open epoch got its first write (closed by EPOCH_AGE_MAX).
+    epoch_opened: Option<Instant>,
+    /// The time of the latest input (the engine reads no clock).
+    clock: Instant,
     tl: Vec<(u64, Seq, (u64, u64))>,
     /// Barriers sent for host flushes: nr -> host request.
     barriers: BTreeMap<u64, Vec<HostId>>,
@@ -568,6 +580,8 @@ impl Replica {
             sent: BTreeMap::new(),
             epoch: 1,
             epoch_writes: 0,
+            epoch_opened: None,
+            clock: now,
             tl: Vec::new(),
             barriers: BTreeMap::new(),
             peer_inflight: BTreeSet::new(),
@@ -1131,6 +1145,9 @@ impl Replica {
             };
             self.send(msg);
             self.tl.push((self.epoch, seq, range));
+            if self.epoch_writes == 0 {
+                self.epoch_opened = Some(self.clock);
+            }
             self.epoch_writes += 1;
             if self.epoch_writes >= EPOCH_WRITES_MAX {
                 self.send_barrier(None);
@@ -1153,6 +1170,7 @@ impl Replica {
         let nr = self.epoch;
         self.epoch += 1;
         self.epoch_writes = 0;
+        self.epoch_opened = None;
         self.send(PeerMsg::Barrier { nr });
         if let Some(h) = host {
             self.barriers.entry(nr).or_default().push(h);
@@ -1185,6 +1203,9 @@ impl Replica {
     /// out of sync and persisted before the requests waiting on it complete.
     fn fail_peer_pending(&mut self) {
         let mut ranges: Vec<(u64, u64)> = self.tl.drain(..).map(|(_, _, r)| r).collect();
+        // The open epoch's writes are in `ranges` now: nothing left to close.
+        self.epoch_writes = 0;
+        self.epoch_opened = None;
         let sent = std::mem::take(&mut self.sent);
         let mut waiting = Vec::new();
         for (_, (host, range, _)) in sent {
@@ -1360,6 +1381,7 @@ impl Replica {
     }
 
     pub fn handle_disk_done(&mut self, now: Instant, id: DiskId, result: IoResult) {
+        self.clock = self.clock.max(now);
         let Some(op) = self.ops.remove(&id) else {
             self.note("disk_done_unknown", format!("id={}", id.0));
             return;
@@ -1641,6 +1663,7 @@ impl Replica {
 impl Replica {
     /// The replication connection is up and authenticated.
     pub fn handle_peer_up(&mut self, now: Instant) {
+        self.clock = self.clock.max(now);
         if self.cstate == ConnState::StandAlone {
             // We were told to stay alone; the shell raced us.
             self.push(Action::Disconnect);
@@ -1660,6 +1683,7 @@ impl Replica {
 
     /// The connection broke (or could not be made).
     pub fn handle_peer_down(&mut self, now: Instant) {
+        self.clock = self.clock.max(now);
         let _ = now;
         if !self.link_up {
             return;
@@ -1723,6 +1747,7 @@ impl Replica {
     }
 
     pub fn handle_peer_msg(&mut self, now: Instant, msg: PeerMsg) {
+        self.clock = self.clock.max(now);
         if !self.link_up {
             return;
         }
@@ -2675,6 +2700,7 @@ impl Replica {
 impl Replica {
     /// A host request from the NBD server. Completed later by Action::HostDone.
     pub fn handle_host(&mut self, now: Instant, id: HostId, io: HostIo) {
+        self.clock = self.clock.max(now);
         let _ = now;
         let usable = self.cfg.layout.usable_bytes;
         let range_ok = |offset: u64, len: u64| {
@@ -2724,6 +2750,7 @@ impl Replica {
     }
 
     pub fn handle_command(&mut self, now: Instant, cmd: Command) -> Result<(), Refused> {
+        self.clock = self.clock.max(now);
         let _ = now;
         match cmd {
             Command::Primary { force } => self.cmd_primary(force),
@@ -2882,6 +2909,7 @@ impl Replica {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.clock = self.clock.max(now);
         if self.link_up {
             if let Some(sent) = self.ping_sent {
                 if now.saturating_since(sent) >= self.cfg.ping_timeout {
@@ -2910,6 +2938,9 @@ impl Replica {
         {
             self.rs_pump(now);
         }
+        if self.link_up && self.epoch_opened.is_some_and(|t| t + EPOCH_AGE_MAX <= now) {
+            self.send_barrier(None);
+        }
     }
 
     #[must_use]
@@ -2934,10 +2965,12 @@ impl Replica {
             None
         };
         let rs = self.sync.as_ref().and_then(|s| s.wake_at);
-        match (ping, rs) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let epoch = if self.link_up {
+            self.epoch_opened.map(|t| t + EPOCH_AGE_MAX)
+        } else {
+            None
+        };
+        [ping, rs, epoch].into_iter().flatten().min()
     }
 
     pub fn status(&self, now: Instant) -> Status {
@@ -3710,6 +3743,30 @@ mod tests {
         write(c, B, 201, 2, 0xb);
         write(c, B, 202, 3, 0xb);
         c.run_for(50);
+    }
+
+    #[test]
+    fn an_idle_epoch_closes_so_a_later_disconnect_marks_nothing_acknowledged() {
+        // Ten replicated writes, then quiet: the epoch closes after
+        // EPOCH_AGE_MAX and the BarrierAck empties the transfer log, so a
+        // disconnect afterwards owes the peer nothing (the resync after it
+        // sends only what is written while disconnected).
+        let mut c = cluster(Protocol::C);
+        c.bootstrap();
+        for i in 0..10 {
+            write(&mut c, A, 300 + i, i, 0xc);
+        }
+        c.run_for(EPOCH_AGE_MAX.millis() * 3);
+        for i in 0..10 {
+            done_ok(&c, A, 300 + i);
+        }
+        c.cut();
+        c.run_for(50);
+        assert_eq!(
+            c.r(A).bitmap().count(),
+            0,
+            "acknowledged, flushed epochs are not resynced"
+        );
     }
 
     #[test]
