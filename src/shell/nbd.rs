@@ -281,7 +281,19 @@ impl NbdServer {
 
     /// Readiness for one of our tokens. An event with neither flag (an error
     /// or hang-up only) tries both, so the failure is seen and the slot freed.
-    pub fn handle_event(&mut self, token: Token, readable: bool, writable: bool) {
+    ///
+    /// `short_read_ends`: the event is a readable edge that did not report the
+    /// client's end, so a short read means the socket is empty and reading may
+    /// stop there (edge-triggered epoll reports later bytes) without the read
+    /// that would only say WouldBlock. False where an end may be queued behind
+    /// the data, or without an event.
+    pub fn handle_event(
+        &mut self,
+        token: Token,
+        readable: bool,
+        writable: bool,
+        short_read_ends: bool,
+    ) {
         if token.0 == self.cfg.token_first {
             self.accept();
             return;
@@ -296,7 +308,7 @@ impl NbdServer {
         }
         // Sent replies may have brought a paused connection under its bound.
         if readable || neither || self.resumable(slot) {
-            self.read_conn(slot);
+            self.read_conn(slot, readable && short_read_ends);
         }
         self.close_if_done(slot);
     }
@@ -347,7 +359,7 @@ impl NbdServer {
                 self.flush_conn(slot);
             }
             if self.resumable(slot) {
-                self.read_conn(slot);
+                self.read_conn(slot, false);
             }
             self.close_if_done(slot);
         }
@@ -407,13 +419,13 @@ impl NbdServer {
             log::debug!("nbd_conn_open res={} conn={slot}", self.cfg.name);
             self.flush_conn(slot);
             // Bytes may have arrived with the connection (edge-triggered).
-            self.read_conn(slot);
+            self.read_conn(slot, false);
             self.close_if_done(slot);
         }
     }
 
     /// Reads and parses until WouldBlock, a close, or back-pressure.
-    fn read_conn(&mut self, slot: usize) {
+    fn read_conn(&mut self, slot: usize, short_read_ends: bool) {
         let export = ExportInfo {
             name: &self.cfg.name,
             size: self.cfg.size,
@@ -438,12 +450,16 @@ impl NbdServer {
                 .payload_slot()
                 .filter(|s| s.len() >= DIRECT_READ_MIN)
             {
+                let asked = direct.len();
                 match read_uninit(&conn.stream, direct) {
                     Ok(0) => failed = Some("eof"),
                     Ok(n) => {
                         // SAFETY: read_uninit initialised the first n bytes of the slot.
                         if let Some(feed) = unsafe { conn.session.payload_advance(n) } {
                             on_feed(conn, slot, feed, &mut self.q);
+                        }
+                        if short_read_ends && n < asked {
+                            break;
                         }
                         continue;
                     }
@@ -476,6 +492,9 @@ impl NbdServer {
                     conn.wq.push_back(Out::Raw { buf, sent: 0 });
                 }
                 on_feed(conn, slot, feed, &mut self.q);
+            }
+            if short_read_ends && n < self.rbuf.len() {
+                break;
             }
         }
         if let Some(reason) = failed {
@@ -663,8 +682,13 @@ mod tests {
                 .unwrap();
             for ev in self.events.iter() {
                 assert!(self.server.owns(ev.token()));
-                self.server
-                    .handle_event(ev.token(), ev.is_readable(), ev.is_writable());
+                let short_read_ends = !(ev.is_read_closed() || ev.is_error());
+                self.server.handle_event(
+                    ev.token(),
+                    ev.is_readable(),
+                    ev.is_writable(),
+                    short_read_ends,
+                );
             }
             self.server.flush();
             std::iter::from_fn(|| self.server.poll_request()).collect()
@@ -797,6 +821,26 @@ mod tests {
         c.read_exact(&mut d).unwrap();
         assert_eq!(&d, b"good");
         assert_eq!(rig.server.pending(), 0);
+    }
+
+    /// A request and the client's close, queued together before the server
+    /// reads: the request is taken and the close seen (a short read must not
+    /// end reading when the event reported the end).
+    #[test]
+    fn a_close_queued_behind_a_request_is_seen() {
+        let mut rig = Rig::new("eofq");
+        let mut c = rig.client();
+        let mut m = encode_request(0, CMD_WRITE, 4, 0, 512).to_vec();
+        m.extend([5u8; 512]);
+        c.write_all(&m).unwrap();
+        drop(c);
+        let deadline = StdInstant::now() + StdDuration::from_secs(5);
+        let mut got = Vec::new();
+        while rig.server.connections() > 0 {
+            assert!(StdInstant::now() < deadline, "the close was never seen");
+            got.extend(rig.turn());
+        }
+        assert_eq!(got.len(), 1, "{got:?}");
     }
 
     /// A 1 MiB write arrives whole and in order whatever the split between

@@ -12,14 +12,29 @@ use crate::core::Event;
 /// well below kernel threads and watchdogs (50, 99).
 pub const RT_PRIORITY: i32 = 10;
 
+/// Largest allocation served from the heap rather than its own mmap: above
+/// the largest I/O payload (1 MiB) and its frame.
+const MMAP_THRESHOLD: i32 = 4 << 20;
+/// Free memory at the top of the heap kept rather than returned to the kernel.
+const TRIM_THRESHOLD: i32 = 32 << 20;
+
 /// Before any thread starts: one malloc arena for the whole process. Otherwise
 /// glibc reserves 64 MiB of address space for the logger thread's arena, which
 /// `mlockall` counts against RLIMIT_MEMLOCK (often 8 MiB) and then refuses.
+///
+/// And fixed heap thresholds. Why: under `mlockall(MCL_FUTURE)` every page
+/// the heap gets back from the kernel is faulted in and zeroed at once; with
+/// glibc's defaults the 1 MiB replication payloads went to mmap or made the
+/// heap shrink and regrow, and a 1 MiB sequential-write run spent ~6 % of all
+/// CPU zeroing and locking pages (`clear_page_erms`, `__mm_populate` under
+/// `brk`). The heap now keeps up to `TRIM_THRESHOLD` of free memory.
 pub fn prepare() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only tunes the allocator; called before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD);
     }
 }
 

@@ -332,6 +332,8 @@ pub struct ReplConn {
     events: VecDeque<ConnEvent>,
     event_bytes: usize,
     stats: ReplStats,
+    /// Within a readable event without the peer's end: a short read ends reading.
+    short_read_ends: bool,
 }
 
 impl ReplConn {
@@ -357,6 +359,7 @@ impl ReplConn {
             events: VecDeque::new(),
             event_bytes: 0,
             stats: ReplStats::default(),
+            short_read_ends: false,
         }
     }
 
@@ -512,13 +515,19 @@ impl ReplConn {
 
     /// Readiness on one of our tokens (others are ignored).
     pub fn ready(&mut self, token: Token, event: &Event, now: Instant) {
-        let _ = event; // Both directions are tried: reads and writes stop at WouldBlock.
+        // Both directions are tried: writes stop at WouldBlock, reads at
+        // WouldBlock or at a short read, unless the peer's end may be queued
+        // behind the data (see `ReadResult::Drained`).
         if !self.owns(token) {
             return;
         }
         match token.0 - self.token_base {
             0 => self.accept_all(now),
-            n => self.service(n - 1, now),
+            n => {
+                self.short_read_ends = !(event.is_read_closed() || event.is_error());
+                self.service(n - 1, now);
+                self.short_read_ends = false;
+            }
         }
     }
 
@@ -720,6 +729,7 @@ impl ReplConn {
             return Outcome::Continue;
         }
         self.conn(slot).rx_pending = false;
+        let mut drained = false;
         for _ in 0..READS_PER_CALL_MAX {
             match self.consume_buffered(slot) {
                 Outcome::Continue => {}
@@ -733,9 +743,13 @@ impl ReplConn {
                 self.conn(slot).rx_pending = true;
                 return Outcome::Continue;
             }
+            if drained && self.short_read_ends {
+                return Outcome::Continue;
+            }
             match self.read_once(slot, now) {
-                Ok(true) => {}
-                Ok(false) => return Outcome::Continue,
+                Ok(ReadResult::More) => {}
+                Ok(ReadResult::Drained) => drained = true,
+                Ok(ReadResult::Blocked) => return Outcome::Continue,
                 Err(outcome) => return outcome,
             }
         }
@@ -744,22 +758,23 @@ impl ReplConn {
     }
 
     /// One read: straight into a large payload, else into the socket's buffer.
-    /// Ok(false) at WouldBlock.
-    fn read_once(&mut self, slot: usize, now: Instant) -> Result<bool, Outcome> {
+    fn read_once(&mut self, slot: usize, now: Instant) -> Result<ReadResult, Outcome> {
         let is_live = self.live == Some(slot);
         let c = self.conn(slot);
         let direct = is_live && c.decoder.payload_remaining() >= DIRECT_READ_MIN;
-        let result = if direct {
-            c.stream.read(c.decoder.want())
+        let (result, asked) = if direct {
+            let want = c.decoder.want();
+            let asked = want.len();
+            (c.stream.read(want), asked)
         } else {
-            c.stream.read(&mut c.rx)
+            (c.stream.read(&mut c.rx), c.rx.len())
         };
         let n = match result {
             Ok(0) if is_live => return Err(Outcome::Down(DownReason::Eof)),
             Ok(0) => return Err(Outcome::Drop(None)),
             Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
-            Err(e) if e.kind() == ErrorKind::Interrupted => return Ok(true),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(ReadResult::Blocked),
+            Err(e) if e.kind() == ErrorKind::Interrupted => return Ok(ReadResult::More),
             Err(e) if is_live => return Err(Outcome::Down(DownReason::Io(e.kind()))),
             Err(_) => return Err(Outcome::Drop(None)),
         };
@@ -779,7 +794,11 @@ impl ReplConn {
             c.rx_start = 0;
             c.rx_end = n;
         }
-        Ok(true)
+        Ok(if n < asked {
+            ReadResult::Drained
+        } else {
+            ReadResult::More
+        })
     }
 
     /// Feeds buffered bytes to the handshake or the frame decoder, until the
@@ -1059,6 +1078,21 @@ impl ReplConn {
             }
         }
     }
+}
+
+/// What one read found.
+enum ReadResult {
+    /// It filled what it asked for: the socket may hold more.
+    More,
+    /// A short read: the socket was empty when it returned. Edge-triggered
+    /// epoll reports any byte that arrives later, so no read that would only
+    /// say WouldBlock is needed (half the reads on a busy link were those).
+    /// Only within a readable event that did not report the peer's end (an
+    /// end queued behind the data raises no further event): elsewhere reads
+    /// go on to WouldBlock.
+    Drained,
+    /// WouldBlock.
+    Blocked,
 }
 
 /// One write; Ok(0) at WouldBlock, errors otherwise (EOF shows on the read side).

@@ -941,8 +941,12 @@ impl ReplicationIo {
         if self.conn.owns(token) {
             self.conn.ready(token, event, now);
         } else if self.nbd.owns(token) {
-            self.nbd
-                .handle_event(token, event.is_readable(), event.is_writable());
+            self.nbd.handle_event(
+                token,
+                event.is_readable(),
+                event.is_writable(),
+                !(event.is_read_closed() || event.is_error()),
+            );
         }
         // The waker's token needs nothing: the pump drains the worker anyway.
     }
@@ -1429,7 +1433,7 @@ impl ReplicationIo {
     fn serve_for_shutdown(&mut self, now: Instant, handlers: &mut Vec<&'static str>) {
         let first = self.token_base + 1 + repl_conn::TOKENS;
         for t in first..first + NBD_TOKENS {
-            self.nbd.handle_event(Token(t), true, true);
+            self.nbd.handle_event(Token(t), true, true, false);
         }
         self.pump(now, handlers);
     }

@@ -248,7 +248,8 @@ fn serve(
             if server.owns(ev.token()) {
                 let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
                 let writable = ev.is_writable() || ev.is_write_closed();
-                server.handle_event(ev.token(), readable, writable);
+                let short_read_ends = !(ev.is_read_closed() || ev.is_error());
+                server.handle_event(ev.token(), readable, writable, short_read_ends);
             }
         }
         for c in std::mem::take(&mut *stats.controls.lock().unwrap()) {
