@@ -33,8 +33,9 @@ const SYNC_TIMEOUT: Duration = Duration::from_secs(40);
 const NBD_IO_TIMEOUT: Duration = Duration::from_secs(10);
 const BLOCK: u64 = 4096;
 /// The kill test writes only in the first 8 MiB: two 4 MiB activity-log
-/// extents, all a crashed Primary's resync may move.
-const AL_BOUND_KIB: u64 = 2 * 4096;
+/// extents, plus the one its sequential stream records ahead
+/// (`AL_PREFETCH_BYTES`): all a crashed Primary's resync may move.
+const AL_BOUND_KIB: u64 = 3 * 4096;
 
 // ==== The lab ====
 
