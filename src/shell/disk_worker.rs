@@ -56,8 +56,11 @@ use crate::core::replication::{DiskId, DiskIo, DiskTarget, IoError, IoResult};
 
 /// Environment variable naming a fault-rule file (see the module doc).
 pub const FAIL_DISK_ENV: &str = "BASCULE_FAIL_DISK";
-/// Largest chunk written per call when zeroes are written by hand.
-const ZERO_CHUNK: usize = 1 << 20;
+/// Largest chunk written per call when zeroes are written by hand. Why not
+/// more: the zeroes are a static, and `mlockall` keeps every page of the
+/// binary resident; a 1 MiB static was a quarter of the idle daemon's RSS
+/// (4.9 MiB against the 4 MiB goal) for a fallback that is rarely taken.
+const ZERO_CHUNK: usize = 64 << 10;
 /// How often the fault file's modification time is checked.
 const FAULT_FILE_CHECK: StdDuration = StdDuration::from_millis(50);
 
