@@ -3131,6 +3131,59 @@ mod tests {
         std::iter::from_fn(|| r.poll_action()).collect()
     }
 
+    /// Alone and forced Primary (its metadata writes not yet completed).
+    fn lone_primary(t: Instant) -> Replica {
+        let mut r = lone(Protocol::C);
+        r.handle_command(t, Command::Primary { force: true })
+            .unwrap();
+        r
+    }
+
+    /// Completes metadata writes (and drops every other action) until none
+    /// is left; returns the offsets written.
+    fn settle_meta(r: &mut Replica, t: Instant) -> Vec<u64> {
+        let mut written = Vec::new();
+        loop {
+            let metas: Vec<(DiskId, u64)> = drain(r).iter().filter_map(meta_write_of).collect();
+            if metas.is_empty() {
+                return written;
+            }
+            for (id, offset) in metas {
+                written.push(offset);
+                r.handle_disk_done(t, id, Ok(None));
+            }
+        }
+    }
+
+    /// The id and offset of a metadata write action.
+    fn meta_write_of(a: &Action) -> Option<(DiskId, u64)> {
+        match a {
+            Action::Disk {
+                id,
+                io:
+                    DiskIo::Write {
+                        target: DiskTarget::Meta,
+                        offset,
+                        ..
+                    },
+            } => Some((*id, *offset)),
+            _ => None,
+        }
+    }
+
+    /// A one-block host write of `block_of(id)` at `offset`.
+    fn host_write(r: &mut Replica, t: Instant, id: u64, offset: u64) {
+        r.handle_host(
+            t,
+            HostId(id),
+            HostIo::Write {
+                offset,
+                data: Arc::new(block_of(id)),
+                fua: false,
+            },
+        );
+    }
+
     // ---- roles and states ---------------------------------------------
 
     #[test]
@@ -3319,16 +3372,9 @@ mod tests {
                     return out;
                 }
                 for a in actions {
-                    match a {
-                        Action::Disk {
-                            id,
-                            io:
-                                DiskIo::Write {
-                                    target: DiskTarget::Meta,
-                                    ..
-                                },
-                        } => r.handle_disk_done(t, id, Ok(None)),
-                        other => out.push(other),
+                    match meta_write_of(&a) {
+                        Some((id, _)) => r.handle_disk_done(t, id, Ok(None)),
+                        None => out.push(a),
                     }
                 }
             }
@@ -3426,52 +3472,19 @@ mod tests {
     #[test]
     fn a_sequential_stream_records_its_next_extent_ahead() {
         let t = Instant::ZERO;
-        let mut r = lone(Protocol::C);
-        r.handle_command(t, Command::Primary { force: true })
-            .unwrap();
+        let mut r = lone_primary(t);
         let layout = sim_config(Protocol::C, true).layout;
         let al_area = layout.al_offset..layout.al_offset + layout.al_bytes;
         let ext = md::AL_EXTENT_BYTES;
-        // Completes every metadata write; returns how many AL records went out.
+        // AL records written while the metadata settles.
         let settle = |r: &mut Replica| {
-            let mut records = 0;
-            loop {
-                let metas: Vec<(DiskId, u64)> = drain(r)
-                    .into_iter()
-                    .filter_map(|a| match a {
-                        Action::Disk {
-                            id,
-                            io:
-                                DiskIo::Write {
-                                    target: DiskTarget::Meta,
-                                    offset,
-                                    ..
-                                },
-                        } => Some((id, offset)),
-                        _ => None,
-                    })
-                    .collect();
-                if metas.is_empty() {
-                    return records;
-                }
-                for (id, offset) in metas {
-                    records += usize::from(al_area.contains(&offset));
-                    r.handle_disk_done(t, id, Ok(None));
-                }
-            }
+            settle_meta(r, t)
+                .iter()
+                .filter(|o| al_area.contains(o))
+                .count()
         };
         settle(&mut r);
-        let write = |r: &mut Replica, id: u64, offset: u64| {
-            r.handle_host(
-                t,
-                HostId(id),
-                HostIo::Write {
-                    offset,
-                    data: Arc::new(block_of(id)),
-                    fua: false,
-                },
-            );
-        };
+        let write = |r: &mut Replica, id: u64, offset: u64| host_write(r, t, id, offset);
         let hot = |r: &Replica, e: u64| r.al.extents().any(|x| x == e);
         // The sim's disk has two extents. First write, 1 MiB before the end
         // of extent 0: extent 0 only (nothing to continue).
@@ -3488,9 +3501,7 @@ mod tests {
         assert_eq!(settle(&mut r), 0);
 
         // Another node: a stream early in extent 0, then a jump near its end.
-        let mut r = lone(Protocol::C);
-        r.handle_command(t, Command::Primary { force: true })
-            .unwrap();
+        let mut r = lone_primary(t);
         settle(&mut r);
         write(&mut r, 1, 1 << 20);
         write(&mut r, 2, (1 << 20) + BLOCK_BYTES);
@@ -3506,64 +3517,25 @@ mod tests {
     #[test]
     fn activity_log_record_precedes_the_data_write() {
         let t = Instant::ZERO;
-        let mut r = lone(Protocol::C);
-        let complete_meta = |r: &mut Replica| loop {
-            let metas: Vec<DiskId> = drain(r)
-                .into_iter()
-                .filter_map(|a| match a {
-                    Action::Disk {
-                        id,
-                        io:
-                            DiskIo::Write {
-                                target: DiskTarget::Meta,
-                                ..
-                            },
-                    } => Some(id),
-                    _ => None,
-                })
-                .collect();
-            if metas.is_empty() {
-                break;
-            }
-            metas
-                .into_iter()
-                .for_each(|id| r.handle_disk_done(t, id, Ok(None)));
-        };
-        r.handle_command(t, Command::Primary { force: true })
-            .unwrap();
-        complete_meta(&mut r);
+        let mut r = lone_primary(t);
+        settle_meta(&mut r, t);
         let layout = sim_config(Protocol::C, true).layout;
         let write = |r: &mut Replica, id: u64, offset: u64| {
-            r.handle_host(
-                t,
-                HostId(id),
-                HostIo::Write {
-                    offset,
-                    data: Arc::new(block_of(id)),
-                    fua: false,
-                },
-            );
+            host_write(r, t, id, offset);
             let (mut meta, mut data) = (Vec::new(), Vec::new());
             for a in drain(r) {
-                match a {
-                    Action::Disk {
-                        id,
-                        io:
-                            DiskIo::Write {
-                                target: DiskTarget::Meta,
-                                offset,
-                                ..
-                            },
-                    } => meta.push((id, offset)),
-                    Action::Disk {
-                        id,
-                        io:
-                            DiskIo::Write {
-                                target: DiskTarget::Data,
-                                ..
-                            },
-                    } => data.push(id),
-                    _ => {}
+                if let Some(m) = meta_write_of(&a) {
+                    meta.push(m);
+                } else if let Action::Disk {
+                    id,
+                    io:
+                        DiskIo::Write {
+                            target: DiskTarget::Data,
+                            ..
+                        },
+                } = a
+                {
+                    data.push(id);
                 }
             }
             (meta, data)
@@ -3617,9 +3589,7 @@ mod tests {
     #[test]
     fn metadata_writes_to_one_place_never_overlap() {
         let t = Instant::ZERO;
-        let mut r = lone(Protocol::C);
-        r.handle_command(t, Command::Primary { force: true })
-            .unwrap();
+        let mut r = lone_primary(t);
         let layout = sim_config(Protocol::C, true).layout;
         let page = layout.bitmap_offset;
         let mut inflight: Vec<(DiskId, DiskIo)> = Vec::new();
