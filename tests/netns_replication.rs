@@ -1032,6 +1032,23 @@ fn heartbeats_lost_but_replication_alive_keeps_the_connection() {
     lab.run(&["heal", "debian1", "all"]);
 }
 
+/// Starts the pair with debian1's disk faults read from a rule file (empty for
+/// now), makes debian1 Primary and waits for the full sync; returns the file.
+fn synced_with_fault_file(lab: &Lab) -> PathBuf {
+    let rules = lab.dir.join("debian1-faults");
+    std::fs::write(&rules, "# no faults yet\n").unwrap();
+    start_with_env(
+        lab,
+        "debian1",
+        &[("BASCULE_FAIL_DISK", rules.to_str().unwrap())],
+    );
+    lab.start("debian2");
+    wait_disk(lab, "debian1", &[("cstate", "Connected")], CONNECT_TIMEOUT);
+    disk_ok(lab, "debian1", &["primary", "--force", "repl"]);
+    wait_synced(lab, "debian1", SYNC_TIMEOUT);
+    rules
+}
+
 /// `on-io-error detach`: the Primary's backing disk starts failing; the node
 /// goes Diskless and I/O continues through the peer.
 #[test]
@@ -1040,17 +1057,7 @@ fn failing_disk_detaches_and_io_continues_through_the_peer() {
     let Some(lab) = disk_lab("failing_disk") else {
         return;
     };
-    let rules = lab.dir.join("debian1-faults");
-    std::fs::write(&rules, "# no faults yet\n").unwrap();
-    start_with_env(
-        &lab,
-        "debian1",
-        &[("BASCULE_FAIL_DISK", rules.to_str().unwrap())],
-    );
-    lab.start("debian2");
-    wait_disk(&lab, "debian1", &[("cstate", "Connected")], CONNECT_TIMEOUT);
-    disk_ok(&lab, "debian1", &["primary", "--force", "repl"]);
-    wait_synced(&lab, "debian1", SYNC_TIMEOUT);
+    let rules = synced_with_fault_file(&lab);
     let mut c = nbd(&lab, "debian1");
     c.write(0, &pattern(3, 0), true).unwrap();
     let mark = lab.mark("debian1");
@@ -1089,6 +1096,64 @@ fn failing_disk_detaches_and_io_continues_through_the_peer() {
         check_block(
             &c.read(i * BLOCK, BLOCK as u32).unwrap(),
             3,
+            i,
+            &format!("block {i}"),
+        );
+    }
+}
+
+/// "The mio loop never blocks on the disk; a slow flush must not delay a
+/// heartbeat": the Primary's flushes are held 3 s (`slow flush 3000`, three
+/// times deadtime) while a host flush waits on one; meanwhile plain writes
+/// complete, and neither node sees the other Late or Dead.
+#[test]
+fn a_slow_flush_delays_neither_heartbeats_nor_other_writes() {
+    let _serial = serial();
+    let Some(lab) = disk_lab("slow_flush") else {
+        return;
+    };
+    let rules = synced_with_fault_file(&lab);
+    let marks: Vec<usize> = NODES.iter().map(|n| lab.mark(n)).collect();
+    std::fs::write(&rules, "slow flush 3000\n").unwrap();
+    // The worker rereads the rules within 50 ms.
+    std::thread::sleep(Duration::from_millis(200));
+    let flusher = {
+        let mut c = nbd(&lab, "debian1");
+        std::thread::spawn(move || {
+            let t0 = Instant::now();
+            c.flush().map(|_| t0.elapsed())
+        })
+    };
+    // Let the flush reach the disk worker, then write beside it.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut c = nbd(&lab, "debian1");
+    let t0 = Instant::now();
+    for i in 0..16u64 {
+        c.write(i * BLOCK, &pattern(5, i), false).unwrap();
+    }
+    let writes = t0.elapsed();
+    let flushed = flusher.join().unwrap().unwrap();
+    assert!(
+        flushed >= Duration::from_millis(2500),
+        "the flush was not held ({flushed:?}): the fault rule did not apply"
+    );
+    assert!(
+        writes < Duration::from_millis(1500),
+        "16 plain writes took {writes:?} beside a held flush"
+    );
+    for (node, mark) in NODES.iter().zip(&marks) {
+        let late = lab.grep(node, *mark, &["peer_state"]);
+        let late: Vec<&String> = late
+            .iter()
+            .filter(|l| l.contains("to=Late") || l.contains("to=Dead"))
+            .collect();
+        assert!(late.is_empty(), "{node} saw its peer late: {late:?}");
+    }
+    std::fs::write(&rules, "# done\n").unwrap();
+    for i in 0..16u64 {
+        check_block(
+            &c.read(i * BLOCK, BLOCK as u32).unwrap(),
+            5,
             i,
             &format!("block {i}"),
         );

@@ -36,6 +36,7 @@
 //!   meta START END     the same for the metadata area
 //!   after N            every op after the first N (counted from when the rule is read) fails
 //!   all                every op fails, flushes included
+//!   slow flush MS      every Flush waits MS milliseconds before it runs (a slow cache flush)
 //! ```
 //!
 //! A missing file means no faults; a malformed line is ignored and logged.
@@ -83,6 +84,8 @@ pub struct FaultRules {
     /// Every op after this many (counted from when the rules were set) fails.
     pub fail_after: Option<u64>,
     pub all: bool,
+    /// Every Flush waits this long before it runs (a slow device cache flush).
+    pub slow_flush_ms: Option<u64>,
 }
 
 impl FaultRules {
@@ -102,6 +105,7 @@ impl FaultRules {
                     true
                 }
                 ["after", n] => num(n).map(|n| rules.fail_after = Some(n)).is_some(),
+                ["slow", "flush", ms] => num(ms).map(|ms| rules.slow_flush_ms = Some(ms)).is_some(),
                 [which @ ("data" | "meta"), a, b] => match (num(a), num(b)) {
                     (Some(a), Some(b)) if a < b => {
                         let list = if *which == "data" {
@@ -204,6 +208,16 @@ impl Faults {
         }
         *self.rules.lock().unwrap() = rules;
         self.ops.store(0, Ordering::SeqCst);
+    }
+
+    /// How long a Flush is held before it runs (`slow flush MS`), if at all.
+    fn flush_delay(&self) -> Option<StdDuration> {
+        if !self.active.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.refresh();
+        let ms = self.rules.lock().unwrap().slow_flush_ms?;
+        Some(StdDuration::from_millis(ms))
     }
 
     /// True when this op must fail. `range`: None for a flush.
@@ -527,6 +541,9 @@ pub fn run(files: &DiskFiles, faults: &Faults, io: DiskIo) -> IoResult {
             Ok(None)
         }
         DiskIo::Flush => {
+            if let Some(delay) = faults.flush_delay() {
+                std::thread::sleep(delay);
+            }
             files.data.sync_data().map_err(map_err)?;
             if let Some((meta, _)) = &files.meta {
                 if !same_file(&files.data, meta) {
@@ -1035,6 +1052,58 @@ mod tests {
         std::fs::remove_file(&rules).unwrap();
         settle();
         assert!(rd().is_ok());
+    }
+
+    /// A slow flush (`slow flush MS`) holds neither plain writes nor reads:
+    /// they run on the data workers and complete while it waits.
+    #[test]
+    fn a_slow_flush_holds_up_no_plain_write() {
+        let (_dir, w, mut poll) = worker_on("slowflush", 1 << 20);
+        let (rules, bad) = FaultRules::parse(
+            "slow flush 1000
+",
+        );
+        assert!(bad.is_empty());
+        assert_eq!(rules.slow_flush_ms, Some(1000));
+        w.faults().set(rules);
+        let t0 = StdInstant::now();
+        // One batch, the flush first: a worker that took the batch whole
+        // would run the writes after it.
+        let writes = (1..=8).map(|i| {
+            (
+                DiskId(i),
+                DiskIo::Write {
+                    target: DiskTarget::Data,
+                    offset: i * 4096,
+                    data: Arc::new(vec![i as u8; 4096]),
+                    fua: false,
+                },
+            )
+        });
+        w.submit_batch(std::iter::once((DiskId(0), DiskIo::Flush)).chain(writes));
+        let mut events = Events::with_capacity(8);
+        let mut order = Vec::new();
+        let mut done = Vec::new();
+        let deadline = t0 + StdDuration::from_secs(10);
+        while order.len() < 9 {
+            assert!(StdInstant::now() < deadline, "not all done: {order:?}");
+            poll.poll(&mut events, Some(StdDuration::from_millis(100)))
+                .unwrap();
+            w.drain(&mut done);
+            for (id, r) in done.drain(..) {
+                assert!(r.is_ok(), "{id:?}: {r:?}");
+                order.push(id.0);
+            }
+        }
+        assert_eq!(
+            order.last(),
+            Some(&0),
+            "the writes waited for the flush: {order:?}"
+        );
+        assert!(
+            t0.elapsed() >= StdDuration::from_millis(1000),
+            "the flush was not held"
+        );
     }
 
     /// A burst of completions wakes the loop far fewer times than it completes.
