@@ -274,18 +274,24 @@ fn fixture(tag: &str) -> Option<Fixture> {
     Some(fx)
 }
 
+/// Exposes the device, makes an ext3 on it and mounts it on the fixture's
+/// mount point: (device path, mount point, block device, nbdfuse pid).
+fn expose_mkfs_mount(fx: &mut Fixture) -> (String, String, PathBuf, u32) {
+    let dev = fx.dir.join("drbd0").to_string_lossy().into_owned();
+    let mnt = fx.mnt.to_string_lossy().into_owned();
+    let (block, pid) = expose_checked(fx);
+    sh("mkfs.ext3", &["-q", "-F", &dev]);
+    sh("mount", &[&dev, &mnt]);
+    (dev, mnt, block, pid)
+}
+
 #[test]
 fn expose_mkfs_mount_write_teardown_reexpose_file_is_there() {
     let Some(mut fx) = fixture("cycle") else {
         return;
     };
-    let dev = fx.dir.join("drbd0").to_string_lossy().into_owned();
-    let mnt = fx.mnt.to_string_lossy().into_owned();
-
     // First exposure: a fresh file system and a file on it.
-    let (block, pid) = expose_checked(&mut fx);
-    sh("mkfs.ext3", &["-q", "-F", &dev]);
-    sh("mount", &[&dev, &mnt]);
+    let (dev, mnt, block, pid) = expose_mkfs_mount(&mut fx);
     fs::write(fx.mnt.join("hello.txt"), b"bascule was here\n").unwrap();
     sh("sync", &["-f", &format!("{mnt}/hello.txt")]);
 
@@ -426,11 +432,7 @@ fn a_frozen_server_under_a_mounted_fs_is_cleaned_up_in_bounded_time() {
     let Some(mut fx) = fixture("frozen") else {
         return;
     };
-    let dev = fx.dir.join("drbd0").to_string_lossy().into_owned();
-    let mnt = fx.mnt.to_string_lossy().into_owned();
-    let (block, pid) = expose_checked(&mut fx);
-    sh("mkfs.ext3", &["-q", "-F", &dev]);
-    sh("mount", &[&dev, &mnt]);
+    let (_dev, mnt, block, pid) = expose_mkfs_mount(&mut fx);
     fs::write(fx.mnt.join("dirty.bin"), vec![0x5a; 4 << 20]).unwrap(); // in the page cache
     let kit = fx.nbdkit.as_ref().unwrap().id() as libc::pid_t;
     // SAFETY: kill(2) on our own child.

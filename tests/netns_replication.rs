@@ -262,6 +262,12 @@ fn wait_synced(lab: &Lab, primary: &str, timeout: Duration) {
 /// Starts both, makes `debian1` Primary with `--force` and waits for the full sync.
 fn start_synced(lab: &Lab) {
     lab.start_both();
+    force_sync_from_debian1(lab);
+}
+
+/// Both daemons started: once both are Connected and Inconsistent, debian1 is
+/// forced Primary and the full sync runs to its end.
+fn force_sync_from_debian1(lab: &Lab) {
     for node in NODES {
         wait_disk(
             lab,
@@ -1043,9 +1049,7 @@ fn synced_with_fault_file(lab: &Lab) -> PathBuf {
         &[("BASCULE_FAIL_DISK", rules.to_str().unwrap())],
     );
     lab.start("debian2");
-    wait_disk(lab, "debian1", &[("cstate", "Connected")], CONNECT_TIMEOUT);
-    disk_ok(lab, "debian1", &["primary", "--force", "repl"]);
-    wait_synced(lab, "debian1", SYNC_TIMEOUT);
+    force_sync_from_debian1(lab);
     rules
 }
 

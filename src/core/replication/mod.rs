@@ -117,7 +117,7 @@ pub enum DiskIo {
         offset: u64,
         len: u32,
     },
-    /// `fua`: durable before completion (the worker writes then fdatasyncs).
+    /// `fua`: durable before completion (the worker writes with RWF_DSYNC).
     Write {
         target: DiskTarget,
         offset: u64,
